@@ -1,0 +1,255 @@
+"""``Decomposer``: question (+ context) → at most N sub-questions, as a LangChain runnable.
+
+With our local :class:`~langchain_dod.chat_models.ChatGGUF` the reply is constrained by a grammar built
+from :func:`subquestion_schema`, so it can never be malformed. Any other chat model gets structured output
+when it supports it, with the robust text parser as the fallback; a completion LLM gets the text parser.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from langchain_core.language_models import BaseChatModel, BaseLanguageModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.runnables import RunnableConfig, RunnableSerializable
+from langchain_core.runnables.config import patch_config
+from pydantic import BaseModel, ConfigDict, Field
+
+from langchain_dod.chat_models import ChatGGUF
+from langchain_dod.models import ROLE_DEFAULTS, ROLE_ENV
+from langchain_dod.parsing import normalize_subquestions, parse_subquestions
+from langchain_dod.prompts import DEFAULT_MAX_SUBQUESTIONS, PROFILES, decomposer_messages
+
+__all__ = [
+    "Decomposer",
+    "Decomposition",
+    "DecompositionError",
+    "default_adapter",
+    "default_decomposer_llm",
+    "normalize_input",
+    "subquestion_schema",
+]
+
+DEFAULT_ADAPTER = "smollm2-135m-decomposer-lora.gguf"
+_MAX_SUBQUESTION_CHARS = 240
+
+
+class DecompositionError(RuntimeError):
+    """The decomposer ran but produced nothing usable, or failed."""
+
+
+class Decomposition(BaseModel):
+    """The decomposer's output: sub-questions (0 means "answer directly") and what produced them."""
+
+    subquestions: list[str] = Field(default_factory=list)
+    model: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    seconds: float | None = None
+    raw: str | None = Field(default=None, description="the model's reply before parsing")
+
+
+def subquestion_schema(max_subquestions: int = DEFAULT_MAX_SUBQUESTIONS) -> dict[str, Any]:
+    """JSON schema of the decomposer's reply; llama.cpp turns it into the grammar that enforces it."""
+    return {
+        "type": "object",
+        "properties": {
+            "subquestions": {
+                "type": "array",
+                "items": {"type": "string", "minLength": 1, "maxLength": _MAX_SUBQUESTION_CHARS},
+                "maxItems": max_subquestions,
+            }
+        },
+        "required": ["subquestions"],
+    }
+
+
+def default_adapter() -> Path | None:
+    """The shipped distilled LoRA adapter for the default base, or ``None`` when none ships (yet)."""
+    if env := os.environ.get("DOD_DECOMPOSER_ADAPTER"):
+        return None if env.lower() in ("", "none", "0") else Path(env).expanduser()
+    candidate = resources.files("langchain_dod") / "data" / DEFAULT_ADAPTER
+    return Path(str(candidate)) if candidate.is_file() else None
+
+
+def default_decomposer_llm(**kwargs: Any) -> ChatGGUF:
+    """The shipped default decomposer: SmolLM2-135M (Q4_1) plus the distilled adapter when present.
+
+    ``DOD_DECOMPOSER_GGUF`` replaces the base; the adapter is then not applied (it fits only its base).
+    """
+    if os.environ.get(ROLE_ENV["decomposer"]):
+        return ChatGGUF(model=os.environ[ROLE_ENV["decomposer"]], **kwargs)
+    adapter = default_adapter()
+    return ChatGGUF(model=ROLE_DEFAULTS["decomposer"], lora_path=str(adapter) if adapter else None, **kwargs)
+
+
+def normalize_input(value: Any) -> tuple[str, str | None]:
+    """Accept ``"question"`` or ``{"question": ..., "context": ...}``; reject anything else clearly."""
+    if isinstance(value, str):
+        question, context = value, None
+    elif isinstance(value, dict):
+        if "question" not in value:
+            raise ValueError(f"Input dict needs a 'question' key; got keys {sorted(value)}.")
+        question, context = value["question"], value.get("context")
+    else:
+        raise TypeError(
+            f"Expected a question string or a dict {{'question': ..., 'context': ...}}, got {type(value).__name__}."
+        )
+    if not isinstance(question, str):
+        raise TypeError(f"The question must be a string, got {type(question).__name__}.")
+    if not question.strip():
+        raise ValueError("The question is empty; pass a non-empty question.")
+    if context is not None and not isinstance(context, str):
+        raise TypeError(f"The context must be a string or None, got {type(context).__name__}.")
+    return question.strip(), (context.strip() or None) if context else None
+
+
+_JSON_STRING = re.compile(r'"((?:[^"\\]|\\.)*)"')
+
+
+def _strings_from_partial_json(text: str) -> list[str]:
+    """Complete string items of a JSON reply cut off by the token limit."""
+    items = []
+    for match in _JSON_STRING.finditer(text):
+        try:
+            value = json.loads(f'"{match.group(1)}"')
+        except json.JSONDecodeError:
+            continue
+        if value != "subquestions":
+            items.append(value)
+    return items
+
+
+class Decomposer(RunnableSerializable[Any, Decomposition]):
+    """Write at most ``max_subquestions`` sub-questions for a question, or none when none are needed.
+
+    Input: a question string or ``{"question": ..., "context": ...}``. Output: :class:`Decomposition`.
+
+    Example:
+        .. code-block:: python
+
+            from langchain_dod import Decomposer
+
+            Decomposer().invoke("Tom has 3 boxes of 12 pens and gives away 5. How many are left?")
+    """
+
+    llm: BaseLanguageModel = Field(default_factory=default_decomposer_llm)
+    """The model that decomposes: our local ``ChatGGUF`` (grammar-constrained) or any LangChain model."""
+    profile: str = "math"
+    """Prompt profile: ``math``, ``reading`` or ``multihop`` (see ``langchain_dod.prompts.PROFILES``)."""
+    max_subquestions: int = Field(default=DEFAULT_MAX_SUBQUESTIONS, ge=1, le=10)
+    max_tokens: int = 256
+    structured_output: Literal["auto", "never"] = "auto"
+    """For non-local chat models: ``auto`` uses ``with_structured_output`` when the model has it."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    def model_post_init(self, context: Any, /) -> None:
+        """Validate the profile at construction, not at the first call."""
+        if self.profile not in PROFILES:
+            raise ValueError(f"Unknown profile {self.profile!r}; choose one of {sorted(PROFILES)}.")
+
+    @property
+    def model_name(self) -> str:
+        """A short name of the decomposing model, for reports."""
+        llm = self.llm
+        name = getattr(llm, "model", None) or getattr(llm, "model_name", None) or type(llm).__name__
+        adapter = getattr(llm, "lora_path", None)
+        return f"{name}+{Path(adapter).name}" if adapter else str(name)
+
+    def messages(self, question: str, context: str | None = None) -> list[dict[str, str]]:
+        """The exact prompt this decomposer sends (and the training data uses)."""
+        return decomposer_messages(
+            question, context, profile=self.profile, max_subquestions=self.max_subquestions
+        )
+
+    # -- running ---------------------------------------------------------------------------------------------
+
+    def _bound(self) -> tuple[Any, str]:
+        """The runnable to call and how to read its output: ``grammar``, ``structured`` or ``text``."""
+        llm = self.llm
+        if isinstance(llm, ChatGGUF):
+            return llm.bind(json_schema=subquestion_schema(self.max_subquestions), max_tokens=self.max_tokens), "grammar"
+        if (
+            self.structured_output == "auto"
+            and isinstance(llm, BaseChatModel)
+            and type(llm).with_structured_output is not BaseChatModel.with_structured_output
+        ):
+            try:
+                return llm.with_structured_output(subquestion_schema(self.max_subquestions), include_raw=True), "structured"
+            except (NotImplementedError, ValueError, TypeError):
+                pass
+        return llm, "text"
+
+    def _read(self, output: Any, how: str, seconds: float) -> Decomposition:
+        message: Any = output
+        items: list[str] | None = None
+        if how == "structured":
+            message = output.get("raw")
+            parsed = output.get("parsed")
+            if isinstance(parsed, dict) and isinstance(parsed.get("subquestions"), list):
+                items = parsed["subquestions"]
+        raw = message.content if isinstance(message, BaseMessage) else str(message)
+        raw = raw if isinstance(raw, str) else json.dumps(raw)
+        if items is None and how == "grammar":
+            try:
+                items = json.loads(raw)["subquestions"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                items = _strings_from_partial_json(raw)  # cut off by max_tokens mid-list
+        if items is None:
+            items = parse_subquestions(raw)
+            if not items and raw.strip() and not _says_none(raw):
+                raise DecompositionError(
+                    f"The decomposer ({self.model_name}) replied with no sub-questions and did not say none are "
+                    f"needed: {raw[:200]!r}. Use a model that follows the instruction, or our local decomposer."
+                )
+        usage = getattr(message, "usage_metadata", None) or {}
+        return Decomposition(
+            subquestions=normalize_subquestions(
+                [i[:_MAX_SUBQUESTION_CHARS] if isinstance(i, str) else i for i in items], self.max_subquestions
+            ),
+            model=self.model_name,
+            input_tokens=usage.get("input_tokens"),
+            output_tokens=usage.get("output_tokens"),
+            seconds=round(seconds, 4),
+            raw=raw,
+        )
+
+    def _decompose(self, value: Any, run_manager: Any, config: RunnableConfig) -> Decomposition:
+        question, context = normalize_input(value)
+        runnable, how = self._bound()
+        started = time.perf_counter()
+        output = runnable.invoke(
+            self.messages(question, context), patch_config(config, callbacks=run_manager.get_child())
+        )
+        return self._read(output, how, time.perf_counter() - started)
+
+    async def _adecompose(self, value: Any, run_manager: Any, config: RunnableConfig) -> Decomposition:
+        question, context = normalize_input(value)
+        runnable, how = self._bound()
+        started = time.perf_counter()
+        output = await runnable.ainvoke(
+            self.messages(question, context), patch_config(config, callbacks=run_manager.get_child())
+        )
+        return self._read(output, how, time.perf_counter() - started)
+
+    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Decomposition:
+        """Decompose one question."""
+        return self._call_with_config(self._decompose, input, config, run_type="chain", **kwargs)
+
+    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Decomposition:
+        """Decompose one question without blocking the event loop."""
+        return await self._acall_with_config(self._adecompose, input, config, run_type="chain", **kwargs)
+
+
+_NONE_PHRASES = re.compile(r"\b(no (further )?(decomposition|sub-?questions?)|not needed|none)\b", re.I)
+
+
+def _says_none(text: str) -> bool:
+    return bool(_NONE_PHRASES.search(text)) or text.strip() in ("[]", "{}")

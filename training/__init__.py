@@ -1,0 +1,1 @@
+"""Distillation of the decomposer (see README)."""
