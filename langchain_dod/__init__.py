@@ -5,6 +5,7 @@ from langchain_dod.chat_models import ChatGGUF, ContextWindowExceededError, Mode
 from langchain_dod.decomposer import Decomposer, Decomposition, DecompositionError
 from langchain_dod.gguf_file import GGUFError
 from langchain_dod.models import ModelNotFoundError, resolve
+from langchain_dod.retrievers import DecomposingRetriever
 from langchain_dod.solvers import load_chat_model
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "ContextWindowExceededError",
     "DecomposeSolve",
     "Decomposer",
+    "DecomposingRetriever",
     "Decomposition",
     "DecompositionError",
     "GGUFError",
