@@ -1,0 +1,125 @@
+"""``inspect_gguf``: the Python-side check that turns a missing, foreign, truncated or damaged GGUF into a
+clear ``GGUFError`` before llama.cpp (which may crash on such files) ever sees it."""
+
+from __future__ import annotations
+
+import struct
+import sys
+from pathlib import Path
+
+import pytest
+
+from langchain_dod.gguf_file import GGUFError, inspect_gguf
+
+sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
+from fake_gguf import corrupt, truncated_copy, write_lora  # noqa: E402
+
+
+def test_real_model(smollm2_path: Path) -> None:
+    info = inspect_gguf(smollm2_path)
+    assert info.architecture == "llama"
+    assert info.file_type == "model"
+    assert info.adapter_type is None
+    assert info.context_length == 8192
+    assert info.n_tensors == len(info.tensor_shapes) == 272
+    assert dict(info.tensor_shapes)["blk.0.attn_k.weight"] == (576, 192)
+
+
+def test_adapter_is_recognised(tmp_path: Path) -> None:
+    info = inspect_gguf(write_lora(tmp_path / "a.gguf"))
+    assert (info.architecture, info.file_type, info.adapter_type) == ("llama", "adapter", "lora")
+    assert dict(info.tensor_shapes)["blk.0.attn_k.weight.lora_a"] == (576, 4)
+    assert dict(info.tensor_shapes)["blk.0.attn_k.weight.lora_b"] == (4, 192)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(GGUFError, match="GGUF file not found: .*nothing.gguf"):
+        inspect_gguf(tmp_path / "nothing.gguf")
+
+
+def test_directory_is_not_a_file(tmp_path: Path) -> None:
+    with pytest.raises(GGUFError, match="not found"):
+        inspect_gguf(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        (b"", "too small to be a GGUF file \\(0 bytes\\)"),
+        (b"GGUF\x03\x00", "too small"),
+        (b'{"model": "not weights"}' * 4, "is not a GGUF file \\(starts with b'{\"mo'"),
+        (b"PK\x03\x04" + b"\x00" * 60, "is not a GGUF file"),  # a zip (e.g. a torch .pt) renamed .gguf
+    ],
+)
+def test_foreign_or_tiny_files(tmp_path: Path, content: bytes, match: str) -> None:
+    path = tmp_path / "x.gguf"
+    path.write_bytes(content)
+    with pytest.raises(GGUFError, match=match):
+        inspect_gguf(path)
+
+
+def test_truncated_in_the_tensor_data(smollm2_path: Path, tmp_path: Path) -> None:
+    size = smollm2_path.stat().st_size
+    path = truncated_copy(smollm2_path, tmp_path / "half.gguf", size // 2)
+    with pytest.raises(GGUFError, match=f"is truncated: its tensors need {size} bytes but the file has {size // 2}"):
+        inspect_gguf(path)
+
+
+def test_truncated_by_one_byte(smollm2_path: Path, tmp_path: Path) -> None:
+    size = smollm2_path.stat().st_size
+    path = truncated_copy(smollm2_path, tmp_path / "short.gguf", size - 1)
+    with pytest.raises(GGUFError, match="truncated"):
+        inspect_gguf(path)
+
+
+@pytest.mark.parametrize("keep", [100, 4096, 200_000])
+def test_truncated_in_the_header(smollm2_path: Path, tmp_path: Path, keep: int) -> None:
+    path = truncated_copy(smollm2_path, tmp_path / "head.gguf", keep)
+    with pytest.raises(GGUFError, match="damaged GGUF file \\((header ends early|.*runs past the end)"):
+        inspect_gguf(path)
+
+
+@pytest.mark.parametrize(
+    ("offset", "data", "match"),
+    [
+        (4, struct.pack("<I", 7), "unsupported GGUF version 7"),
+        (8, struct.pack("<Q", 1 << 40), "implausible counts"),
+        (16, struct.pack("<Q", 1 << 40), "implausible counts"),
+        # the first key's length (right after the 24-byte preamble) made enormous
+        (24, struct.pack("<Q", 1 << 50), "string of \\d+ bytes runs past the end"),
+    ],
+)
+def test_corrupted_header(smollm2_path: Path, tmp_path: Path, offset: int, data: bytes, match: str) -> None:
+    path = corrupt(smollm2_path, tmp_path / "bad.gguf", offset, data)
+    with pytest.raises(GGUFError, match=match):
+        inspect_gguf(path)
+
+
+def test_corrupted_value_type(smollm2_path: Path, tmp_path: Path) -> None:
+    """The first key is ``general.architecture`` (8-byte length + 20 bytes); its value type follows."""
+    type_offset = 24 + 8 + len(b"general.architecture")
+    path = corrupt(smollm2_path, tmp_path / "bad.gguf", type_offset, struct.pack("<I", 99))
+    with pytest.raises(GGUFError, match="unknown metadata value type 99"):
+        inspect_gguf(path)
+
+
+def test_corrupted_tensor_type(tmp_path: Path) -> None:
+    """A tensor whose ggml type id is unknown (e.g. a file from a newer llama.cpp)."""
+    path = write_lora(tmp_path / "a.gguf")
+    blob = bytearray(path.read_bytes())
+    name = b"blk.0.attn_q.weight.lora_a"
+    at = blob.index(name) + len(name)
+    n_dims = struct.unpack_from("<I", blob, at)[0]
+    struct.pack_into("<I", blob, at + 4 + 8 * n_dims, 250)
+    path.write_bytes(bytes(blob))
+    with pytest.raises(GGUFError, match="tensor blk.0.attn_q.weight.lora_a has unknown type 250"):
+        inspect_gguf(path)
+
+
+def test_result_is_refreshed_when_the_file_changes(tmp_path: Path) -> None:
+    """Memoised per (path, size, mtime): a file replaced in place is inspected again."""
+    path = tmp_path / "m.gguf"
+    write_lora(path, rank=4)
+    assert dict(inspect_gguf(path).tensor_shapes)["blk.0.attn_q.weight.lora_a"] == (576, 4)
+    write_lora(path, rank=8)
+    assert dict(inspect_gguf(path).tensor_shapes)["blk.0.attn_q.weight.lora_a"] == (576, 8)
