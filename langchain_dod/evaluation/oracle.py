@@ -1,0 +1,85 @@
+"""An oracle "decomposer" that returns human-written sub-questions (GSM8K's Socratic split).
+
+GSM8K's ``*_socratic.jsonl`` writes each reasoning step as ``SUB-QUESTION ** step``. Fed to the solver in
+place of a model's decomposition, these are an upper-bound teacher: what a perfect decomposer could give.
+The oracle looks a question up by its text (whitespace-insensitive), keeps the first ``max_subquestions``
+sub-questions (the paper's cap) and reports zero tokens: nobody was paid to write them at run time.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from langchain_core.runnables import RunnableConfig, RunnableSerializable
+from pydantic import ConfigDict, Field, PrivateAttr
+
+from langchain_dod.decomposer import Decomposition, DecompositionError, normalize_input
+from langchain_dod.evaluation.datasets import DatasetError
+from langchain_dod.parsing import normalize_subquestions
+
+__all__ = ["ORACLE_LABEL", "SocraticOracle", "socratic_subquestions"]
+
+ORACLE_LABEL = "oracle:gsm8k-socratic"
+
+
+def _key(question: str) -> str:
+    return " ".join(question.split()).lower()
+
+
+def socratic_subquestions(answer: str) -> list[str]:
+    """The sub-questions of one Socratic answer (the text before `` ** `` on each step line), de-duplicated."""
+    steps = answer.rsplit("####", 1)[0]
+    out = []
+    for line in steps.splitlines():
+        if "**" in line:
+            sub = line.split("**", 1)[0].strip()
+            if sub:
+                out.append(sub)
+    return normalize_subquestions(out)
+
+
+class SocraticOracle(RunnableSerializable[Any, Decomposition]):
+    """Runnable: question → the human sub-questions for it, as a :class:`Decomposition` with 0 tokens."""
+
+    path: str
+    """The Socratic JSONL (e.g. ``../shared/data/gsm8k/test_socratic.jsonl``)."""
+    max_subquestions: int = Field(default=3, ge=1, le=10)
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+    _table: dict[str, list[str]] = PrivateAttr(default_factory=dict)
+
+    def model_post_init(self, context: Any, /) -> None:
+        """Read the file once, now, so a wrong path fails before any solver call."""
+        path = Path(self.path).expanduser()
+        if not path.is_file():
+            raise DatasetError(f"Socratic file not found: {path}. Pass --socratic PATH (test_socratic.jsonl).")
+        with path.open(encoding="utf-8") as fh:
+            for number, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                    self._table[_key(row["question"])] = socratic_subquestions(row["answer"])
+                except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
+                    raise DatasetError(
+                        f"{path}:{number} is not a Socratic GSM8K row {{question, answer}} ({err})."
+                    ) from err
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    def _lookup(self, value: Any, run_manager: Any, config: RunnableConfig) -> Decomposition:
+        question, _ = normalize_input(value)
+        subs = self._table.get(_key(question))
+        if subs is None:
+            raise DecompositionError(f"No human sub-questions for this question in {self.path}.")
+        return Decomposition(
+            subquestions=subs[: self.max_subquestions], model=ORACLE_LABEL, input_tokens=0, output_tokens=0,
+            seconds=0.0, raw=json.dumps(subs),
+        )
+
+    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Decomposition:
+        """The human sub-questions of ``input`` (a question or ``{question, context}``)."""
+        return self._call_with_config(self._lookup, input, config, run_type="chain", **kwargs)
