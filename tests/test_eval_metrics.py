@@ -168,3 +168,11 @@ def test_price_table_from_file(tmp_path):
     path.write_text('{"default": {"input_per_1k": 1}}')
     with pytest.raises(ValueError, match="price table"):
         PriceTable.from_file(path)
+
+
+def test_drop_alignment_without_scipy(monkeypatch):
+    """scipy is optional: without it the span alignment is exhaustive and gives the same scores."""
+    monkeypatch.setitem(__import__("sys").modules, "scipy.optimize", None)  # import now raises ImportError
+    assert drop_em_f1("41; 23", [("23", "41")]) == (1.0, 1.0)
+    assert drop_em_f1("23", [("23", "41")]) == (0.0, 0.5)
+    assert drop_em_f1("x; b; 7", [("b", "7")]) == (0.0, 0.67)  # 3 predicted spans, 2 aligned perfectly: 2/3
