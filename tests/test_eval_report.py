@@ -94,7 +94,9 @@ def test_write_report_table_comparisons_and_plot(evaluation):
     text = md.read_text()
     assert text.startswith("# Hand-made")
     row = next(line for line in text.splitlines() if line.startswith("| `cot`"))
-    assert "| 4 | 50.0 | 75.0 | 0.0000 / 0.0080 |" in row and "| – / 10.0 |" in row and "| 2.0 |" in row
+    assert "| — (cot) / qwen2.5-coder-1.5b-instruct | 4 | 50.0 | 75.0 | – | 0.0000 / 2.000 |" in row  # $ per 1K q. and "| – / 10.0 |" in row and "| 2.0 |" in row
+    smol_row = next(line for line in text.splitlines() if line.startswith("| `smol`"))
+    assert "| 0.0 (4) |" in smol_row  # the hand-made smol records carry no sub-questions
     assert "| `cot` | `smol` | strict | 4 | 50.0 | 75.0 | +25.0 (" in text
     png = evaluation / "accuracy_vs_cost.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -134,6 +134,11 @@ def summarize(name: str, meta: dict[str, Any], records: dict[str, dict[str, Any]
     items = [r["seconds"] for r in rows if r.get("seconds") is not None]
     latency["item"] = statistics.median(items) if items else None
     dec = spec.get("decomposer")
+    extra: dict[str, Any] = {}
+    if dec is not None:
+        ran = [r for r in rows if not r.get("error")]
+        extra["subquestions_per_item"] = _mean([len(r.get("subquestions") or []) for r in ran])
+        extra["empty_decompositions"] = sum(1 for r in ran if not r.get("subquestions"))
     return RunSummary(
         name=name,
         decomposer=("— (" + spec.get("mode", "?") + ")") if dec is None else str(dec),
@@ -147,6 +152,7 @@ def summarize(name: str, meta: dict[str, Any], records: dict[str, dict[str, Any]
         cpu_seconds=cpu,
         latency=latency,
         wall_seconds=meta.get("wall_seconds"),
+        extra=extra,
     )
 
 
@@ -215,19 +221,34 @@ def _num(x: float | None, digits: int = 2) -> str:
     return "–" if x is None else f"{x:.{digits}f}"
 
 
+def _short(label: str) -> str:
+    provider, sep, model = label.partition(":")
+    return model if sep and provider in ("llamacpp", "gguf") else label
+
+
+def _order(name: str, meta: dict[str, Any]) -> tuple[int, str]:
+    spec = meta.get("spec", {})
+    rank = {"direct": 0, "cot": 1}.get(spec.get("mode", ""), 2) if spec.get("decomposer") is None else 3
+    return rank, name
+
+
 def markdown_table(summaries: list[RunSummary], fmt: str) -> str:
     """The Table 1 shape: accuracy per metric, decomposition cost, solving cost (plus tokens, CPU, time)."""
     metric_names = [m for m in METRICS[fmt] if any(m in s.metrics for s in summaries)]
     head = (
-        ["run", "decomposer", "solver", "n"] + [f"{m} %" for m in metric_names]
-        + ["decomp. $ / solve $", "decomp. tokens in/out", "solve tokens in/out", "local CPU s/item (dec/solve)",
+        ["run", "decomposer / solver", "n"] + [f"{m} %" for m in metric_names]
+        + ["sub-q / item (none)", "decomp. $ / solve $ per 1K q.", "decomp. tokens in/out", "solve tokens in/out", "local CPU s/item (dec/solve)",
            "median latency s (dec/solve)", "wall min", "errors / unparsed"]
     )
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for s in summaries:
         dt, st = s.tokens.get("decomposer"), s.tokens.get("solver")
-        row = [f"`{s.name}`", s.decomposer, s.solver, str(s.n)] + [_pct(s.metrics.get(m)) for m in metric_names] + [
-            f"{s.dollars.get('decomposer', 0.0):.4f} / {s.dollars.get('solver', 0.0):.4f}",
+        subq = s.extra.get("subquestions_per_item")
+        per_1k = 1000 / s.n if s.n else 0.0
+        row = [f"`{s.name}`", f"{_short(s.decomposer)} / {_short(s.solver)}", str(s.n)]
+        row += [_pct(s.metrics.get(m)) for m in metric_names] + [
+            "–" if subq is None else f"{subq:.1f} ({s.extra['empty_decompositions']})",
+            f"{s.dollars.get('decomposer', 0.0) * per_1k:.4f} / {s.dollars.get('solver', 0.0) * per_1k:.3f}",
             f"{dt['input']:.0f} / {dt['output']:.0f}" if dt else "–",
             f"{st['input']:.0f} / {st['output']:.0f}" if st else "–",
             f"{_num(s.cpu_seconds.get('decomposer'), 1)} / {_num(s.cpu_seconds.get('solver'), 1)}",
@@ -289,7 +310,8 @@ def write_report(out: str | Path, prices: PriceTable | None = None, pairs: list[
     """Write ``OUT/report.md``, ``OUT/report.json`` and ``OUT/accuracy_vs_cost.png``; return the Markdown path."""
     prices = prices or PriceTable()
     ev = load_evaluation(out)
-    summaries = [summarize(name, meta, recs, ev.fmt, prices) for name, (meta, recs) in ev.runs.items()]
+    ordered = sorted(ev.runs.items(), key=lambda kv: _order(kv[0], kv[1][0]))
+    summaries = [summarize(name, meta, recs, ev.fmt, prices) for name, (meta, recs) in ordered]
     pairs = _default_pairs(ev) if pairs is None else pairs
     compared = []
     for a, b in pairs:
@@ -308,7 +330,7 @@ def write_report(out: str | Path, prices: PriceTable | None = None, pairs: list[
         "",
         markdown_table(summaries, ev.fmt),
         "",
-        f"Dollars price {_describe_prices(prices)}; summed over each run's n items. Tokens are per item "
+        f"Dollars price {_describe_prices(prices)}; per 1,000 questions (mean over each run's n items). Tokens are per item "
         "(means). Local CPU seconds are process CPU time of the local (llama.cpp) stages, per item; latency is the "
         "median per stage; wall time is the run's total over all sessions.",
     ]
