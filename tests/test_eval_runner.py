@@ -246,3 +246,17 @@ def test_cli_real_small_run_then_report_and_compare(tmp_path, smollm2_path, caps
     assert compared["n"] == 2 and compared["metric"] == "strict"
     assert main(["eval", "run", "--data", str(GSM), "--out", str(out), "--single-stage", "cot", "--seed", "5"]) == 1
     assert "other items" in capsys.readouterr().err
+
+
+def test_token_counts_fall_back_to_the_models_own_tokenizer(tmp_path):
+    ds = load_dataset(GSM)
+    words = AnswerBook(custom_get_token_ids=lambda text: list(range(len(text.split()))))
+    run_evaluation(ds, [RunSpec(solver=words, mode="direct", name="d")], tmp_path, limit=1, seed=None, progress=False)
+    (row,) = _records(tmp_path / "runs" / "d.jsonl")
+    usage = row["usage"]["solver"]
+    assert usage["token_source"] == "tokenizer"
+    assert usage["output_tokens"] == len(REPLIES["3 bags"].split())  # the reply, counted by that tokenizer
+    from langchain_dod.prompts import solver_messages
+
+    prompt = "\n".join(m["content"] for m in solver_messages(ds.items[0].question, mode="direct"))
+    assert usage["input_tokens"] == len(prompt.split())
