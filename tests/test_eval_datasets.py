@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -117,3 +118,15 @@ def test_real_socratic_file_matches_every_test_question(gsm8k_dir):
     ds = load_dataset(gsm8k_dir / "test.jsonl")
     missing = [i.id for i in ds.items[:200] if not oracle.invoke(i.question).subquestions]
     assert missing == []
+
+
+def test_drop_jsonl_and_bamboogle_jsonl_variants(tmp_path):
+    drop = tmp_path / "drop_dev.jsonl"
+    drop.write_text(json.dumps({"query_id": "q1", "passage": "Two teams met.", "question": "Who met?",
+                                "answers_spans": {"spans": ["Bears", "Lions"], "types": ["span", "span"]}}) + "\n")
+    ds = load_dataset(drop)
+    assert ds.fmt == "drop" and ds.items[0].answers == (("Bears", "Lions"),) and ds.items[0].context == "Two teams met."
+    bamboogle = tmp_path / "bamboogle.jsonl"
+    bamboogle.write_text(json.dumps({"Question": "Capital of France?", "Answer": "Paris"}) + "\n")
+    ds = load_dataset(bamboogle)
+    assert ds.fmt == "bamboogle" and ds.items[0].answer == "Paris"
