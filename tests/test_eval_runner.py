@@ -161,6 +161,7 @@ def test_failing_items_are_recorded_wrong_and_retried_on_request(tmp_path):
     bad = next(r for r in _records(tmp_path / "runs" / "cot.jsonl") if r["gold"] == "2500")
     assert "solver timed out" in bad["error"] and bad["scores"] == {"strict": 0.0, "lenient": 0.0}
     assert bad["prediction"] is None and bad["parsed"] is False
+    assert bad["usage"]["solver"]["model"] == "AnswerBook" and bad["usage"]["solver"]["input_tokens"] > 0
 
     again = AnswerBook()
     run_evaluation(ds, [RunSpec(solver=again, **spec)], tmp_path, progress=False)

@@ -285,12 +285,16 @@ def _config_error(err: BaseException) -> BaseException | None:
     return None
 
 
-def _stage_usage(stage: str, head: dict[str, Any] | None, llm: Any, prompt: str | None, log: _StageLog | None,
+def _stage_usage(head: dict[str, Any] | None, llm: Any, prompt: str | None, log: _StageLog | None,
                  cpu_valid: bool, local: bool) -> dict[str, Any] | None:
+    """One stage's usage: the chain's numbers, counted tokens where it has none, CPU seconds, locality."""
     if head is None and log is None:
         return None
+    from langchain_dod.solvers import model_label
+
     usage = dict(head or {})
-    usage.setdefault("model", None)
+    if usage.get("model") is None and llm is not None:  # the call failed: still name who used the tokens
+        usage["model"] = model_label(llm)
     source = "usage"
     if prompt is not None and usage.get("input_tokens") is None:
         usage["input_tokens"], source = _count_tokens(llm, prompt)
@@ -329,11 +333,11 @@ def _make_record(item: Item, fmt: str, spec: RunSpec, chain: Any, output: Any, r
     logs = recorder.stages
     usage = {
         "decomposer": None if spec.decomposer is None else _stage_usage(
-            "decomposer", usage_in.get("decomposer"), dec_llm, dec_prompt, logs.get("decomposer"), cpu_valid,
+            usage_in.get("decomposer"), dec_llm, dec_prompt, logs.get("decomposer"), cpu_valid,
             local=dec_llm is None or _is_local(dec_llm),
         ),
         "solver": _stage_usage(
-            "solver", usage_in.get("solver"), solver, solve_prompt if (usage_in.get("solver") or logs.get("solver")) else None,
+            usage_in.get("solver"), solver, solve_prompt if (usage_in.get("solver") or logs.get("solver")) else None,
             logs.get("solver"), cpu_valid, local=_is_local(solver),
         ),
     }
