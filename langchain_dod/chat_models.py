@@ -18,6 +18,7 @@ usage. Here:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import threading
@@ -39,7 +40,7 @@ from langchain_core.exceptions import OutputParserException
 from langchain_core.runnables import Runnable, RunnableLambda, RunnableMap, RunnablePassthrough
 from langchain_core.utils.function_calling import convert_to_json_schema
 from langchain_core.utils.pydantic import is_basemodel_subclass
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, model_validator
 
 from langchain_dod.gguf_file import inspect_gguf
 from langchain_dod.models import resolve
@@ -143,23 +144,71 @@ def _load(key: tuple[Any, ...], path: Path, lora: Path | None, params: dict[str,
 
 
 def _check_adapter(lora: Path, base: Any) -> None:
-    """Refuse an adapter that is not a LoRA GGUF or was made for another architecture or width."""
+    """Refuse an adapter that is not a LoRA GGUF or does not fit the base, before llama.cpp sees it.
+
+    The shape rules are llama.cpp's (``llama-adapter.cpp``): every ``<tensor>.lora_a``/``.lora_b`` pair
+    targets a base tensor that exists; in ggml order ``a`` is (in, rank) and ``b`` is (rank, out), where the
+    base weight is (in, out).
+    """
     adapter = inspect_gguf(lora)
     if adapter.file_type != "adapter" or adapter.adapter_type != "lora":
-        raise ModelLoadError(f"{lora} is not a GGUF LoRA adapter (general.type={adapter.file_type!r}).")
+        raise ModelLoadError(
+            f"{lora} is not a GGUF LoRA adapter (general.type={adapter.file_type!r}, adapter.type="
+            f"{adapter.adapter_type!r}). Pass a model as model= and a LoRA exported for it as lora_path=."
+        )
     if adapter.architecture != base.architecture:
         raise ModelLoadError(
             f"Adapter {lora} was made for a {adapter.architecture!r} model but the base {base.path} is "
             f"{base.architecture!r}. Use the base the adapter was trained on."
         )
     base_shapes = dict(base.tensor_shapes)
+    pairs: dict[str, dict[str, tuple[int, ...]]] = {}
     for name, shape in adapter.tensor_shapes:
-        target = name.rsplit(".lora_", 1)[0] + ".weight"
-        if target in base_shapes and name.endswith(".lora_a") and shape[0] != base_shapes[target][0]:
+        stem, dot, half = name.rpartition(".lora_")
+        if not dot or half not in ("a", "b"):
+            raise ModelLoadError(f"Adapter {lora} has a tensor {name!r} that is not a LoRA half (.lora_a/.lora_b).")
+        pairs.setdefault(stem, {})[half] = shape
+    if not pairs:
+        raise ModelLoadError(f"Adapter {lora} holds no LoRA tensors.")
+    hint = "Use the base the adapter was trained on."
+    for stem, halves in pairs.items():
+        if stem not in base_shapes:
+            raise ModelLoadError(f"Adapter {lora} targets {stem}, which the base {base.path} does not have. {hint}")
+        if set(halves) != {"a", "b"}:
+            raise ModelLoadError(f"Adapter {lora} has only half of the LoRA pair for {stem}. Export it again.")
+        a, b, target = halves["a"], halves["b"], base_shapes[stem]
+        if len(a) != 2 or len(b) != 2 or len(target) != 2:
+            raise ModelLoadError(f"Adapter {lora}: {stem} is not a matrix pair (a {a}, b {b}, base {target}).")
+        if a[0] != target[0] or b[1] != target[1]:
             raise ModelLoadError(
-                f"Adapter {lora} does not fit base {base.path}: {name} has input width {shape[0]} but "
-                f"{target} has {base_shapes[target][0]}. Use the base the adapter was trained on."
+                f"Adapter {lora} does not fit base {base.path}: for {stem} it maps {a[0]} -> {b[1]} but the base "
+                f"maps {target[0]} -> {target[1]}. {hint}"
             )
+        if a[1] != b[0]:
+            raise ModelLoadError(
+                f"Adapter {lora} is inconsistent: {stem}.lora_a has rank {a[1]} but .lora_b has rank {b[0]}. "
+                "Export it again."
+            )
+
+
+def _reused_prefix(llm: Any, prompt: list[int]) -> int:
+    """Prompt tokens llama.cpp will not evaluate again: the common prefix with what the context holds.
+
+    Mirrors ``Llama.generate`` (llama-cpp-python 0.3.x): the longest common prefix of the evaluated tokens
+    and the new prompt is kept; when the whole prompt is a prefix, one token is evaluated again to refresh
+    the logits, unless the context holds exactly this prompt with its logits still live.
+    """
+    held = llm.input_ids[: llm.n_tokens]
+    same = 0
+    for a, b in zip(held, prompt):
+        if a != b:
+            break
+        same += 1
+    if same == len(prompt) and same > 0:
+        # the very same prompt with live logits is not evaluated at all; otherwise one token is replayed
+        exact = llm.n_tokens == len(prompt) and not getattr(llm, "_requires_eval", True)
+        return same if exact else same - 1
+    return same
 
 
 def _text(content: Any) -> str:
@@ -204,10 +253,28 @@ class ChatGGUF(BaseChatModel):
     max_tokens: int | None = 512
     stop: list[str] | None = Field(default=None, alias="stop_sequences")
     seed: int | None = None
+    timeout: float | None = None
+    """Seconds one call may take, waiting for the model's lock included; past it the call raises
+    ``TimeoutError``. ``None`` waits as long as it takes."""
+    streaming: bool = False
+    """Generate token by token even for ``invoke`` (so callbacks see each token)."""
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
     """Extra keyword arguments for ``llama_cpp.Llama`` (e.g. ``flash_attn``, ``type_k``)."""
 
     model_config = ConfigDict(populate_by_name=True, protected_namespaces=())
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reject_unknown(cls, values: Any) -> Any:
+        """A misspelt argument must not be ignored silently (pydantic's default here)."""
+        if isinstance(values, dict):
+            known = set(cls.model_fields) | {f.alias for f in cls.model_fields.values() if f.alias}
+            if unknown := sorted(set(values) - known):
+                raise ValueError(
+                    f"ChatGGUF got unknown argument(s) {unknown}. Valid ones: {sorted(known)}. Options for "
+                    "llama_cpp.Llama itself go in model_kwargs={...}."
+                )
+        return values
 
     @property
     def _llm_type(self) -> str:
@@ -229,7 +296,7 @@ class ChatGGUF(BaseChatModel):
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         params = LangSmithParams(
             ls_provider="llamacpp",
-            ls_model_name=self.model,
+            ls_model_name=kwargs.get("model") or self.model,
             ls_model_type="chat",
             ls_temperature=kwargs.get("temperature", self.temperature),
         )
@@ -241,8 +308,8 @@ class ChatGGUF(BaseChatModel):
 
     # -- loading -------------------------------------------------------------------------------------------
 
-    def _loaded(self) -> _Loaded:
-        path = resolve(self.model).resolve()
+    def _loaded(self, model: str | None = None) -> _Loaded:
+        path = resolve(model or self.model).resolve()
         lora = Path(self.lora_path).expanduser().resolve() if self.lora_path else None
         if lora is not None and not lora.is_file():
             raise ModelLoadError(f"LoRA adapter not found: {lora}. Check lora_path.")
@@ -279,28 +346,46 @@ class ChatGGUF(BaseChatModel):
 
     # -- generation -----------------------------------------------------------------------------------------
 
-    def _prompt(self, messages: list[BaseMessage]) -> tuple[_Loaded, list[int], list[str]]:
+    def _prompt(
+        self, messages: list[BaseMessage], model: str | None = None, deadline: float | None = None
+    ) -> tuple[_Loaded, list[int], list[str]]:
         if not messages:
             raise ValueError("ChatGGUF got an empty message list; pass at least one message.")
         dicts = [
             {"role": m["role"], "content": _text(m.get("content"))} for m in convert_to_openai_messages(messages)
         ]
-        loaded = self._loaded()
-        with loaded.lock:
+        loaded = self._loaded(model)
+        with self._locked(loaded, deadline):
             tokens, stops = loaded.render(dicts)
         return loaded, tokens, stops
 
+    @contextlib.contextmanager
+    def _locked(self, loaded: _Loaded, deadline: float | None) -> Iterator[None]:
+        """Hold the model's lock, waiting at most until ``deadline`` (``time.monotonic()``)."""
+        wait = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
+        if not loaded.lock.acquire(timeout=wait):
+            raise TimeoutError(
+                f"ChatGGUF timed out after timeout={self.timeout}s waiting for {self.model}, which is busy with "
+                "other calls. Raise timeout or lower the batch's max_concurrency."
+            )
+        try:
+            yield
+        finally:
+            loaded.lock.release()
+
     def _completion_args(
-        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
-    ) -> tuple[_Loaded, dict[str, Any]]:
-        loaded, tokens, template_stops = self._prompt(messages)
+        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any],
+        deadline: float | None = None,
+    ) -> tuple[_Loaded, dict[str, Any], str]:
+        model = kwargs.pop("model", None) or self.model
+        loaded, tokens, template_stops = self._prompt(messages, model, deadline)
         max_tokens = kwargs.pop("max_tokens", self.max_tokens)
         room = loaded.n_ctx - len(tokens)
         if room < 1 or (max_tokens is not None and room < min(max_tokens, 16)):
             raise ContextWindowExceededError(
-                f"The prompt is {len(tokens)} tokens but the context window of {self.model} is n_ctx="
+                f"The prompt is {len(tokens)} tokens but the context window of {model} is n_ctx="
                 f"{loaded.n_ctx} tokens, which leaves no room to answer. Shorten the input, or create the model "
-                f"with a larger n_ctx (its GGUF allows up to {loaded.llm.n_ctx_train()})."
+                f"with a larger n_ctx (its GGUF allows up to {loaded.llm._model.n_ctx_train()})."
             )
         max_tokens = room if max_tokens is None else min(max_tokens, room)
         grammar = None
@@ -320,33 +405,53 @@ class ChatGGUF(BaseChatModel):
         }
         kwargs.pop("ls_structured_output_format", None)
         if kwargs:
-            raise TypeError(f"ChatGGUF got unsupported generation arguments: {sorted(kwargs)}")
-        return loaded, args
+            raise TypeError(
+                f"ChatGGUF got unsupported generation arguments: {sorted(kwargs)}. Supported per call: "
+                "max_tokens, temperature, top_p, top_k, repeat_penalty, seed, stop, json_schema, model."
+            )
+        return loaded, args, model
 
-    def _run(self, loaded: _Loaded, args: dict[str, Any], cancelled: threading.Event | None = None) -> Iterator[
-        tuple[str, str | None]
-    ]:
-        """Yield ``(text, finish_reason)`` per llama.cpp step while holding the model's lock."""
-        with loaded.lock:
+    def _run(
+        self, loaded: _Loaded, args: dict[str, Any], cancelled: threading.Event | None = None,
+        deadline: float | None = None, cached: list[int] | None = None,
+    ) -> Iterator[tuple[str, str | None]]:
+        """Yield ``(text, finish_reason)`` per llama.cpp step while holding the model's lock.
+
+        ``cached`` receives the number of prompt tokens whose KV cache is reused from the previous call.
+        """
+        with self._locked(loaded, deadline):
+            if cached is not None:
+                cached.append(_reused_prefix(loaded.llm, args["prompt"]))
             for chunk in loaded.llm.create_completion(stream=True, **args):
                 choice = chunk["choices"][0]
                 yield choice["text"], choice.get("finish_reason")
                 if cancelled is not None and cancelled.is_set():
                     return
+                if deadline is not None and time.monotonic() > deadline and choice.get("finish_reason") is None:
+                    raise TimeoutError(
+                        f"ChatGGUF call exceeded timeout={self.timeout}s while generating. Raise timeout or lower "
+                        "max_tokens."
+                    )
 
-    def _usage(self, loaded: _Loaded, n_prompt: int, text: str) -> UsageMetadata:
+    def _usage(self, loaded: _Loaded, n_prompt: int, text: str, cached: int) -> UsageMetadata:
         with loaded.lock:
             n_out = len(loaded.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)) if text else 0
-        return UsageMetadata(input_tokens=n_prompt, output_tokens=n_out, total_tokens=n_prompt + n_out)
+        return UsageMetadata(
+            input_tokens=n_prompt,
+            output_tokens=n_out,
+            total_tokens=n_prompt + n_out,
+            input_token_details={"cache_read": cached},
+        )
 
     def _chunks(
         self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any],
         cancelled: threading.Event | None = None,
     ) -> Iterator[ChatGenerationChunk]:
-        loaded, args = self._completion_args(messages, stop, kwargs)
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        loaded, args, model = self._completion_args(messages, stop, kwargs, deadline)
         started = time.perf_counter()
-        text, finish = [], None
-        for piece, finish_reason in self._run(loaded, args, cancelled):
+        text, finish, cached = [], None, []
+        for piece, finish_reason in self._run(loaded, args, cancelled, deadline, cached):
             finish = finish_reason or finish
             if piece:
                 text.append(piece)
@@ -355,9 +460,9 @@ class ChatGGUF(BaseChatModel):
         yield ChatGenerationChunk(
             message=AIMessageChunk(
                 content="",
-                usage_metadata=self._usage(loaded, len(args["prompt"]), full),
+                usage_metadata=self._usage(loaded, len(args["prompt"]), full, cached[0] if cached else 0),
                 response_metadata={
-                    "model_name": self.model,
+                    "model_name": model,
                     "finish_reason": finish or "stop",
                     "seconds": round(time.perf_counter() - started, 4),
                 },
@@ -495,17 +600,24 @@ def _complete_json(message: BaseMessage) -> BaseMessage:
     return message
 
 
+#: llama-cpp-python's schema converter lets a JSON string hold raw control characters (a newline, say), which
+#: strict JSON parsers reject; llama.cpp's own converter excludes them. We use the latter's rule.
+_LOOSE_CHAR = r'char ::= [^"\\] |'
+_STRICT_CHAR = r'char ::= [^"\\\x7F\x00-\x1F] |'
+
+
 def _grammar(schema: dict[str, Any]) -> Any:
     """Build a llama.cpp grammar from a JSON schema; an unusable schema is an error, never silently ignored."""
     from llama_cpp import LlamaGrammar
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
 
     if not isinstance(schema, dict):
         raise ValueError(f"json_schema must be a dict, got {type(schema).__name__}")
     try:
-        return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+        gbnf = json_schema_to_gbnf(json.dumps(schema)).replace(_LOOSE_CHAR, _STRICT_CHAR)
+        return LlamaGrammar.from_string(gbnf, verbose=False)
     except Exception as err:
         raise ValueError(
             f"llama.cpp cannot build a grammar from this JSON schema ({type(err).__name__}: {err}). Simplify it "
             "(plain objects, arrays, strings, numbers, enums)."
         ) from err
-
