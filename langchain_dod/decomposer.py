@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from langchain_core.language_models import BaseChatModel, BaseLanguageModel
-from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.messages import BaseMessage
+from langchain_core.prompt_values import PromptValue
 from langchain_core.runnables import RunnableConfig, RunnableSerializable
 from langchain_core.runnables.config import patch_config
 from pydantic import BaseModel, ConfigDict, Field
@@ -90,7 +91,9 @@ def default_decomposer_llm(**kwargs: Any) -> ChatGGUF:
 
 
 def normalize_input(value: Any) -> tuple[str, str | None]:
-    """Accept ``"question"`` or ``{"question": ..., "context": ...}``; reject anything else clearly."""
+    """Accept ``"question"``, a prompt value, or ``{"question": ..., "context": ...}``; reject the rest clearly."""
+    if isinstance(value, PromptValue):  # `prompt | dod` in LCEL
+        value = value.to_string()
     if isinstance(value, str):
         question, context = value, None
     elif isinstance(value, dict):
