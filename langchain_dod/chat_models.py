@@ -329,6 +329,12 @@ class ChatGGUF(BaseChatModel):
         self._loaded()
         return self
 
+    def reset_kv_cache(self) -> None:
+        """Forget the evaluated prompt, so the next call evaluates its whole prompt (cold-start measurements)."""
+        loaded = self._loaded()
+        with loaded.lock:
+            loaded.llm.reset()
+
     @property
     def load_seconds(self) -> float:
         """Seconds llama.cpp took to load this model (0 when it was already loaded by another instance)."""
