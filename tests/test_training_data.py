@@ -1,0 +1,248 @@
+"""Data loaders, Socratic normalisation, the crash-safe JSONL store, build, config and answer matching.
+
+No models here: these are the pure-data parts of the training pipeline, checked against small fixture
+files (tests/fixtures/training/) and, when present, the real GSM8K Socratic file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from training.build import build, with_gold_answer
+from training.config import load_config, validate_config
+from training.data import load_examples
+from training.errors import TrainingError
+from training.screen import answers_match
+from training.socratic import SocraticOptions, is_restatement, socratic_subquestions
+from training.store import JsonlWriter, read_jsonl, read_records
+
+FIX = Path(__file__).parent / "fixtures" / "training"
+
+
+# -- loaders ---------------------------------------------------------------------------------------------------
+
+
+def test_gsm8k_loader_reads_gold_after_hashes_without_commas():
+    examples = load_examples(FIX / "gsm8k_tiny.jsonl")
+    assert [e.id for e in examples] == ["gsm8k_tiny-0", "gsm8k_tiny-1", "gsm8k_tiny-2"]
+    assert [e.answer for e in examples] == ["31", "1000", "140"]
+    assert all(e.subquestions is None and e.context is None for e in examples)
+
+
+def test_socratic_loader_caps_and_drops_restatement():
+    examples = load_examples(FIX / "socratic_tiny.jsonl")
+    by_q = dict(zip(["Tom", "Ana", "Mia", "Bus"], [e.subquestions for e in examples]))
+    # "How many pens does he have left?" restates the question -> dropped
+    assert by_q["Tom"] == ["How many pens does Tom have?"]
+    # 5 steps, last restates "How much does she pay?" -> 4 left -> capped at the first 3
+    assert by_q["Ana"] == [
+        "How many apples does Ana buy?", "How much do the apples cost?", "How much do the pears cost?",
+    ]
+    # a single sub-question that restates the question is kept (never drop the only one)
+    assert by_q["Mia"] == ["How many pages does Mia read in a week?"]
+
+
+def test_socratic_options_are_honoured():
+    keep = load_examples(FIX / "socratic_tiny.jsonl", socratic=SocraticOptions(drop_restatement=False, cap=5))
+    assert keep[0].subquestions == ["How many pens does Tom have?", "How many pens does he have left?"]
+    assert len(keep[1].subquestions) == 5
+    skip = load_examples(FIX / "socratic_tiny.jsonl", socratic=SocraticOptions(cap=2, overflow="skip"))
+    assert [e.id for e in skip] == ["socratic_tiny-0", "socratic_tiny-2", "socratic_tiny-3"]
+    with pytest.raises(ValueError, match="cap"):
+        SocraticOptions(cap=0)
+
+
+def test_restatement_judgement():
+    q = "Eliza earns $10 an hour. If she worked 45 hours this week, how much are her earnings for this week?"
+    assert is_restatement("How much are Eliza's earnings for this week?", q)
+    assert not is_restatement("How much does Eliza earn in overtime?", q)
+    with pytest.raises(ValueError, match="not a GSM8K Socratic"):
+        socratic_subquestions(q, "She earns 450.\n#### 450")
+
+
+def test_real_socratic_file_normalises_all_1319(gsm8k_dir):
+    examples = load_examples(gsm8k_dir / "test_socratic.jsonl")
+    assert len(examples) == 1319
+    assert all(1 <= len(e.subquestions) <= 3 for e in examples)
+    assert all(e.answer for e in examples)
+    raw = load_examples(gsm8k_dir / "test_socratic.jsonl", socratic=SocraticOptions(drop_restatement=False))
+    assert sum(len(e.subquestions) for e in raw) > sum(len(e.subquestions) for e in examples)
+
+
+def test_generic_bamboogle_and_drop_loaders():
+    generic = load_examples(FIX / "generic.jsonl")
+    assert [e.id for e in generic] == ["q1", "q2", "q3"]
+    assert generic[1].context.startswith("The team scored")
+    assert generic[2].answer is None and generic[2].subquestions == ["What novel is Clueless based on?",
+                                                                      "Who wrote that novel?"]
+    bamboogle = load_examples(FIX / "bamboogle_tiny.csv")
+    assert [(e.answer, e.context) for e in bamboogle] == [("Edmund Barton", None), ("1847", None)]
+    drop = load_examples(FIX / "drop_tiny.json")
+    assert [(e.id, e.answer) for e in drop] == [("d1", "2"), ("d2", "Hanson")]
+    assert drop[0].context == drop[1].context and "Hanson" in drop[0].context
+    assert len(load_examples(FIX / "generic.jsonl", limit=2)) == 2
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("empty.jsonl", "holds no examples"),
+        ("missing_question.jsonl", "record 2: missing or empty 'question'"),
+        ("malformed.jsonl", "malformed.jsonl:2 is not valid JSON"),
+        ("does_not_exist.jsonl", "does not exist"),
+    ],
+)
+def test_bad_data_files_give_clear_errors(name, message):
+    with pytest.raises(TrainingError, match=message):
+        load_examples(FIX / name)
+
+
+def test_gsm8k_without_hashes_and_duplicate_ids(tmp_path):
+    bad = tmp_path / "g.jsonl"
+    bad.write_text(json.dumps({"question": "q?", "answer": "no marker"}) + "\n")
+    with pytest.raises(TrainingError, match="no '#### N' line"):
+        load_examples(bad, "gsm8k")
+    dup = tmp_path / "d.jsonl"
+    dup.write_text("".join(json.dumps({"id": "a", "question": f"q{i}?"}) + "\n" for i in range(2)))
+    with pytest.raises(TrainingError, match="duplicate id 'a'"):
+        load_examples(dup)
+    with pytest.raises(TrainingError, match="Unknown data format"):
+        load_examples(dup, "parquet")
+    with pytest.raises(TrainingError, match="datasets|Could not load"):
+        load_examples("hf:gsm8k:main@test")
+
+
+# -- the crash-safe store --------------------------------------------------------------------------------------
+
+
+def test_store_tolerates_and_repairs_a_torn_last_line(tmp_path):
+    path = tmp_path / "out.jsonl"
+    with JsonlWriter(path) as writer:
+        writer.write({"id": "a", "v": 1})
+        writer.write({"id": "b", "v": 2})
+    with open(path, "a") as handle:  # a crash mid-write leaves half a line
+        handle.write('{"id": "c", "v"')
+    assert set(read_records(path)) == {"a", "b"}
+    with JsonlWriter(path) as writer:  # reopening cuts the torn line before appending
+        writer.write({"id": "c", "v": 3})
+    assert [r["id"] for r in read_jsonl(path)] == ["a", "b", "c"]
+    assert path.read_text().count("\n") == 3
+
+
+def test_store_refuses_corruption_in_the_middle(tmp_path):
+    path = tmp_path / "out.jsonl"
+    path.write_text('{"id": "a"}\ngarbage\n{"id": "b"}\n')
+    with pytest.raises(TrainingError, match=r"out.jsonl:2 is not valid JSON"):
+        read_records(path)
+
+
+# -- build -----------------------------------------------------------------------------------------------------
+
+
+def _decomposition(i, question, subs, **extra):
+    return {"id": f"e{i}", "question": question, "context": None, "answer": str(i), "subquestions": subs,
+            "teacher": "t", "profile": "math", "max_subquestions": 3, **extra}
+
+
+def _write(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def test_build_sd_t_uses_exactly_the_inference_prompt_and_splits_by_question(tmp_path):
+    from langchain_dod.decomposer import Decomposer
+    from langchain_dod.prompts import decomposition_target
+
+    records = [_decomposition(i, f"Question number {i}?", [f"Sub {i}?"]) for i in range(20)]
+    records.append(_decomposition(99, "Question number 3?", ["Different?"]))  # duplicate prompt
+    src = _write(tmp_path / "dec.jsonl", records)
+    report = build(tmp_path / "a", decompositions=src, val_fraction=0.2, seed=1)
+    assert (report.train, report.validation, report.duplicates) == (16, 4, 1)
+    train = read_jsonl(tmp_path / "a" / "train.jsonl")
+    val = read_jsonl(tmp_path / "a" / "validation.jsonl")
+    assert not {r["id"] for r in train} & {r["id"] for r in val}
+    first = train[0]
+    question = next(r["question"] for r in records if r["id"] == first["id"])
+    # the runtime's Decomposer sends exactly these messages
+    assert first["messages"][:-1] == Decomposer.model_construct(profile="math", max_subquestions=3).messages(question)
+    subs = next(r["subquestions"] for r in records if r["id"] == first["id"])
+    assert first["messages"][-1] == {"role": "assistant", "content": decomposition_target(subs)}
+    # seeded: same seed, same split; another seed, another split
+    build(tmp_path / "b", decompositions=src, val_fraction=0.2, seed=1)
+    build(tmp_path / "c", decompositions=src, val_fraction=0.2, seed=2)
+    ids = lambda d: sorted(r["id"] for r in read_jsonl(tmp_path / d / "validation.jsonl"))  # noqa: E731
+    assert ids("a") == ids("b") != ids("c")
+
+
+def test_build_sd_r_se_t_se_a_from_screened(tmp_path):
+    from langchain_dod.prompts import ANSWER_MARKER, solver_messages
+
+    screened = [
+        {**_decomposition(1, "Q one?", ["A?"]), "correct": True, "solution": f"A is 2.\n{ANSWER_MARKER} 2"},
+        {**_decomposition(2, "Q two?", ["B?"]), "correct": False, "solution": f"B is 5.\n{ANSWER_MARKER} 5"},
+        {**_decomposition(3, "Q three?", []), "correct": True, "solution": "It is 3"},
+    ]
+    src = _write(tmp_path / "scr.jsonl", screened)
+    report = build(tmp_path / "o", screened=src, kinds=["SD-R", "SE-T", "SE-A"], val_fraction=0.0)
+    assert report.per_kind == {"SD-R": 2, "SE-T": 3, "SE-A": 3}
+    rows = read_jsonl(tmp_path / "o" / "train.jsonl")
+    se_a = {r["id"]: r for r in rows if r["kind"] == "SE-A"}
+    assert se_a["e2"]["messages"][-1]["content"] == f"B is 5.\n{ANSWER_MARKER} 2"  # gold replaces the wrong 5
+    assert se_a["e3"]["messages"][-1]["content"] == f"It is 3\n{ANSWER_MARKER} 3"
+    se_t = next(r for r in rows if r["kind"] == "SE-T" and r["id"] == "e1")
+    assert se_t["messages"][:-1] == solver_messages("Q one?", None, ["A?"], mode="decomposed")
+    dropped = build(tmp_path / "p", screened=src, kinds=["SD-R"], drop_empty=True, val_fraction=0.0)
+    assert (dropped.train, dropped.dropped_empty) == (1, 1)
+
+
+def test_build_bad_inputs(tmp_path):
+    src = _write(tmp_path / "dec.jsonl", [{"id": "x", "question": "q?"}])
+    with pytest.raises(TrainingError, match="has no 'subquestions'"):
+        build(tmp_path / "o", decompositions=src)
+    with pytest.raises(TrainingError, match="needs screened results"):
+        build(tmp_path / "o", decompositions=src, kinds=["SD-R"])
+    with pytest.raises(TrainingError, match="Unknown kind"):
+        build(tmp_path / "o", decompositions=src, kinds=["SD-X"])
+    none_pass = _write(tmp_path / "s.jsonl", [{**_decomposition(1, "q?", ["a?"]), "correct": False}])
+    with pytest.raises(TrainingError, match="No SD-R records"):
+        build(tmp_path / "o", screened=none_pass, kinds=["SD-R"])
+
+
+def test_with_gold_answer_replaces_only_the_last_marker():
+    text = "The answer is: 1 (first try)\nthen\nThe answer is: 7"
+    assert with_gold_answer(text, "8") == "The answer is: 1 (first try)\nthen\nThe answer is: 8"
+
+
+# -- config and answers ----------------------------------------------------------------------------------------
+
+
+def test_config_unknown_keys_are_errors(tmp_path):
+    with pytest.raises(TrainingError, match=r"unknown keys in \[sft\]: \['lora_rank'\]; allowed: .*lora_r"):
+        load_config(FIX / "distill_bad_key.toml")
+    good = {"out_dir": "x", "data": {"source": "d"}, "generate": {"teacher": "human"}, "sft": {"base": "b"}}
+    assert validate_config(good) is good
+    with pytest.raises(TrainingError, match="unknown top-level keys"):
+        validate_config({**good, "trainer": {}})
+    with pytest.raises(TrainingError, match=r"\[generate\] needs \['teacher'\]"):
+        validate_config({**good, "generate": {}})
+    yaml_file = tmp_path / "c.yaml"
+    yaml_file.write_text("out_dir: x\ndata: {source: d}\ngenerate: {teacher: human}\nsft: {base: b, lr: 1}\n")
+    with pytest.raises(TrainingError, match=r"unknown keys in \[sft\]: \['lr'\]"):
+        load_config(yaml_file)
+    broken = tmp_path / "c.toml"
+    broken.write_text("out_dir = \n")
+    with pytest.raises(TrainingError, match="does not parse"):
+        load_config(broken)
+
+
+@pytest.mark.parametrize(
+    ("predicted", "gold", "ok"),
+    [("18", "18", True), ("$1,000.00", "1000", True), ("17", "18", False), (None, "1", False),
+     ("Edmund Barton", "Edmund Barton", True), ("It was edmund barton.", "Edmund Barton", True),
+     ("Barton", "Edmund Barton", False), ("about 18 eggs", "18", True)],
+)
+def test_answers_match(predicted, gold, ok):
+    assert answers_match(predicted, gold) is ok

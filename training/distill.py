@@ -1,0 +1,128 @@
+"""``dod-train distill CONFIG``: every stage, in order, from one config (see :mod:`training.config`).
+
+Outputs go under ``out_dir``: ``decompositions.jsonl`` (generate), ``screened.jsonl`` (screen, when the config
+has a ``[screen]`` table), ``data/`` (build), ``sft/`` (checkpoints and ``final/``), ``export/`` (GGUF files and
+``verify.json``) and ``distill.json`` (what every stage reported). Rerunning the same command resumes: generate
+and screen skip finished examples, sft continues from its last checkpoint (or is skipped when ``final/`` is
+complete), export is skipped when its files and check are there.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from training.config import load_config, validate_config
+from training.errors import TrainingError
+
+__all__ = ["distill"]
+
+
+def _export(model_dir: Path, out: Path, settings: dict[str, Any], probe: list[dict[str, str]] | None,
+            base_gguf: str | None, base: str | Path | None = None) -> dict[str, Any]:
+    """Export as ``settings`` say (kind, outtype, quantize, verify, ...) and write ``verify.json``."""
+    from training.export import export_adapter, export_merged, verification_dict, verify_gguf
+
+    kind = settings.get("kind", "adapter")
+    verify = settings.get("verify", True)
+    tokens, need = settings.get("probe_tokens", 8), settings.get("min_match", 4)
+    out.mkdir(parents=True, exist_ok=True)
+    result: dict[str, Any] = {"kind": kind}
+    if kind == "adapter":
+        adapter = export_adapter(model_dir, out / "adapter.gguf", base=base, outtype=settings.get("outtype", "f16"))
+        result["adapter"] = str(adapter)
+        result["adapter_bytes"] = adapter.stat().st_size
+        if verify:
+            if not base_gguf:
+                raise TrainingError("Cannot verify the adapter: the base was not a GGUF. Set [export] verify = false.")
+            result["verify"] = verification_dict(verify_gguf(base_gguf, model_dir, lora=adapter, base=base, messages=probe,
+                                                             n_tokens=tokens, min_match=need))
+    elif kind == "merged":
+        outputs = export_merged(model_dir, out, base=base, quantizations=settings.get("quantize", ["Q8_0"]))
+        result.update({k: str(v) for k, v in outputs.items()})
+        if verify:
+            result["verify"] = verification_dict(verify_gguf(outputs["f16"], outputs["hf"], messages=probe,
+                                                             n_tokens=tokens, min_match=need))
+            result["verify_quantized"] = {
+                q: verification_dict(verify_gguf(outputs[q], outputs["hf"], messages=probe, n_tokens=tokens,
+                                                 min_match=need, strict=False))
+                for q in settings.get("quantize", ["Q8_0"])
+            }
+    else:
+        raise TrainingError(f"[export] kind must be 'adapter' or 'merged', got {kind!r}.")
+    (out / "verify.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def distill(config: str | Path | dict[str, Any], *, progress: bool = True) -> dict[str, Any]:
+    """Run generate → (screen) → build → sft → export as the config says; returns every stage's report."""
+    from training.build import build
+    from training.data import load_examples
+    from training.generate import generate
+    from training.screen import screen
+    from training.sft import SFTConfig, sft
+    from training.socratic import SocraticOptions
+    from training.store import read_jsonl
+
+    config = load_config(config) if isinstance(config, (str, Path)) else validate_config(config)
+    out = Path(config["out_dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    seed = config.get("seed", 0)
+    reports: dict[str, Any] = {}
+
+    data = dict(config["data"])
+    socratic = SocraticOptions(**{k: data.pop(k) for k in ("cap", "overflow", "drop_restatement",
+                                                              "restatement_threshold") if k in data})
+    examples = load_examples(data["source"], data.get("format"), limit=data.get("limit"), socratic=socratic)
+    gen = {"seed": seed, **config["generate"]}
+    teacher = gen.pop("teacher")
+    decompositions = out / "decompositions.jsonl"
+    reports["generate"] = asdict(generate(examples, teacher, decompositions, progress=progress, **gen))
+    reports["generate"].pop("failures", None)
+    if reports["generate"]["failed"]:
+        raise TrainingError(f"{reports['generate']['failed']} examples failed in generate (see "
+                            f"{decompositions.with_name('decompositions.failed.jsonl')}); rerun to retry them.")
+
+    screened = None
+    if "screen" in config:
+        settings = dict(config["screen"])
+        if "solver" not in settings:
+            raise TrainingError("[screen] needs a solver SPEC.")
+        screened = out / "screened.jsonl"
+        reports["screen"] = asdict(screen(decompositions, settings.pop("solver"), screened, progress=progress,
+                                          **settings))
+
+    build_settings = {"seed": seed, **config.get("build", {})}
+    build_settings.setdefault("kinds", ["SD-R"] if screened else ["SD-T"])
+    if screened is None and any(k != "SD-T" for k in build_settings["kinds"]):
+        raise TrainingError(f"Kinds {build_settings['kinds']} need screened data: add a [screen] table.")
+    reports["build"] = asdict(build(out / "data", decompositions=decompositions, screened=screened,
+                                    **build_settings))
+
+    sft_settings = {"seed": seed, **config["sft"]}
+    base = sft_settings.pop("base")
+    sft_settings.pop("resume", None)
+    final = out / "sft" / "final"
+    if (final / "dod_training.json").is_file():
+        reports["sft"] = json.loads((final / "dod_training.json").read_text())["report"]
+        reports["sft"]["skipped"] = "final/ already complete"
+    else:
+        reports["sft"] = asdict(sft(out / "data", base, out / "sft", config=SFTConfig(**sft_settings), resume=True,
+                                    progress=progress))
+    reports["sft"].pop("log", None)
+
+    export = config.get("export")
+    if export is not None:
+        verify_file = out / "export" / "verify.json"
+        if verify_file.is_file() and verify_file.stat().st_mtime >= (final / "dod_training.json").stat().st_mtime:
+            reports["export"] = json.loads(verify_file.read_text())
+        else:
+            info = json.loads((final / "dod_training.json").read_text())
+            validation = out / "data" / "validation.jsonl"
+            records = read_jsonl(validation) or read_jsonl(out / "data" / "train.jsonl")
+            probe = records[0]["messages"][:-1] if records else None
+            reports["export"] = _export(final, out / "export", export, probe, info.get("base_gguf"))
+    (out / "distill.json").write_text(json.dumps(reports, indent=2, default=str) + "\n")
+    return reports

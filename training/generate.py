@@ -1,0 +1,259 @@
+"""Stage 1: teacher decompositions, written to an append-only JSONL keyed by example id.
+
+The teacher is any SPEC ``dod ask`` takes (``llamacpp:qwen2.5-coder-1.5b-instruct``, ``openai:gpt-4o-mini``,
+…), a LangChain model, or ``"human"``: the examples' own sub-questions (GSM8K Socratic). It is asked through
+the runtime's :class:`~langchain_dod.decomposer.Decomposer`, i.e. with exactly the prompt the distilled model
+will see. Each finished example is one fsynced line (:class:`~training.store.JsonlWriter`), so a rerun after a
+crash or SIGKILL skips what is done, redoes only what was in flight, and never pays for an example twice.
+Examples that still fail after the retries go to ``<out>.failed.jsonl`` with the error; the next run retries
+them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from training.data import Example
+from training.errors import TrainingError
+from training.store import JsonlWriter, read_records
+
+__all__ = [
+    "PAPER_PRICES",
+    "GenerateReport",
+    "decompose_with_retries",
+    "failed_path",
+    "generate",
+    "make_teacher",
+]
+
+#: The paper's cost model for a hosted teacher: dollars per 1K input and output tokens.
+PAPER_PRICES = (0.001, 0.002)
+HUMAN = "human"
+
+
+@dataclass
+class GenerateReport:
+    """What one ``generate`` run did."""
+
+    out: str
+    total: int
+    already_done: int
+    written: int = 0
+    failed: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: float = 0.0
+    failures: list[dict[str, Any]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """One line for the CLI."""
+        text = (
+            f"{self.already_done + self.written}/{self.total} decompositions in {self.out} "
+            f"({self.written} new, {self.already_done} from earlier runs); tokens in/out "
+            f"{self.input_tokens}/{self.output_tokens}, est. cost ${self.cost:.4f}"
+        )
+        if self.failed:
+            text += f"; {self.failed} failed (see {failed_path(self.out)}; rerun to retry them)"
+        return text
+
+
+def failed_path(out: str | Path) -> Path:
+    """Where examples that failed after all retries are logged."""
+    out = Path(out)
+    return out.with_name(out.name.removesuffix(".jsonl") + ".failed.jsonl")
+
+
+def _is_local(teacher: Any) -> bool:
+    if isinstance(teacher, str):
+        return teacher == HUMAN or teacher.split(":", 1)[0] in ("llamacpp", "gguf")
+    from langchain_dod.chat_models import ChatGGUF
+
+    llm = getattr(teacher, "llm", teacher)
+    return isinstance(llm, ChatGGUF)
+
+
+def make_teacher(
+    teacher: Any,
+    *,
+    profile: str = "math",
+    max_subquestions: int = 3,
+    temperature: float | None = None,
+    seed: int | None = None,
+    max_tokens: int = 256,
+) -> Any:
+    """A :class:`Decomposer` around ``teacher`` (SPEC string, LangChain model, or a Decomposer as is)."""
+    from langchain_dod.decomposer import Decomposer
+    from langchain_dod.solvers import load_chat_model
+
+    if isinstance(teacher, Decomposer):
+        return teacher
+    if isinstance(teacher, str):
+        kwargs: dict[str, Any] = {}
+        if temperature is not None:
+            kwargs["temperature"] = temperature
+        if teacher.split(":", 1)[0] in ("llamacpp", "gguf"):
+            kwargs["seed"] = seed
+        try:
+            teacher = load_chat_model(teacher, **kwargs)
+        except (ValueError, ImportError) as err:
+            raise TrainingError(f"Teacher {teacher!r}: {err}") from None
+    return Decomposer(llm=teacher, profile=profile, max_subquestions=max_subquestions, max_tokens=max_tokens)
+
+
+def _fatal(err: BaseException) -> bool:
+    """Errors that no retry fixes and that hit every example: stop the run instead of logging 1,000 failures."""
+    from langchain_dod.chat_models import ModelLoadError
+    from langchain_dod.models import ModelNotFoundError
+
+    return isinstance(err, (ModelNotFoundError, ModelLoadError, ImportError, TrainingError))
+
+
+def decompose_with_retries(
+    decomposer: Any, example: Example, *, retries: int = 2, backoff: float = 1.0
+) -> tuple[Any, int]:
+    """Decompose one example, retrying (exponential backoff) on errors and on an empty reply.
+
+    Returns ``(Decomposition, attempts)``; raises the last error when every attempt failed.
+    """
+    from langchain_dod.decomposer import DecompositionError
+
+    last: BaseException | None = None
+    for attempt in range(retries + 1):
+        if attempt:
+            time.sleep(backoff * 2 ** (attempt - 1))
+        try:
+            result = decomposer.invoke({"question": example.question, "context": example.context})
+            if not (result.raw or "").strip():
+                raise DecompositionError("the teacher returned an empty reply")
+            return result, attempt + 1
+        except Exception as err:  # noqa: BLE001 - logged per example, fatal ones re-raised
+            if _fatal(err):
+                raise
+            last = err
+    assert last is not None
+    raise last
+
+
+def _human_record(example: Example) -> dict[str, Any]:
+    if example.subquestions is None:
+        raise TrainingError(
+            f"Example {example.id!r} has no human sub-questions; teacher 'human' needs data with them "
+            "(format socratic, or JSONL with a 'subquestions' list). Use a model SPEC as teacher otherwise."
+        )
+    return {"subquestions": list(example.subquestions), "raw": None, "input_tokens": 0, "output_tokens": 0,
+            "seconds": 0.0, "attempts": 0}
+
+
+def _bounded(pool: ThreadPoolExecutor, work: Callable[[Example], Any], todo: Sequence[Example], width: int) -> Iterator[
+    tuple[Example, Future]
+]:
+    """Submit at most ``width`` examples at a time; yield each as it finishes (so a kill loses only those)."""
+    pending: dict[Future, Example] = {}
+    items = iter(todo)
+    while True:
+        while len(pending) < width:
+            example = next(items, None)
+            if example is None:
+                break
+            pending[pool.submit(work, example)] = example
+        if not pending:
+            return
+        done, _ = wait(pending, return_when=FIRST_COMPLETED)
+        for future in done:
+            yield pending.pop(future), future
+
+
+def generate(
+    examples: Sequence[Example],
+    teacher: Any,
+    out: str | Path,
+    *,
+    profile: str = "math",
+    max_subquestions: int = 3,
+    max_concurrency: int = 1,
+    retries: int = 2,
+    backoff: float = 1.0,
+    temperature: float | None = None,
+    seed: int | None = 0,
+    max_tokens: int = 256,
+    price_in: float | None = None,
+    price_out: float | None = None,
+    progress: bool = True,
+) -> GenerateReport:
+    """Write one teacher decomposition per example to ``out`` (JSONL), skipping ids already there.
+
+    ``price_in``/``price_out`` are dollars per 1K tokens for the cost estimate; by default the paper's prices for
+    a hosted teacher and 0 for a local one.
+    """
+    if not examples:
+        raise TrainingError("No examples to decompose; the data set is empty.")
+    if max_concurrency < 1:
+        raise TrainingError(f"max_concurrency must be at least 1, got {max_concurrency}.")
+    out = Path(out)
+    done = read_records(out)
+    todo = [e for e in examples if e.id not in done]
+    report = GenerateReport(out=str(out), total=len(examples), already_done=len(examples) - len(todo))
+    if not todo:
+        return report
+    local = _is_local(teacher)
+    p_in, p_out = (0.0, 0.0) if local else PAPER_PRICES
+    p_in = p_in if price_in is None else price_in
+    p_out = p_out if price_out is None else price_out
+    human = isinstance(teacher, str) and teacher == HUMAN
+    decomposer = None if human else make_teacher(
+        teacher, profile=profile, max_subquestions=max_subquestions, temperature=temperature, seed=seed,
+        max_tokens=max_tokens,
+    )
+    label = HUMAN if human else decomposer.model_name
+
+    def work(example: Example) -> dict[str, Any]:
+        if human:
+            return _human_record(example)
+        result, attempts = decompose_with_retries(decomposer, example, retries=retries, backoff=backoff)
+        return {"subquestions": list(result.subquestions), "raw": result.raw,
+                "input_tokens": result.input_tokens or 0, "output_tokens": result.output_tokens or 0,
+                "seconds": result.seconds, "attempts": attempts}
+
+    bar = tqdm(total=report.total, initial=report.already_done, desc="generate", unit="ex", disable=not progress)
+    failed_writer: JsonlWriter | None = None
+    try:
+        with JsonlWriter(out) as writer, ThreadPoolExecutor(max_workers=max_concurrency) as pool:
+            for example, future in _bounded(pool, work, todo, max_concurrency):
+                try:
+                    produced = future.result()
+                except Exception as err:  # noqa: BLE001
+                    if _fatal(err):
+                        raise TrainingError(
+                            f"generate stopped: {type(err).__name__}: {err} ({report.already_done + report.written} "
+                            f"decompositions are safe in {out}; rerun to continue)."
+                        ) from err
+                    failure = {"id": example.id, "error": f"{type(err).__name__}: {err}", "teacher": label}
+                    failed_writer = failed_writer or JsonlWriter(failed_path(out))
+                    failed_writer.write(failure)
+                    report.failed += 1
+                    report.failures.append(failure)
+                    continue
+                record = {
+                    "id": example.id, "question": example.question, "context": example.context,
+                    "answer": example.answer, **produced, "teacher": label, "profile": profile,
+                    "max_subquestions": max_subquestions,
+                }
+                writer.write(record)
+                report.written += 1
+                report.input_tokens += record["input_tokens"]
+                report.output_tokens += record["output_tokens"]
+                report.cost = (report.input_tokens * p_in + report.output_tokens * p_out) / 1000
+                bar.update(1)
+                bar.set_postfix(tok_in=report.input_tokens, tok_out=report.output_tokens, cost=f"${report.cost:.4f}")
+    finally:
+        bar.close()
+        if failed_writer is not None:
+            failed_writer.close()
+    return report

@@ -1,0 +1,283 @@
+"""Stage 4: supervised fine-tuning with the transformers ``Trainer`` — LoRA (peft, default) or full.
+
+The loss is on the assistant turn only: the prompt is rendered with the tokenizer's own chat template (the
+one llama.cpp applies from the GGUF at inference) and its tokens are masked with -100. Checkpoints go to
+``<out>/checkpoint-N``; ``resume=True`` continues from the last complete one (a run killed mid-save is
+ignored). The result is ``<out>/final``: the adapter (or full model), the tokenizer and ``dod_training.json``
+(base folder, settings, losses), which ``export`` reads. The ``Trainer`` runs on a GPU when one is present,
+and ``accelerate launch`` / ``torchrun`` scale it to several (see ``training/README.md``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from training.basemodel import load_causal_lm, load_tokenizer, prepare_base
+from training.errors import TrainingError
+from training.store import read_jsonl
+
+__all__ = ["SFTConfig", "SFTReport", "encode_chat", "last_checkpoint", "load_sft_records", "sft"]
+
+TRAINING_INFO = "dod_training.json"
+
+
+@dataclass
+class SFTConfig:
+    """Fine-tuning settings (CLI flags and the ``[sft]`` table of a distill config have the same names)."""
+
+    method: str = "lora"
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    target_modules: list[str] | str = "all-linear"
+    learning_rate: float = 2e-4
+    epochs: float = 3.0
+    max_steps: int = -1
+    batch_size: int = 4
+    grad_accum: int = 1
+    max_length: int = 768
+    warmup: float = 0.0
+    """Linear warm-up: a float in [0, 1) is a share of all steps, a larger number is a step count."""
+    weight_decay: float = 0.0
+    seed: int = 0
+    logging_steps: int = 10
+    eval_steps: int = 100
+    save_steps: int = 100
+    save_total_limit: int = 2
+    eval_before: bool = True
+    kinds: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.method not in ("lora", "full"):
+            raise TrainingError(f"method must be 'lora' or 'full', got {self.method!r}.")
+        for name in ("lora_r", "lora_alpha", "batch_size", "grad_accum", "max_length", "save_steps", "eval_steps",
+                     "logging_steps"):
+            if getattr(self, name) < 1:
+                raise TrainingError(f"{name} must be at least 1, got {getattr(self, name)}.")
+        if self.max_steps <= 0 and self.epochs <= 0:
+            raise TrainingError("Give a positive epochs or max_steps.")
+
+    @classmethod
+    def names(cls) -> set[str]:
+        """The accepted setting names."""
+        return {f.name for f in fields(cls)}
+
+
+@dataclass
+class SFTReport:
+    """Where the result is and how the losses went."""
+
+    final: str
+    method: str
+    steps: int
+    train_records: int
+    validation_records: int
+    dropped_too_long: int
+    eval_loss_before: float | None
+    eval_loss_after: float | None
+    train_loss_first: float | None
+    train_loss_last: float | None
+    resumed_from: str | None = None
+    log: list[dict[str, Any]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """One line for the CLI."""
+        def fmt(x: float | None) -> str:
+            return "n/a" if x is None else f"{x:.4f}"
+
+        resumed = f", resumed from {self.resumed_from}" if self.resumed_from else ""
+        return (
+            f"{self.method} fine-tune: {self.steps} steps on {self.train_records} records{resumed}; validation loss "
+            f"{fmt(self.eval_loss_before)} -> {fmt(self.eval_loss_after)}, train loss {fmt(self.train_loss_first)} -> "
+            f"{fmt(self.train_loss_last)}; saved to {self.final}"
+        )
+
+
+def encode_chat(tokenizer: Any, messages: list[dict[str, str]], max_length: int) -> dict[str, list[int]] | None:
+    """Token ids and labels for one chat whose last message is the assistant's; prompt tokens get -100.
+
+    Returns ``None`` when the chat is longer than ``max_length`` (truncating would cut the target).
+    """
+    if not messages or messages[-1].get("role") != "assistant":
+        raise TrainingError("An SFT record's messages must end with the assistant's reply.")
+    prompt = tokenizer.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
+    full = tokenizer.apply_chat_template(messages, tokenize=False)
+    if not full.startswith(prompt):
+        raise TrainingError("The chat template renders the prompt differently inside the full chat; cannot mask it.")
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    reply_ids = tokenizer(full[len(prompt):], add_special_tokens=False)["input_ids"]
+    ids = prompt_ids + reply_ids
+    if len(ids) > max_length:
+        return None
+    return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": [-100] * len(prompt_ids) + reply_ids}
+
+
+def load_sft_records(path: str | Path, kinds: list[str] | None = None) -> list[dict[str, Any]]:
+    """Records from a ``build`` JSONL, optionally only some kinds."""
+    records = read_jsonl(path)
+    for number, record in enumerate(records, 1):
+        messages = record.get("messages")
+        if not isinstance(messages, list) or not messages or not all(
+            isinstance(m, dict) and isinstance(m.get("content"), str) and m.get("role") for m in messages
+        ):
+            raise TrainingError(f"{path} record {number} has no valid 'messages' list; build it with `dod-train build`.")
+    if kinds:
+        records = [r for r in records if r.get("kind") in kinds]
+    return records
+
+
+def last_checkpoint(out_dir: Path) -> Path | None:
+    """The newest checkpoint folder that was completely written (state, weights and optimizer present)."""
+    best: tuple[int, Path] | None = None
+    for folder in out_dir.glob("checkpoint-*"):
+        try:
+            step = int(folder.name.split("-")[1])
+        except (IndexError, ValueError):
+            continue
+        complete = (
+            (folder / "trainer_state.json").is_file()
+            and (folder / "optimizer.pt").is_file()
+            and any(folder.glob("*.safetensors"))
+        )
+        if complete:
+            try:
+                json.loads((folder / "trainer_state.json").read_text())
+            except json.JSONDecodeError:
+                continue
+            if best is None or step > best[0]:
+                best = (step, folder)
+    return best[1] if best else None
+
+
+def _data_paths(data: str | Path, validation: str | Path | None) -> tuple[Path, Path | None]:
+    data = Path(data)
+    if data.is_dir():
+        train = data / "train.jsonl"
+        if validation is None and (data / "validation.jsonl").is_file():
+            validation = data / "validation.jsonl"
+        data = train
+    return data, Path(validation) if validation else None
+
+
+def sft(
+    data: str | Path,
+    base: str | Path,
+    out: str | Path,
+    *,
+    validation: str | Path | None = None,
+    config: SFTConfig | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> SFTReport:
+    """Fine-tune ``base`` (HF folder, GGUF path or registry name) on ``data`` (a build folder or train JSONL)."""
+    config = config or SFTConfig()
+    out = Path(out)
+    train_path, validation_path = _data_paths(data, validation)
+    train_records = load_sft_records(train_path, config.kinds)
+    val_records = load_sft_records(validation_path, config.kinds) if validation_path else []
+    if not train_records:
+        raise TrainingError(f"{train_path} holds no training records{' of kinds ' + str(config.kinds) if config.kinds else ''}.")
+    checkpoint = last_checkpoint(out) if out.exists() else None
+    if checkpoint is not None and not resume:
+        raise TrainingError(
+            f"{out} already holds checkpoints (latest {checkpoint.name}). Pass --resume to continue that run, or "
+            "choose another output folder."
+        )
+    base_dir = prepare_base(base)
+
+    import torch
+    from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments, set_seed
+
+    set_seed(config.seed)
+    tokenizer = load_tokenizer(base_dir)
+
+    def encode(records: list[dict[str, Any]]) -> tuple[list[dict[str, list[int]]], int]:
+        encoded = [encode_chat(tokenizer, r["messages"], config.max_length) for r in records]
+        return [e for e in encoded if e is not None], sum(e is None for e in encoded)
+
+    train_set, dropped = encode(train_records)
+    val_set, val_dropped = encode(val_records)
+    if not train_set:
+        raise TrainingError(f"Every training record is longer than max_length={config.max_length}; raise it.")
+
+    model = load_causal_lm(base_dir)
+    if config.method == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(
+            r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+            target_modules=config.target_modules, task_type="CAUSAL_LM",
+        ))
+    use_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    args = TrainingArguments(
+        output_dir=str(out),
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        learning_rate=config.learning_rate,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        warmup_steps=config.warmup,
+        weight_decay=config.weight_decay,
+        logging_steps=config.logging_steps,
+        eval_strategy="steps" if val_set else "no",
+        eval_steps=config.eval_steps,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        seed=config.seed,
+        data_seed=config.seed,
+        bf16=use_bf16,
+        report_to="none",
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        disable_tqdm=not progress,
+        save_only_model=False,
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=val_set or None,
+        data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
+        processing_class=tokenizer,
+    )
+    info_path = out / "dod_eval_before.json"
+    eval_before = None
+    if val_set and config.eval_before:
+        if checkpoint is not None and info_path.is_file():
+            eval_before = json.loads(info_path.read_text()).get("eval_loss")
+        else:
+            eval_before = trainer.evaluate()["eval_loss"]
+            out.mkdir(parents=True, exist_ok=True)
+            info_path.write_text(json.dumps({"eval_loss": eval_before}) + "\n")
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    eval_after = trainer.evaluate()["eval_loss"] if val_set else None
+
+    final = out / "final"
+    trainer.save_model(str(final))
+    tokenizer.save_pretrained(str(final))
+    (final / "training_args.bin").unlink(missing_ok=True)  # a pickle; settings are in dod_training.json
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e and math.isfinite(e["loss"])]
+    report = SFTReport(
+        final=str(final), method=config.method, steps=trainer.state.global_step,
+        train_records=len(train_set), validation_records=len(val_set), dropped_too_long=dropped + val_dropped,
+        eval_loss_before=eval_before, eval_loss_after=eval_after,
+        train_loss_first=losses[0] if losses else None, train_loss_last=losses[-1] if losses else None,
+        resumed_from=checkpoint.name if checkpoint else None, log=list(trainer.state.log_history),
+    )
+    base_info = {}
+    source = base_dir / "dod_source.json"
+    if source.is_file():
+        base_info = json.loads(source.read_text())
+    (final / TRAINING_INFO).write_text(json.dumps(
+        {"base": str(base_dir), "base_gguf": base_info.get("gguf"), "config": asdict(config),
+         "report": asdict(report), "train_file": str(train_path),
+         "validation_file": str(validation_path) if validation_path else None}, indent=2) + "\n")
+    os.sync()
+    return report
