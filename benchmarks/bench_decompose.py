@@ -1,0 +1,141 @@
+"""Decomposition latency: SmolLM2-135M vs Qwen2.5-Coder-1.5B (both through ChatGGUF) vs SmolLM2 in transformers.
+
+Same GSM8K questions, same prompt (``langchain_dod.prompts.decomposer_messages``), greedy decoding, one
+question at a time. Each backend runs in its own subprocess (clean RSS, no shared caches). The llama.cpp
+backends decode under the sub-question grammar; transformers has no grammar and decodes freely up to the
+same token limit (noted in the results).
+
+    python -m benchmarks.bench_decompose --n 30
+Writes benchmarks/results/decompose.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+GSM8K = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k" / "test.jsonl"
+BACKENDS = ("gguf:smollm2-135m-instruct", "gguf:qwen2.5-coder-1.5b-instruct", "transformers:smollm2-135m-instruct")
+MAX_TOKENS = 192
+
+
+def _questions(n: int) -> list[str]:
+    lines = GSM8K.read_text().splitlines()
+    step = max(1, len(lines) // n)
+    return [json.loads(lines[i])["question"] for i in range(0, step * n, step)][:n]
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def run_gguf(name: str, questions: list[str]) -> dict:
+    from langchain_dod import ChatGGUF, Decomposer
+
+    started = time.perf_counter()
+    llm = ChatGGUF(model=name).load()
+    load = time.perf_counter() - started
+    decomposer = Decomposer(llm=llm, max_tokens=MAX_TOKENS)
+    seconds, counts, outputs = [], [], []
+    for question in questions:
+        t = time.perf_counter()
+        result = decomposer.invoke(question)
+        seconds.append(time.perf_counter() - t)
+        counts.append(len(result.subquestions))
+        outputs.append(result.output_tokens or 0)
+    return {"load_s": load, "seconds": seconds, "n_subquestions": counts, "output_tokens": outputs}
+
+
+def run_transformers(name: str, questions: list[str]) -> dict:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from langchain_dod.models import resolve
+    from langchain_dod.prompts import decomposer_messages
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    path = resolve(name)
+    started = time.perf_counter()
+    tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, torch_dtype=torch.float32)
+    model.eval()
+    load = time.perf_counter() - started
+    seconds, outputs = [], []
+    for question in questions:
+        ids = tok.apply_chat_template(decomposer_messages(question), add_generation_prompt=True, return_tensors="pt",
+                                      return_dict=True)
+        t = time.perf_counter()
+        with torch.no_grad():
+            out = model.generate(**ids, max_new_tokens=MAX_TOKENS, do_sample=False)
+        seconds.append(time.perf_counter() - t)
+        outputs.append(int(out.shape[1] - ids["input_ids"].shape[1]))
+    return {"load_s": load, "seconds": seconds, "n_subquestions": None, "output_tokens": outputs}
+
+
+def child(backend: str, n: int) -> None:
+    kind, name = backend.split(":", 1)
+    questions = _questions(n)
+    result = run_gguf(name, questions) if kind == "gguf" else run_transformers(name, questions)
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(result))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=30)
+    parser.add_argument("--child", default=None)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, args.n)
+        return
+    rows = {}
+    for backend in BACKENDS:
+        out = subprocess.run([sys.executable, "-m", "benchmarks.bench_decompose", "--child", backend, "--n", str(args.n)],
+                             capture_output=True, text=True, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        raw = json.loads(out.stdout.strip().splitlines()[-1])
+        s = raw["seconds"]
+        rows[backend] = {
+            "n": len(s), "load_s": round(raw["load_s"], 3), "p50_s": round(statistics.median(s), 3),
+            "p95_s": round(_pct(s, 0.95), 3), "mean_s": round(statistics.fmean(s), 3),
+            "median_output_tokens": statistics.median(raw["output_tokens"]),
+            "peak_rss_mb": round(raw["peak_rss_mb"], 1),
+            "decomposed_share": None if raw["n_subquestions"] is None
+            else round(sum(c > 0 for c in raw["n_subquestions"]) / len(s), 3),
+        }
+        print(backend, rows[backend], flush=True)
+    base = rows[BACKENDS[0]]["p50_s"]
+    for row in rows.values():
+        row["p50_vs_smollm2_gguf"] = round(row["p50_s"] / base, 2)
+    meta = {
+        "command": f"python -m benchmarks.bench_decompose --n {args.n}",
+        "machine": f"{platform.machine()} {os.cpu_count()} cpus", "loadavg_at_end": os.getloadavg(),
+        "max_tokens": MAX_TOKENS, "note": "llama.cpp rows decode under the sub-question grammar; transformers "
+        "decodes without it (fp32, dequantized from the same GGUF)",
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "decompose.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=2) + "\n")
+    lines = [
+        "# Decomposition latency (GSM8K test sample, one question at a time)", "",
+        f"`{meta['command']}` on {meta['machine']}; load average at end {meta['loadavg_at_end'][0]:.1f}.", "",
+        "| backend | n | load s | p50 s | p95 s | p50 ratio | median out tokens | peak RSS MB | decomposed |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in rows.items():
+        lines.append(f"| {name} | {r['n']} | {r['load_s']} | {r['p50_s']} | {r['p95_s']} | {r['p50_vs_smollm2_gguf']}× | "
+                     f"{r['median_output_tokens']} | {r['peak_rss_mb']} | {r['decomposed_share']} |")
+    lines += ["", meta["note"] + "."]
+    (RESULTS / "decompose.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
