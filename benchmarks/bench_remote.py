@@ -24,6 +24,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator, Sequence
@@ -52,23 +53,29 @@ def _free_port() -> int:
 def llama_cpp_python_server(model: Path, threads: int, timeout_s: float = 120) -> Iterator[str]:
     """Run ``python -m llama_cpp.server`` on a free port until the block ends; yields the ``/v1`` base URL."""
     port = _free_port()
+    log = tempfile.TemporaryFile(mode="w+")  # a file, not a pipe: a full pipe would block the server
     proc = subprocess.Popen(
         [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--model_alias", "smollm2",
          "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
          "--n_threads", str(threads), "--n_threads_batch", str(threads)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        stdout=log, stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}/v1"
+
+    def tail() -> str:
+        log.seek(0)
+        return log.read()[-2000:]
+
     try:
         deadline = time.monotonic() + timeout_s
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"llama_cpp.server exited with {proc.returncode}: {proc.stderr.read()[-2000:]}")
+                raise RuntimeError(f"llama_cpp.server exited with {proc.returncode}: {tail()}")
             with contextlib.suppress(OSError):
                 with urllib.request.urlopen(f"{url}/models", timeout=2):
                     break
             if time.monotonic() > deadline:
-                raise TimeoutError(f"llama_cpp.server did not answer within {timeout_s}s")
+                raise TimeoutError(f"llama_cpp.server did not answer within {timeout_s}s: {tail()}")
             time.sleep(0.5)
         yield url
     finally:
@@ -78,6 +85,7 @@ def llama_cpp_python_server(model: Path, threads: int, timeout_s: float = 120) -
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        log.close()
 
 
 def _remote(url: str, max_tokens: int) -> Decomposer:
@@ -91,14 +99,21 @@ def _remote(url: str, max_tokens: int) -> Decomposer:
 
 
 def measure(decomposer: Decomposer, questions: list[str], levels: Sequence[int], repeats: int) -> list[dict]:
-    """Median throughput and latency of ``len(questions)`` decompositions at each concurrency level."""
-    decomposer.invoke(questions[0])  # warm-up: model load, grammar, first prompt
+    """Median throughput and latency of ``len(questions)`` decompositions at each concurrency level.
+
+    Everything runs in one event loop: HTTP clients (ChatOpenAI's) are bound to the loop that created them.
+    """
+    return asyncio.run(_measure(decomposer, questions, levels, repeats))
+
+
+async def _measure(decomposer: Decomposer, questions: list[str], levels: Sequence[int], repeats: int) -> list[dict]:
+    await decomposer.ainvoke(questions[0])  # warm-up: model load, grammar, first prompt, HTTP connection
     rows = []
     for level in levels:
         walls, latencies, tokens = [], [], []
         for _ in tqdm(range(repeats), desc=f"concurrency {level}", leave=False):
             started = time.perf_counter()
-            results = asyncio.run(decomposer.abatch(questions, {"max_concurrency": level}))
+            results = await decomposer.abatch(questions, {"max_concurrency": level})
             walls.append(time.perf_counter() - started)
             latencies += [r.seconds for r in results if r.seconds is not None]
             tokens.append(sum(r.output_tokens or 0 for r in results))

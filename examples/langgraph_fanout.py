@@ -31,6 +31,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.types import Send
 
 from langchain_dod import ChatGGUF, Decomposer
+from langchain_dod.decomposer import default_decomposer_llm
 from langchain_dod.parsing import extract_answer
 from langchain_dod.prompts import solver_messages
 
@@ -110,12 +111,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--question", default=DEFAULT_QUESTION)
     parser.add_argument("--solver", default="smollm2-135m-instruct", help="local GGUF name or path for both solvers")
     parser.add_argument("--max-tokens", type=int, default=48, help="per answer (sub-answers and the final one)")
+    parser.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: physical cores)")
     args = parser.parse_args(argv)
     if args.max_tokens < 1:
         parser.error("--max-tokens must be >= 1")
 
-    solver = ChatGGUF(model=args.solver, max_tokens=args.max_tokens)
-    graph = build_graph(Decomposer(profile="multihop", max_tokens=96), sub_solver=solver, solver=solver)
+    solver = ChatGGUF(model=args.solver, max_tokens=args.max_tokens, n_threads=args.threads)
+    decomposer = Decomposer(
+        llm=default_decomposer_llm(n_threads=args.threads), profile="multihop", max_tokens=96
+    )
+    graph = build_graph(decomposer, sub_solver=solver, solver=solver)
     state = graph.invoke({"question": args.question})
     print(f"Question: {state['question']}")
     for a in sorted(state["answers"], key=lambda a: a["index"]):

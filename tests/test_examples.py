@@ -13,8 +13,9 @@ import pytest
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SMOKE_ARGS: dict[str, list[str]] = {  # examples whose main(argv) is called in-process, with small parameters
-    "rag_multihop.py": ["--limit", "1", "--k", "1", "3"],
-    "langgraph_fanout.py": ["--max-tokens", "16"],
+    # one llama.cpp thread: far faster than two on a CPU shared with other jobs, barely slower on an idle one
+    "rag_multihop.py": ["--limit", "1", "--k", "1", "3", "--threads", "1"],
+    "langgraph_fanout.py": ["--max-tokens", "16", "--threads", "1"],
 }
 
 

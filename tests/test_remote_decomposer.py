@@ -49,7 +49,8 @@ def server_url(smollm2_path: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     with log.open("w") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_path), "--model_alias", "smollm2",
-             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048"],
+             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
+             "--n_threads", "1", "--n_threads_batch", "1"],
             stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"},
         )
     url = f"http://127.0.0.1:{port}/v1"
@@ -94,7 +95,9 @@ def test_remote_decomposition_is_schema_json_and_matches_local(server_url: str, 
     assert remote.model == "smollm2"
     assert remote.input_tokens and remote.input_tokens > 50  # the system prompt alone is longer
     assert remote.output_tokens and remote.output_tokens <= 96
-    local = Decomposer(llm=ChatGGUF(model=str(smollm2_path), n_ctx=2048), profile="multihop", max_tokens=96)
+    local = Decomposer(
+        llm=ChatGGUF(model=str(smollm2_path), n_ctx=2048, n_threads=1), profile="multihop", max_tokens=96
+    )
     assert remote.subquestions == local.invoke(QUESTIONS[0]).subquestions
 
 

@@ -32,7 +32,9 @@ class TestDecomposingRetrieverStandard(RetrieversIntegrationTests):
     def retriever_constructor_params(self) -> dict[str, Any]:
         return {
             "retriever": BM25Retriever.from_texts(TEXTS, k=3),
-            "decomposer": Decomposer(llm=ChatGGUF(model="smollm2-135m-instruct", max_tokens=96), profile="multihop"),
+            "decomposer": Decomposer(
+                llm=ChatGGUF(model="smollm2-135m-instruct", max_tokens=96, n_threads=1), profile="multihop"
+            ),
             "k": 2,
         }
 
