@@ -116,3 +116,18 @@ def test_forced_json_object_mode_on_any_base_url(server_url: str) -> None:
     llm = ChatOpenAI(base_url=server_url, api_key="x", model="smollm2", temperature=0, max_retries=0)
     decomposer = Decomposer(llm=llm, profile="multihop", structured_output="json_object", max_tokens=96)
     assert isinstance(json.loads(decomposer.invoke(QUESTIONS[1]).raw)["subquestions"], list)
+
+
+def test_path_chosen_per_endpoint() -> None:
+    """No network: a local server gets json_object + schema (and max_tokens in extra_body); OpenAI's own API
+    gets with_structured_output, which needs the schema's title (without it ChatOpenAI refused and the
+    decomposer silently fell back to parsing free text)."""
+    local = ChatOpenAI(base_url="http://127.0.0.1:9/v1", api_key="x", model="m", extra_body={"repeat_penalty": 1.0})
+    runnable, how = Decomposer(llm=local, max_tokens=77)._bound()
+    assert how == "grammar"
+    assert runnable.kwargs["response_format"]["type"] == "json_object"
+    assert runnable.kwargs["response_format"]["schema"]["required"] == ["subquestions"]
+    assert runnable.kwargs["extra_body"] == {"repeat_penalty": 1.0, "max_tokens": 77}
+    hosted = ChatOpenAI(api_key="x", model="gpt-4o-mini")
+    assert Decomposer(llm=hosted)._bound()[1] == "structured"
+    assert Decomposer(llm=hosted, structured_output="never")._bound()[1] == "text"
