@@ -84,14 +84,14 @@ def test_stream_yields_the_same_text_as_invoke(llm: ChatGGUF) -> None:
 
 def test_stop_sequence_ends_the_reply(llm: ChatGGUF) -> None:
     prompt = "Count from one to ten."
-    free = str(llm.invoke(prompt, max_tokens=24).content)
+    free = str(llm.invoke(prompt, max_tokens=16).content)
     stop = free[len(free) // 2 : len(free) // 2 + 2]  # any text the free reply contains, cut mid-token or not
     assert len(stop) == 2
-    stopped = llm.invoke(prompt, max_tokens=24, stop=[stop])
+    stopped = llm.invoke(prompt, max_tokens=16, stop=[stop])
     assert stopped.content == free[: free.index(stop)]
     assert stopped.response_metadata["finish_reason"] == "stop"
     # the same through the constructor's stop list
-    assert ChatGGUF(model=MODEL, max_tokens=24, stop=[stop]).invoke(prompt).content == stopped.content
+    assert ChatGGUF(model=MODEL, max_tokens=16, stop=[stop]).invoke(prompt).content == stopped.content
 
 
 def test_sampling_with_a_seed_is_reproducible(llm: ChatGGUF) -> None:
@@ -377,12 +377,10 @@ def bad_files(smollm2_path: Path, tmp_path_factory: pytest.TempPathFactory) -> d
     return _bad_files(smollm2_path, tmp_path_factory.mktemp("bad"))
 
 
-@pytest.mark.parametrize("case", BAD_CASES)
+@pytest.mark.parametrize("case", [c for c in BAD_CASES if c != "unknown architecture"])
 def test_bad_file_is_a_clear_error_in_process(bad_files: dict[str, Any], case: str) -> None:
-    """Our checks stop these before llama.cpp; where llama.cpp does see the file it raises, never crashes."""
+    """Our checks stop these before llama.cpp sees them (the one that reaches llama.cpp runs only in a child)."""
     kwargs, kind, pattern = bad_files[case]
-    if case == "unknown architecture":
-        pytest.skip("reaches llama.cpp: checked only in a child process below")
     errors = {"GGUFError": GGUFError, "ModelLoadError": ModelLoadError}
     with pytest.raises(errors[kind], match=pattern):
         ChatGGUF(max_tokens=2, **kwargs).invoke("Hi")
@@ -420,17 +418,17 @@ def _check(replies: list[Any], questions: list[str], llm: ChatGGUF) -> None:
 
 
 def test_batch_16_threads(llm: ChatGGUF) -> None:
-    bound = llm.bind(json_schema=ANSWER, max_tokens=16)
+    bound = llm.bind(json_schema=ANSWER, max_tokens=24)
     _check(bound.batch(QUESTIONS, config={"max_concurrency": 8}), QUESTIONS, llm)
 
 
 async def test_abatch_16(llm: ChatGGUF) -> None:
-    bound = llm.bind(json_schema=ANSWER, max_tokens=16)
+    bound = llm.bind(json_schema=ANSWER, max_tokens=24)
     _check(await bound.abatch(QUESTIONS, config={"max_concurrency": 16}), QUESTIONS, llm)
 
 
 async def test_gather_ainvoke_and_astream_together(llm: ChatGGUF) -> None:
-    bound = llm.bind(json_schema=ANSWER, max_tokens=16)
+    bound = llm.bind(json_schema=ANSWER, max_tokens=24)
 
     async def streamed(question: str) -> AIMessage:
         full = None
