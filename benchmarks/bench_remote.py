@@ -1,9 +1,10 @@
-"""Throughput of concurrent decompositions: in-process ChatGGUF vs llama-cpp-python's OpenAI-compatible server.
+"""Throughput of concurrent decompositions: in-process ChatGGUF vs an OpenAI-compatible llama.cpp server.
 
 Both run the same SmolLM2-135M GGUF with the same threads, greedy, grammar-constrained (the server through
 ``response_format={"type": "json_object", "schema": ...}``). For each concurrency level, ``--requests``
 multi-hop questions are decomposed through ``Decomposer.abatch(max_concurrency=c)``; each cell is repeated
-``--repeats`` times and the medians are reported. llama-cpp-python's server runs one request at a time per model
+``--repeats`` times and the medians are reported. llama-cpp-python's server runs one request at a time per
+model
 (requests queue behind a lock), so its throughput should not grow with concurrency; llama.cpp's own
 ``llama-server -np N`` (parallel slots + continuous batching, see examples/README.md) is the server that does.
 
@@ -55,10 +56,27 @@ def llama_cpp_python_server(model: Path, threads: int, timeout_s: float = 120) -
     port = _free_port()
     log = tempfile.TemporaryFile(mode="w+")  # a file, not a pipe: a full pipe would block the server
     proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--model_alias", "smollm2",
-         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
-         "--n_threads", str(threads), "--n_threads_batch", str(threads)],
-        stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(model),
+            "--model_alias",
+            "smollm2",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--n_ctx",
+            "2048",
+            "--n_threads",
+            str(threads),
+            "--n_threads_batch",
+            str(threads),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}/v1"
 
@@ -92,7 +110,12 @@ def _remote(url: str, max_tokens: int) -> Decomposer:
     from langchain_openai import ChatOpenAI
 
     llm = ChatOpenAI(
-        base_url=url, api_key="x", model="smollm2", temperature=0, timeout=300, max_retries=0,
+        base_url=url,
+        api_key="x",
+        model="smollm2",
+        temperature=0,
+        timeout=300,
+        max_retries=0,
         extra_body={"repeat_penalty": 1.0},
     )
     return Decomposer(llm=llm, profile="multihop", max_tokens=max_tokens)
@@ -106,7 +129,9 @@ def measure(decomposer: Decomposer, questions: list[str], levels: Sequence[int],
     return asyncio.run(_measure(decomposer, questions, levels, repeats))
 
 
-async def _measure(decomposer: Decomposer, questions: list[str], levels: Sequence[int], repeats: int) -> list[dict]:
+async def _measure(
+    decomposer: Decomposer, questions: list[str], levels: Sequence[int], repeats: int
+) -> list[dict]:
     await decomposer.ainvoke(questions[0])  # warm-up: model load, grammar, first prompt, HTTP connection
     rows = []
     for level in levels:
@@ -118,16 +143,18 @@ async def _measure(decomposer: Decomposer, questions: list[str], levels: Sequenc
             latencies += [r.seconds for r in results if r.seconds is not None]
             tokens.append(sum(r.output_tokens or 0 for r in results))
         wall = statistics.median(walls)
-        rows.append({
-            "concurrency": level,
-            "requests": len(questions),
-            "repeats": repeats,
-            "median_wall_s": round(wall, 3),
-            "decompositions_per_s": round(len(questions) / wall, 3),
-            "output_tokens_per_s": round(statistics.median(tokens) / wall, 2),
-            "median_latency_s": round(statistics.median(latencies), 3),
-            "walls_s": [round(w, 3) for w in walls],
-        })
+        rows.append(
+            {
+                "concurrency": level,
+                "requests": len(questions),
+                "repeats": repeats,
+                "median_wall_s": round(wall, 3),
+                "decompositions_per_s": round(len(questions) / wall, 3),
+                "output_tokens_per_s": round(statistics.median(tokens) / wall, 2),
+                "median_latency_s": round(statistics.median(latencies), 3),
+                "walls_s": [round(w, 3) for w in walls],
+            }
+        )
     return rows
 
 
@@ -156,7 +183,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--threads", type=int, default=2, help="llama.cpp threads on both sides")
     parser.add_argument("--max-tokens", type=int, default=64)
-    parser.add_argument("--server-url", default=None, help="measure this running server instead of starting one")
+    parser.add_argument(
+        "--server-url", default=None, help="measure this running server instead of starting one"
+    )
     parser.add_argument("--label", default=None, help="name of --server-url's server in the table")
     parser.add_argument("--skip-local", action="store_true", help="do not measure the in-process baseline")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -171,10 +200,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     backends = []
     if not args.skip_local:
         local = Decomposer(
-            llm=ChatGGUF(model=str(model), n_ctx=2048, n_threads=args.threads), profile="multihop",
+            llm=ChatGGUF(model=str(model), n_ctx=2048, n_threads=args.threads),
+            profile="multihop",
             max_tokens=args.max_tokens,
         )
-        backends.append({"label": "in-process ChatGGUF", "rows": measure(local, questions, levels, args.repeats)})
+        backends.append(
+            {"label": "in-process ChatGGUF", "rows": measure(local, questions, levels, args.repeats)}
+        )
     if args.server_url:
         rows = measure(_remote(args.server_url, args.max_tokens), questions, levels, args.repeats)
         backends.append({"label": args.label or args.server_url, "rows": rows})
@@ -185,7 +217,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     result = {
         "backends": backends,
         "meta": {
-            "command": "python benchmarks/bench_remote.py " + " ".join(sys.argv[1:] if argv is None else argv),
+            "command": "python benchmarks/bench_remote.py "
+            + " ".join(sys.argv[1:] if argv is None else argv),
             "model": model.name,
             "threads": args.threads,
             "max_tokens": args.max_tokens,
@@ -200,7 +233,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
     args.out.with_suffix(".md").write_text(
         f"# Concurrent decompositions: in-process vs OpenAI-compatible server\n\nCommand: "
-        f"`{result['meta']['command']}` ({result['meta']['cpu_count']} CPUs, {args.threads} llama.cpp threads, "
+        f"`{result['meta']['command']}` ({result['meta']['cpu_count']} CPUs, "
+        f"{args.threads} llama.cpp threads, "
         f"load average at end {result['meta']['load_average_at_end']}; medians of {args.repeats} runs)\n\n"
         f"{table}\n"
     )

@@ -4,10 +4,11 @@
               ├─Send──▶ answer (sub-question 2) ──┼──▶ join ──▶ END
               └─Send──▶ answer (sub-question 3) ──┘
 
-Each ``answer`` branch retrieves the two best passages for its own sub-question (BM25 over the example corpus in
-``examples/data/corpus.jsonl``) and asks a small local model for a short answer; ``join`` gives the solver the
-question, the passages and the sub-answers in one call (the Divide-or-Conquer solver prompt) and reads the final
-answer. The branches run in parallel threads; each local model serialises its own calls, so the fan-out pays off
+Each ``answer`` branch retrieves the two best passages for its own sub-question (BM25 over the example corpus
+in ``examples/data/corpus.jsonl``) and asks a small local model for a short answer; ``join`` gives the solver
+the question, the passages and the sub-answers in one call (the Divide-or-Conquer solver prompt) and reads the
+final answer. The branches run in parallel threads; each local model serialises its own calls, so the fan-out
+pays off
 with a server or hosted model behind ``answer`` and costs nothing with a local one.
 
 Sub-questions that depend on an earlier answer ("Where was *that person* born?") cannot see it in a parallel
@@ -63,7 +64,9 @@ def _passages(path: Path = DATA / "corpus.jsonl") -> list[str]:
     return [f"{r['title']}. {r['text']}" for r in rows]
 
 
-def build_graph(decomposer: Decomposer, sub_solver: BaseChatModel, solver: BaseChatModel, passages_k: int = 2):
+def build_graph(
+    decomposer: Decomposer, sub_solver: BaseChatModel, solver: BaseChatModel, passages_k: int = 2
+):
     """Compile the decompose → (Send × n) answer → join graph."""
     from langchain_community.retrievers import BM25Retriever
 
@@ -89,8 +92,11 @@ def build_graph(decomposer: Decomposer, sub_solver: BaseChatModel, solver: BaseC
         context = "\n".join(dict.fromkeys(a["passages"] for a in answers))  # passages once, in branch order
         found = "\n".join(f"- {a['subquestion']} → {a['answer']}" for a in answers)
         reply = solver.invoke(
-            solver_messages(state["question"], f"{context}\n\nAnswers found so far:\n{found}",
-                            [a["subquestion"] for a in answers])
+            solver_messages(
+                state["question"],
+                f"{context}\n\nAnswers found so far:\n{found}",
+                [a["subquestion"] for a in answers],
+            )
         )
         return {"solution": str(reply.content), "answer": extract_answer(str(reply.content))}
 
@@ -109,9 +115,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Command line entry point; returns the final state (the smoke test reads it)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--question", default=DEFAULT_QUESTION)
-    parser.add_argument("--solver", default="smollm2-135m-instruct", help="local GGUF name or path for both solvers")
-    parser.add_argument("--max-tokens", type=int, default=48, help="per answer (sub-answers and the final one)")
-    parser.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: physical cores)")
+    parser.add_argument(
+        "--solver", default="smollm2-135m-instruct", help="local GGUF name or path for both solvers"
+    )
+    parser.add_argument(
+        "--max-tokens", type=int, default=48, help="per answer (sub-answers and the final one)"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="llama.cpp threads (default: physical cores)"
+    )
     args = parser.parse_args(argv)
     if args.max_tokens < 1:
         parser.error("--max-tokens must be >= 1")

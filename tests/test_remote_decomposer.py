@@ -20,7 +20,9 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("llama_cpp.server.app", reason="needs llama-cpp-python[server] (pip install 'langchain-dod[server]')")
+pytest.importorskip(
+    "llama_cpp.server.app", reason="needs llama-cpp-python[server] (pip install 'langchain-dod[server]')"
+)
 pytest.importorskip("langchain_openai", reason="needs langchain-openai")
 
 from langchain_openai import ChatOpenAI  # noqa: E402
@@ -48,10 +50,28 @@ def server_url(smollm2_path: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     log = tmp_path_factory.mktemp("server") / "server.log"
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_path), "--model_alias", "smollm2",
-             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
-             "--n_threads", "1", "--n_threads_batch", "1"],
-            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+            [
+                sys.executable,
+                "-m",
+                "llama_cpp.server",
+                "--model",
+                str(smollm2_path),
+                "--model_alias",
+                "smollm2",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--n_ctx",
+                "2048",
+                "--n_threads",
+                "1",
+                "--n_threads_batch",
+                "1",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
         )
     url = f"http://127.0.0.1:{port}/v1"
     try:
@@ -66,7 +86,9 @@ def server_url(smollm2_path: Path, tmp_path_factory: pytest.TempPathFactory) -> 
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"llama_cpp.server not ready after {READY_TIMEOUT_S}s:\n{log.read_text()[-2000:]}")
+                pytest.fail(
+                    f"llama_cpp.server not ready after {READY_TIMEOUT_S}s:\n{log.read_text()[-2000:]}"
+                )
             time.sleep(0.5)
         yield url
     finally:
@@ -81,7 +103,12 @@ def server_url(smollm2_path: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 def remote_decomposer(url: str) -> Decomposer:
     # greedy like ChatGGUF; the server's own default repeat_penalty is 1.1, ChatGGUF's is 1.0
     llm = ChatOpenAI(
-        base_url=url, api_key="x", model="smollm2", temperature=0, timeout=120, max_retries=0,
+        base_url=url,
+        api_key="x",
+        model="smollm2",
+        temperature=0,
+        timeout=120,
+        max_retries=0,
         extra_body={"repeat_penalty": 1.0},
     )
     return Decomposer(llm=llm, profile="multihop", max_tokens=96)
@@ -119,10 +146,15 @@ def test_forced_json_object_mode_on_any_base_url(server_url: str) -> None:
 
 
 def test_path_chosen_per_endpoint() -> None:
-    """No network: a local server gets json_object + schema (and max_tokens in extra_body); OpenAI's own API
-    gets with_structured_output, which needs the schema's title (without it ChatOpenAI refused and the
-    decomposer silently fell back to parsing free text)."""
-    local = ChatOpenAI(base_url="http://127.0.0.1:9/v1", api_key="x", model="m", extra_body={"repeat_penalty": 1.0})
+    """Pick the request shape from the endpoint (no network needed).
+
+    A local server gets json_object + schema (and max_tokens in extra_body); OpenAI's own API gets
+    with_structured_output, which needs the schema's title (without it ChatOpenAI refused and the decomposer
+    silently fell back to parsing free text).
+    """
+    local = ChatOpenAI(
+        base_url="http://127.0.0.1:9/v1", api_key="x", model="m", extra_body={"repeat_penalty": 1.0}
+    )
     runnable, how = Decomposer(llm=local, max_tokens=77)._bound()
     assert how == "grammar"
     assert runnable.kwargs["response_format"]["type"] == "json_object"
