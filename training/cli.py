@@ -72,6 +72,8 @@ def _sft_config_args(p: argparse.ArgumentParser) -> None:
         if f.name in ("target_modules", "kinds"):
             g.add_argument(flag, type=_csv, default=None,
                            help=f"comma-separated (default {default})")
+        elif f.name == "threads":
+            g.add_argument(flag, type=int, default=None, help="torch CPU threads (default: all cores)")
         elif isinstance(default, bool):
             g.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
         else:

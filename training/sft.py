@@ -51,6 +51,9 @@ class SFTConfig:
     save_total_limit: int = 2
     eval_before: bool = True
     kinds: list[str] | None = None
+    threads: int | None = None
+    """torch CPU threads (``None``: torch's default, all cores). On a CPU shared with other jobs, 1 is often
+    several times faster than 2 (threads that wait for a busy core stall each other)."""
 
     def __post_init__(self) -> None:
         if self.method not in ("lora", "full"):
@@ -173,8 +176,12 @@ def sft(
     config: SFTConfig | None = None,
     resume: bool = False,
     progress: bool = True,
+    callbacks: list[Any] | None = None,
 ) -> SFTReport:
-    """Fine-tune ``base`` (HF folder, GGUF path or registry name) on ``data`` (a build folder or train JSONL)."""
+    """Fine-tune ``base`` (HF folder, GGUF path or registry name) on ``data`` (a build folder or train JSONL).
+
+    ``callbacks`` are extra ``transformers.TrainerCallback`` objects (the benchmark times steps with one).
+    """
     config = config or SFTConfig()
     out = Path(out)
     train_path, validation_path = _data_paths(data, validation)
@@ -194,6 +201,8 @@ def sft(
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments, set_seed
 
     set_seed(config.seed)
+    if config.threads:
+        torch.set_num_threads(config.threads)
     tokenizer = load_tokenizer(base_dir)
 
     def encode(records: list[dict[str, Any]]) -> tuple[list[dict[str, list[int]]], int]:
@@ -246,6 +255,7 @@ def sft(
         eval_dataset=val_set or None,
         data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
         processing_class=tokenizer,
+        callbacks=callbacks,
     )
     info_path = out / "dod_eval_before.json"
     eval_before = None
