@@ -4,13 +4,12 @@ Both run the same SmolLM2-135M GGUF with the same threads, greedy, grammar-const
 ``response_format={"type": "json_object", "schema": ...}``). For each concurrency level, ``--requests``
 multi-hop questions are decomposed through ``Decomposer.abatch(max_concurrency=c)``; each cell is repeated
 ``--repeats`` times and the medians are reported. llama-cpp-python's server runs one request at a time per
-model
-(requests queue behind a lock), so its throughput should not grow with concurrency; llama.cpp's own
+model (requests queue behind a lock), so its throughput should not grow with concurrency; llama.cpp's own
 ``llama-server -np N`` (parallel slots + continuous batching, see examples/README.md) is the server that does.
 
 Run:  ``python benchmarks/bench_remote.py``  (writes benchmarks/results/remote.json + remote.md)
-      ``python benchmarks/bench_remote.py --server-url http://127.0.0.1:8080/v1 --label llama-server``
-      to measure a server you started yourself (e.g. llama-server) instead of starting llama-cpp-python's.
+      ``python benchmarks/bench_remote.py --llama-server /path/to/llama-server --slots 4`` adds llama.cpp's
+      own server (started and stopped here); ``--server-url URL --label NAME`` adds a server you run yourself.
 """
 
 from __future__ import annotations
@@ -37,7 +36,7 @@ from tqdm import tqdm
 from langchain_dod import ChatGGUF, Decomposer
 from langchain_dod.models import resolve
 
-__all__ = ["llama_cpp_python_server", "main", "measure"]
+__all__ = ["llama_cpp_python_server", "llama_server", "main", "measure"]
 
 ROOT = Path(__file__).resolve().parents[1]
 QUESTIONS = ROOT / "examples" / "data" / "multihop_questions.jsonl"
@@ -51,34 +50,11 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def llama_cpp_python_server(model: Path, threads: int, timeout_s: float = 120) -> Iterator[str]:
-    """Run ``python -m llama_cpp.server`` on a free port until the block ends; yields the ``/v1`` base URL."""
-    port = _free_port()
+def _serve(command: list[str], port: int, ready_path: str, timeout_s: float = 180) -> Iterator[str]:
+    """Run a server command until the block ends; yields ``http://127.0.0.1:PORT/v1`` once it is ready."""
     log = tempfile.TemporaryFile(mode="w+")  # a file, not a pipe: a full pipe would block the server
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "llama_cpp.server",
-            "--model",
-            str(model),
-            "--model_alias",
-            "smollm2",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--n_ctx",
-            "2048",
-            "--n_threads",
-            str(threads),
-            "--n_threads_batch",
-            str(threads),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}/v1"
+    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    root = f"http://127.0.0.1:{port}"
 
     def tail() -> str:
         log.seek(0)
@@ -88,14 +64,14 @@ def llama_cpp_python_server(model: Path, threads: int, timeout_s: float = 120) -
         deadline = time.monotonic() + timeout_s
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"llama_cpp.server exited with {proc.returncode}: {tail()}")
+                raise RuntimeError(f"{command[0]} exited with {proc.returncode}: {tail()}")
             with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"{url}/models", timeout=2):
+                with urllib.request.urlopen(root + ready_path, timeout=2):
                     break
             if time.monotonic() > deadline:
-                raise TimeoutError(f"llama_cpp.server did not answer within {timeout_s}s: {tail()}")
+                raise TimeoutError(f"{command[0]} did not answer within {timeout_s}s: {tail()}")
             time.sleep(0.5)
-        yield url
+        yield root + "/v1"
     finally:
         proc.terminate()
         try:
@@ -104,6 +80,35 @@ def llama_cpp_python_server(model: Path, threads: int, timeout_s: float = 120) -
             proc.kill()
             proc.wait()
         log.close()
+
+
+def llama_cpp_python_server(model: Path, threads: int) -> contextlib.AbstractContextManager[str]:
+    """``python -m llama_cpp.server`` on a free port (one request at a time per model)."""
+    port = _free_port()
+    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--model_alias", "smollm2"]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048"]
+    command += ["--n_threads", str(threads), "--n_threads_batch", str(threads)]
+    return _serve(command, port, "/v1/models")
+
+
+def llama_server(
+    binary: Path, model: Path, threads: int, slots: int
+) -> contextlib.AbstractContextManager[str]:
+    """llama.cpp's ``llama-server`` on a free port: ``slots`` slots of 1024 tokens, continuous batching."""
+    port = _free_port()
+    command = [
+        str(binary),
+        "-m",
+        str(model),
+        "--alias",
+        "smollm2",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    command += ["-np", str(slots), "-c", str(1024 * slots), "-t", str(threads), "-tb", str(threads)]
+    return _serve(command, port, "/health")
 
 
 def _remote(url: str, max_tokens: int) -> Decomposer:
@@ -184,7 +189,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--threads", type=int, default=2, help="llama.cpp threads on both sides")
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument(
-        "--server-url", default=None, help="measure this running server instead of starting one"
+        "--llama-server", type=Path, default=None, help="also start and measure this llama-server binary"
+    )
+    parser.add_argument("--slots", type=int, default=4, help="llama-server parallel slots (-np)")
+    parser.add_argument(
+        "--server-url", default=None, help="also measure this running OpenAI-compatible server"
     )
     parser.add_argument("--label", default=None, help="name of --server-url's server in the table")
     parser.add_argument("--skip-local", action="store_true", help="do not measure the in-process baseline")
@@ -207,13 +216,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         backends.append(
             {"label": "in-process ChatGGUF", "rows": measure(local, questions, levels, args.repeats)}
         )
+    with llama_cpp_python_server(model, args.threads) as url:
+        rows = measure(_remote(url, args.max_tokens), questions, levels, args.repeats)
+    backends.append({"label": "llama-cpp-python server", "rows": rows})
+    if args.llama_server:
+        with llama_server(args.llama_server, model, args.threads, args.slots) as url:
+            rows = measure(_remote(url, args.max_tokens), questions, levels, args.repeats)
+        backends.append({"label": f"llama-server -np {args.slots}", "rows": rows})
     if args.server_url:
         rows = measure(_remote(args.server_url, args.max_tokens), questions, levels, args.repeats)
         backends.append({"label": args.label or args.server_url, "rows": rows})
-    else:
-        with llama_cpp_python_server(model, args.threads) as url:
-            rows = measure(_remote(url, args.max_tokens), questions, levels, args.repeats)
-        backends.append({"label": "llama-cpp-python server", "rows": rows})
     result = {
         "backends": backends,
         "meta": {
