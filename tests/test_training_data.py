@@ -39,7 +39,9 @@ def test_socratic_loader_caps_and_drops_restatement():
     assert by_q["Tom"] == ["How many pens does Tom have?"]
     # 5 steps, last restates "How much does she pay?" -> 4 left -> capped at the first 3
     assert by_q["Ana"] == [
-        "How many apples does Ana buy?", "How much do the apples cost?", "How much do the pears cost?",
+        "How many apples does Ana buy?",
+        "How much do the apples cost?",
+        "How much do the pears cost?",
     ]
     # a single sub-question that restates the question is kept (never drop the only one)
     assert by_q["Mia"] == ["How many pages does Mia read in a week?"]
@@ -76,8 +78,10 @@ def test_generic_bamboogle_and_drop_loaders():
     generic = load_examples(FIX / "generic.jsonl")
     assert [e.id for e in generic] == ["q1", "q2", "q3"]
     assert generic[1].context.startswith("The team scored")
-    assert generic[2].answer is None and generic[2].subquestions == ["What novel is Clueless based on?",
-                                                                      "Who wrote that novel?"]
+    assert generic[2].answer is None and generic[2].subquestions == [
+        "What novel is Clueless based on?",
+        "Who wrote that novel?",
+    ]
     bamboogle = load_examples(FIX / "bamboogle_tiny.csv")
     assert [(e.answer, e.context) for e in bamboogle] == [("Edmund Barton", None), ("1847", None)]
     drop = load_examples(FIX / "drop_tiny.json")
@@ -143,8 +147,17 @@ def test_store_refuses_corruption_in_the_middle(tmp_path):
 
 
 def _decomposition(i, question, subs, **extra):
-    return {"id": f"e{i}", "question": question, "context": None, "answer": str(i), "subquestions": subs,
-            "teacher": "t", "profile": "math", "max_subquestions": 3, **extra}
+    return {
+        "id": f"e{i}",
+        "question": question,
+        "context": None,
+        "answer": str(i),
+        "subquestions": subs,
+        "teacher": "t",
+        "profile": "math",
+        "max_subquestions": 3,
+        **extra,
+    }
 
 
 def _write(path, records):
@@ -167,7 +180,9 @@ def test_build_sd_t_uses_exactly_the_inference_prompt_and_splits_by_question(tmp
     first = train[0]
     question = next(r["question"] for r in records if r["id"] == first["id"])
     # the runtime's Decomposer sends exactly these messages
-    assert first["messages"][:-1] == Decomposer.model_construct(profile="math", max_subquestions=3).messages(question)
+    assert first["messages"][:-1] == Decomposer.model_construct(profile="math", max_subquestions=3).messages(
+        question
+    )
     subs = next(r["subquestions"] for r in records if r["id"] == first["id"])
     assert first["messages"][-1] == {"role": "assistant", "content": decomposition_target(subs)}
     # seeded: same seed, same split; another seed, another split
@@ -240,9 +255,16 @@ def test_config_unknown_keys_are_errors(tmp_path):
 
 @pytest.mark.parametrize(
     ("predicted", "gold", "ok"),
-    [("18", "18", True), ("$1,000.00", "1000", True), ("17", "18", False), (None, "1", False),
-     ("Edmund Barton", "Edmund Barton", True), ("It was edmund barton.", "Edmund Barton", True),
-     ("Barton", "Edmund Barton", False), ("about 18 eggs", "18", True)],
+    [
+        ("18", "18", True),
+        ("$1,000.00", "1000", True),
+        ("17", "18", False),
+        (None, "1", False),
+        ("Edmund Barton", "Edmund Barton", True),
+        ("It was edmund barton.", "Edmund Barton", True),
+        ("Barton", "Edmund Barton", False),
+        ("about 18 eggs", "18", True),
+    ],
 )
 def test_answers_match(predicted, gold, ok):
     assert answers_match(predicted, gold) is ok

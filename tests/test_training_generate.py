@@ -53,8 +53,13 @@ def test_generate_logs_malformed_and_empty_replies_then_retries_only_those(tmp_p
     assert rows["q2"]["context"].startswith("The team") and rows["q2"]["attempts"] == 1
 
     # rerun: only q1 is asked (the fake has one reply; a second call would fail), nothing is duplicated
-    again = generate(examples, scripted('{"subquestions": ["How many legs does one spider have?"]}'), out,
-                     retries=0, progress=False)
+    again = generate(
+        examples,
+        scripted('{"subquestions": ["How many legs does one spider have?"]}'),
+        out,
+        retries=0,
+        progress=False,
+    )
     assert (again.written, again.failed, again.already_done) == (1, 0, 2)
     assert sorted(r["id"] for r in read_jsonl(out)) == ["q1", "q2", "q3"]
     assert {r["id"]: r for r in read_jsonl(out)}["q2"] == rows["q2"]
@@ -72,32 +77,71 @@ def test_human_teacher_writes_socratic_steps_and_refuses_data_without_them(tmp_p
 
 def test_fatal_teacher_error_stops_and_keeps_earlier_records(tmp_path):
     out = tmp_path / "dec.jsonl"
-    generate(load_examples(FIX / "generic.jsonl", limit=1), scripted('{"subquestions": ["A?"]}'), out,
-             progress=False)
+    generate(
+        load_examples(FIX / "generic.jsonl", limit=1),
+        scripted('{"subquestions": ["A?"]}'),
+        out,
+        progress=False,
+    )
     with pytest.raises(TrainingError, match="generate stopped: ModelNotFoundError"):
-        generate(load_examples(FIX / "generic.jsonl"), f"llamacpp:{tmp_path / 'missing.gguf'}", out, progress=False)
+        generate(
+            load_examples(FIX / "generic.jsonl"), f"llamacpp:{tmp_path / 'missing.gguf'}", out, progress=False
+        )
     assert [r["id"] for r in read_jsonl(out)] == ["q1"]
     with pytest.raises(TrainingError, match="is not a SPEC"):
         generate(load_examples(FIX / "generic.jsonl"), "not-a-spec", out, progress=False)
 
 
 def test_cli_reports_bad_input_with_exit_2(tmp_path, capsys):
-    code = main(["generate", "--data", str(FIX / "empty.jsonl"), "--teacher", "human", "--out",
-                 str(tmp_path / "o.jsonl"), "--no-progress"])
+    code = main(
+        [
+            "generate",
+            "--data",
+            str(FIX / "empty.jsonl"),
+            "--teacher",
+            "human",
+            "--out",
+            str(tmp_path / "o.jsonl"),
+            "--no-progress",
+        ]
+    )
     assert code == 2 and "holds no examples" in capsys.readouterr().err
 
 
 def test_generate_resumes_after_sigkill_without_losing_or_repaying(tmp_path, smollm2_path):
     """Real subprocess, real llama.cpp teacher, SIGKILL mid-run, then a rerun finishes the rest."""
     data = tmp_path / "q.jsonl"
-    data.write_text("".join(
-        json.dumps({"id": f"x{i}", "question": f"Tom has {i + 3} bags with {i + 2} apples each and eats {i} apples. "
-                    "How many apples are left?", "answer": str((i + 3) * (i + 2) - i)}) + "\n"
-        for i in range(5)
-    ))
+    data.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "id": f"x{i}",
+                    "question": f"Tom has {i + 3} bags with {i + 2} apples each and eats {i} apples. "
+                    "How many apples are left?",
+                    "answer": str((i + 3) * (i + 2) - i),
+                }
+            )
+            + "\n"
+            for i in range(5)
+        )
+    )
     out = tmp_path / "dec.jsonl"
-    command = [sys.executable, "-m", "training.cli", "generate", "--data", str(data), "--teacher",
-               "llamacpp:smollm2-135m-instruct", "--out", str(out), "--max-tokens", "16", "--no-progress", "--json"]
+    command = [
+        sys.executable,
+        "-m",
+        "training.cli",
+        "generate",
+        "--data",
+        str(data),
+        "--teacher",
+        "llamacpp:smollm2-135m-instruct",
+        "--out",
+        str(out),
+        "--max-tokens",
+        "16",
+        "--no-progress",
+        "--json",
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 240
@@ -133,10 +177,17 @@ def _decompositions(tmp_path: Path) -> Path:
 def test_screen_keeps_matches_recovers_with_second_sample_and_resumes(tmp_path):
     dec = _decompositions(tmp_path)  # gold answers 31, 20, 140
     out = tmp_path / "scr.jsonl"
-    solver = scripted("36 pens, minus 5.\nThe answer is: 31", "The answer is: 19", "The answer is: 20",
-                      "The answer is: 7", "The answer is: 9")
-    second = scripted('{"subquestions": ["How much do the apples cost?", "How much do the pears cost?"]}',
-                      '{"subquestions": ["How many days are in a week?"]}')
+    solver = scripted(
+        "36 pens, minus 5.\nThe answer is: 31",
+        "The answer is: 19",
+        "The answer is: 20",
+        "The answer is: 7",
+        "The answer is: 9",
+    )
+    second = scripted(
+        '{"subquestions": ["How much do the apples cost?", "How much do the pears cost?"]}',
+        '{"subquestions": ["How many days are in a week?"]}',
+    )
     report = screen(dec, solver, out, second_teacher=second, retries=0, progress=False)
     assert (report.kept, report.total, report.recovered, report.new) == (2, 3, 1, 3)
     rows = {r["id"]: r for r in read_jsonl(out)}
@@ -145,7 +196,9 @@ def test_screen_keeps_matches_recovers_with_second_sample_and_resumes(tmp_path):
     assert recovered["correct"] and recovered["sample"] == 2
     assert recovered["subquestions"] == ["How much do the apples cost?", "How much do the pears cost?"]
     assert recovered["first"]["predicted"] == "19"
-    assert not rows["socratic_tiny-2"]["correct"] and rows["socratic_tiny-2"]["predicted"] == "7"  # first kept
+    assert (
+        not rows["socratic_tiny-2"]["correct"] and rows["socratic_tiny-2"]["predicted"] == "7"
+    )  # first kept
     assert "The answer is: 31" in rows["socratic_tiny-0"]["solution"]
     # a rerun has nothing left to do: the (empty) scripted solver is never called
     again = screen(dec, scripted(), out, retries=0, progress=False)

@@ -33,14 +33,16 @@ def _socratic_file(path: Path) -> Path:
         name, item = NAMES[i % 8], ITEMS[i % 4]
         a, b, c, d = 2 + i % 5, 3 + i % 4, 1 + i % 3, 2 + i % 2
         bags, total = a * b, a * b + c
-        rows.append({
-            "question": f"{name} buys {a} bags of {item} with {b} {item} in each bag and {c} loose {item}. "
-                        f"{name} uses {d} of them. How many {item} are left?",
-            "answer": f"How many {item} are in the bags? ** {a} * {b} = <<{a}*{b}={bags}>>{bags}\n"
-                      f"How many {item} does {name} have in total? ** {bags} + {c} = <<{bags}+{c}={total}>>{total}\n"
-                      f"How many {item} are left? ** {total} - {d} = <<{total}-{d}={total - d}>>{total - d}\n"
-                      f"#### {total - d}",
-        })
+        rows.append(
+            {
+                "question": f"{name} buys {a} bags of {item} with {b} {item} in each bag and {c} loose {item}. "
+                f"{name} uses {d} of them. How many {item} are left?",
+                "answer": f"How many {item} are in the bags? ** {a} * {b} = <<{a}*{b}={bags}>>{bags}\n"
+                f"How many {item} does {name} have in total? ** {bags} + {c} = <<{bags}+{c}={total}>>{total}\n"
+                f"How many {item} are left? ** {total} - {d} = <<{total}-{d}={total - d}>>{total - d}\n"
+                f"#### {total - d}",
+            }
+        )
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 
@@ -68,8 +70,18 @@ def tiny_run(tmp_path_factory, hf_base, smollm2_path):
         "data": {"source": str(_socratic_file(root / "socratic.jsonl")), "format": "socratic"},
         "generate": {"teacher": "human"},
         "build": {"kinds": ["SD-T"], "val_fraction": 0.125},
-        "sft": {"base": str(smollm2_path), "lora_r": 8, "lora_alpha": 16, "learning_rate": 3e-3, "max_steps": 6,
-                "batch_size": 2, "logging_steps": 1, "eval_steps": 6, "save_steps": 6, "threads": 1},
+        "sft": {
+            "base": str(smollm2_path),
+            "lora_r": 8,
+            "lora_alpha": 16,
+            "learning_rate": 3e-3,
+            "max_steps": 6,
+            "batch_size": 2,
+            "logging_steps": 1,
+            "eval_steps": 6,
+            "save_steps": 6,
+            "threads": 1,
+        },
         "export": {"kind": "adapter", "probe_tokens": 8, "min_match": 4},
     }
     reports = distill(config, progress=False)
@@ -100,7 +112,11 @@ def test_adapter_gguf_loads_matches_transformers_and_moves_output_to_the_format(
     record = read_jsonl(run / "data" / "train.jsonl")[0]
     prompt, target = record["messages"][:-1], record["messages"][-1]["content"]
     base = ChatGGUF(model=str(smollm2_path), max_tokens=24, n_ctx=1024).invoke(prompt).content
-    tuned = ChatGGUF(model=str(smollm2_path), lora_path=str(adapter), max_tokens=24, n_ctx=1024).invoke(prompt).content
+    tuned = (
+        ChatGGUF(model=str(smollm2_path), lora_path=str(adapter), max_tokens=24, n_ctx=1024)
+        .invoke(prompt)
+        .content
+    )
 
     def closeness(text: str) -> float:
         return difflib.SequenceMatcher(None, text, target[: len(text)]).ratio()
@@ -129,8 +145,14 @@ def test_export_refuses_a_wrong_base(tiny_run, tmp_path):
     from training.export import export_adapter
 
     run, _ = tiny_run
-    small = LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=30,
-                        num_attention_heads=4, num_key_value_heads=2)
+    small = LlamaConfig(
+        vocab_size=256,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=30,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+    )
     torch.manual_seed(0)
     LlamaForCausalLM(small).save_pretrained(tmp_path / "other", safe_serialization=True)
     with pytest.raises(TrainingError, match="does not fit the base .* Wrong base"):
@@ -148,8 +170,16 @@ def test_sft_bad_inputs(tmp_path, hf_base):
     with pytest.raises(TrainingError, match="no valid 'messages' list"):
         sft(bad, hf_base, tmp_path / "o")
     good = tmp_path / "good.jsonl"
-    good.write_text(json.dumps({"id": "x", "kind": "SD-T", "messages": [
-        {"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}) + "\n")
+    good.write_text(
+        json.dumps(
+            {
+                "id": "x",
+                "kind": "SD-T",
+                "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
+            }
+        )
+        + "\n"
+    )
     with pytest.raises(TrainingError, match="holds no training records of kinds"):
         sft(good, hf_base, tmp_path / "o", config=SFTConfig(kinds=["SD-R"]))
     with pytest.raises(TrainingError, match="method must be"):
@@ -160,19 +190,58 @@ def test_sft_bad_inputs(tmp_path, hf_base):
 
 def test_sft_resumes_after_sigkill(tmp_path, hf_base):
     """Real `dod-train sft` subprocess, SIGKILLed after its first checkpoint, then resumed to the end."""
+    from langchain_dod.prompts import decomposer_messages, decomposition_target
     from training.sft import last_checkpoint
 
-    from langchain_dod.prompts import decomposer_messages, decomposition_target
-
     data = tmp_path / "train.jsonl"
-    data.write_text("".join(json.dumps({"id": f"r{i}", "kind": "SD-T", "messages": [
-        *decomposer_messages(f"Sara has {i + 2} cats. How many cats does she have after buying {i} more?"),
-        {"role": "assistant", "content": decomposition_target([f"How many cats does Sara buy?"])},
-    ]}) + "\n" for i in range(6)))
+    data.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "id": f"r{i}",
+                    "kind": "SD-T",
+                    "messages": [
+                        *decomposer_messages(
+                            f"Sara has {i + 2} cats. How many cats does she have after buying {i} more?"
+                        ),
+                        {
+                            "role": "assistant",
+                            "content": decomposition_target(["How many cats does Sara buy?"]),
+                        },
+                    ],
+                }
+            )
+            + "\n"
+            for i in range(6)
+        )
+    )
     out = tmp_path / "sft"
-    command = [sys.executable, "-m", "training.cli", "sft", "--data", str(data), "--base", str(hf_base), "--out",
-               str(out), "--max-steps", "4", "--save-steps", "1", "--batch-size", "1", "--lora-r", "4",
-               "--save-total-limit", "3", "--threads", "1", "--no-progress", "--json"]
+    command = [
+        sys.executable,
+        "-m",
+        "training.cli",
+        "sft",
+        "--data",
+        str(data),
+        "--base",
+        str(hf_base),
+        "--out",
+        str(out),
+        "--max-steps",
+        "4",
+        "--save-steps",
+        "1",
+        "--batch-size",
+        "1",
+        "--lora-r",
+        "4",
+        "--save-total-limit",
+        "3",
+        "--threads",
+        "1",
+        "--no-progress",
+        "--json",
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 400
@@ -187,7 +256,9 @@ def test_sft_resumes_after_sigkill(tmp_path, hf_base):
     refused = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert refused.returncode == 2 and "Pass --resume" in refused.stderr
 
-    done = subprocess.run([*command, "--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [*command, "--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
     step = int(killed_at.name.split("-")[1])

@@ -63,7 +63,7 @@ def with_gold_answer(solution: str, gold: str) -> str:
     matches = list(pattern.finditer(solution))
     if matches:
         last = matches[-1]
-        return solution[: last.start()] + f"{ANSWER_MARKER} {gold}" + solution[last.end():]
+        return solution[: last.start()] + f"{ANSWER_MARKER} {gold}" + solution[last.end() :]
     return f"{solution.rstrip()}\n{ANSWER_MARKER} {gold}"
 
 
@@ -92,7 +92,9 @@ def records_for(kind: str, record: dict[str, Any], source: str = "input") -> dic
             if not record["correct"]:
                 return None
         prompt = decomposer_messages(
-            question, context, profile=record.get("profile") or "math",
+            question,
+            context,
+            profile=record.get("profile") or "math",
             max_subquestions=record.get("max_subquestions") or 3,
         )
         reply = decomposition_target(subquestions)
@@ -103,7 +105,11 @@ def records_for(kind: str, record: dict[str, Any], source: str = "input") -> dic
         if kind == "SE-A":
             _need(record, ("answer",), source)
             reply = with_gold_answer(reply, str(record["answer"]))
-    return {"id": str(record["id"]), "kind": kind, "messages": [*prompt, {"role": "assistant", "content": reply}]}
+    return {
+        "id": str(record["id"]),
+        "kind": kind,
+        "messages": [*prompt, {"role": "assistant", "content": reply}],
+    }
 
 
 def _group(record: dict[str, Any]) -> str:
@@ -185,9 +191,15 @@ def build(
     _write(out_dir / "train.jsonl", train)
     _write(out_dir / "validation.jsonl", validation)
     report = BuildReport(
-        out_dir=str(out_dir), train=len(train), validation=len(validation),
-        per_kind=dict(Counter(r["kind"] for r in records)), duplicates=duplicates, dropped_empty=dropped_empty,
+        out_dir=str(out_dir),
+        train=len(train),
+        validation=len(validation),
+        per_kind=dict(Counter(r["kind"] for r in records)),
+        duplicates=duplicates,
+        dropped_empty=dropped_empty,
     )
-    (out_dir / "build.json").write_text(json.dumps({**asdict(report), "seed": seed, "val_fraction": val_fraction,
-                                                    "kinds": kinds}, indent=2) + "\n")
+    (out_dir / "build.json").write_text(
+        json.dumps({**asdict(report), "seed": seed, "val_fraction": val_fraction, "kinds": kinds}, indent=2)
+        + "\n"
+    )
     return report

@@ -24,10 +24,17 @@ def _csv(value: str) -> list[str]:
 def _add_socratic(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("Socratic normalisation (format socratic)")
     g.add_argument("--cap", type=int, default=3, help="keep at most this many sub-questions (default 3)")
-    g.add_argument("--overflow", choices=("first", "skip"), default="first",
-                   help="more than --cap: keep the first ones, or skip the example")
-    g.add_argument("--keep-restatement", action="store_true",
-                   help="keep a final sub-question that restates the main question (dropped by default)")
+    g.add_argument(
+        "--overflow",
+        choices=("first", "skip"),
+        default="first",
+        help="more than --cap: keep the first ones, or skip the example",
+    )
+    g.add_argument(
+        "--keep-restatement",
+        action="store_true",
+        help="keep a final sub-question that restates the main question (dropped by default)",
+    )
     g.add_argument("--restatement-threshold", type=float, default=0.7)
 
 
@@ -36,30 +43,59 @@ def _cmd_generate(args: argparse.Namespace) -> Any:
     from training.generate import generate
     from training.socratic import SocraticOptions
 
-    socratic = SocraticOptions(cap=args.cap, overflow=args.overflow, drop_restatement=not args.keep_restatement,
-                               restatement_threshold=args.restatement_threshold)
+    socratic = SocraticOptions(
+        cap=args.cap,
+        overflow=args.overflow,
+        drop_restatement=not args.keep_restatement,
+        restatement_threshold=args.restatement_threshold,
+    )
     examples = load_examples(args.data, args.format, limit=args.limit, socratic=socratic)
     return generate(
-        examples, args.teacher, args.out, profile=args.profile, max_subquestions=args.max_subquestions,
-        max_concurrency=args.max_concurrency, retries=args.retries, backoff=args.backoff,
-        temperature=args.temperature, seed=args.seed, max_tokens=args.max_tokens, price_in=args.price_in,
-        price_out=args.price_out, progress=not args.no_progress,
+        examples,
+        args.teacher,
+        args.out,
+        profile=args.profile,
+        max_subquestions=args.max_subquestions,
+        max_concurrency=args.max_concurrency,
+        retries=args.retries,
+        backoff=args.backoff,
+        temperature=args.temperature,
+        seed=args.seed,
+        max_tokens=args.max_tokens,
+        price_in=args.price_in,
+        price_out=args.price_out,
+        progress=not args.no_progress,
     )
 
 
 def _cmd_screen(args: argparse.Namespace) -> Any:
     from training.screen import screen
 
-    return screen(args.decompositions, args.solver, args.out, second_teacher=args.second_teacher,
-                  second_temperature=args.second_temperature, max_concurrency=args.max_concurrency,
-                  retries=args.retries, backoff=args.backoff, progress=not args.no_progress)
+    return screen(
+        args.decompositions,
+        args.solver,
+        args.out,
+        second_teacher=args.second_teacher,
+        second_temperature=args.second_temperature,
+        max_concurrency=args.max_concurrency,
+        retries=args.retries,
+        backoff=args.backoff,
+        progress=not args.no_progress,
+    )
 
 
 def _cmd_build(args: argparse.Namespace) -> Any:
     from training.build import build
 
-    return build(args.out, kinds=args.kinds, decompositions=args.decompositions, screened=args.screened,
-                 val_fraction=args.val_fraction, seed=args.seed, drop_empty=args.drop_empty)
+    return build(
+        args.out,
+        kinds=args.kinds,
+        decompositions=args.decompositions,
+        screened=args.screened,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+        drop_empty=args.drop_empty,
+    )
 
 
 def _sft_config_args(p: argparse.ArgumentParser) -> None:
@@ -70,8 +106,7 @@ def _sft_config_args(p: argparse.ArgumentParser) -> None:
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not MISSING else None
         if f.name in ("target_modules", "kinds"):
-            g.add_argument(flag, type=_csv, default=None,
-                           help=f"comma-separated (default {default})")
+            g.add_argument(flag, type=_csv, default=None, help=f"comma-separated (default {default})")
         elif f.name == "threads":
             g.add_argument(flag, type=int, default=None, help="torch CPU threads (default: all cores)")
         elif isinstance(default, bool):
@@ -88,8 +123,15 @@ def _cmd_sft(args: argparse.Namespace) -> Any:
         values["target_modules"] = "all-linear"
     elif values["target_modules"] == ["all-linear"]:
         values["target_modules"] = "all-linear"
-    report = sft(args.data, args.base, args.out, validation=args.validation, config=SFTConfig(**values),
-                 resume=args.resume, progress=not args.no_progress)
+    report = sft(
+        args.data,
+        args.base,
+        args.out,
+        validation=args.validation,
+        config=SFTConfig(**values),
+        resume=args.resume,
+        progress=not args.no_progress,
+    )
     report.log = []
     return report
 
@@ -107,8 +149,14 @@ def _cmd_export(args: argparse.Namespace) -> Any:
 
         records = read_jsonl(info["train_file"])
         probe = records[0]["messages"][:-1] if records else None
-    settings = {"kind": args.kind, "outtype": args.outtype, "quantize": args.quantize, "verify": not args.no_verify,
-                "probe_tokens": args.probe_tokens, "min_match": args.min_match}
+    settings = {
+        "kind": args.kind,
+        "outtype": args.outtype,
+        "quantize": args.quantize,
+        "verify": not args.no_verify,
+        "probe_tokens": args.probe_tokens,
+        "min_match": args.min_match,
+    }
     return _export(model, Path(args.out), settings, probe, base_gguf, base=args.base)
 
 
@@ -120,8 +168,10 @@ def _cmd_distill(args: argparse.Namespace) -> Any:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for docs and tests)."""
-    parser = argparse.ArgumentParser(prog="dod-train", description="Distil a question decomposer: teacher data -> "
-                                     "SD-T/SD-R -> fine-tune -> GGUF.")
+    parser = argparse.ArgumentParser(
+        prog="dod-train",
+        description="Distil a question decomposer: teacher data -> SD-T/SD-R -> fine-tune -> GGUF.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:
@@ -129,11 +179,16 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     p = sub.add_parser("generate", help="teacher decompositions (resumable, append-only JSONL)")
-    p.add_argument("--data", required=True, help="GSM8K/Socratic/generic JSONL, Bamboogle CSV, DROP JSON or hf:NAME")
+    p.add_argument(
+        "--data", required=True, help="GSM8K/Socratic/generic JSONL, Bamboogle CSV, DROP JSON or hf:NAME"
+    )
     p.add_argument("--format", choices=("gsm8k", "socratic", "jsonl", "bamboogle", "drop"))
     p.add_argument("--limit", type=int)
-    p.add_argument("--teacher", required=True,
-                   help="a SPEC as in `dod ask` (llamacpp:NAME|PATH, openai:MODEL, ...) or 'human' (Socratic steps)")
+    p.add_argument(
+        "--teacher",
+        required=True,
+        help="a SPEC as in `dod ask` (llamacpp:NAME|PATH, openai:MODEL, ...) or 'human' (Socratic steps)",
+    )
     p.add_argument("--out", required=True, help="output JSONL (appended to; rerun to resume)")
     p.add_argument("--profile", default="math", choices=("math", "reading", "multihop"))
     p.add_argument("--max-subquestions", type=int, default=3)
@@ -143,7 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-tokens", type=int, default=256)
-    p.add_argument("--price-in", type=float, help="$ per 1K input tokens (default: paper's for hosted, 0 local)")
+    p.add_argument(
+        "--price-in", type=float, help="$ per 1K input tokens (default: paper's for hosted, 0 local)"
+    )
     p.add_argument("--price-out", type=float, help="$ per 1K output tokens")
     _add_socratic(p)
     common(p)
@@ -177,19 +234,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--validation")
     p.add_argument("--base", required=True, help="HF model folder, GGUF file or registry name")
     p.add_argument("--out", required=True)
-    p.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint in --out")
+    p.add_argument(
+        "--resume", action="store_true", help="continue from the last complete checkpoint in --out"
+    )
     _sft_config_args(p)
     common(p)
     p.set_defaults(func=_cmd_sft)
 
-    p = sub.add_parser("export", help="GGUF adapter or merged GGUF (+ quantised), then verify against transformers")
+    p = sub.add_parser(
+        "export", help="GGUF adapter or merged GGUF (+ quantised), then verify against transformers"
+    )
     p.add_argument("--model", required=True, help="sft's final folder")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--kind", choices=("adapter", "merged"), default="adapter")
     p.add_argument("--base", help="HF folder or GGUF of the base (default: the one recorded by sft)")
-    p.add_argument("--base-gguf", help="GGUF base to verify the adapter on (default: the one sft started from)")
+    p.add_argument(
+        "--base-gguf", help="GGUF base to verify the adapter on (default: the one sft started from)"
+    )
     p.add_argument("--outtype", default="f16", choices=("f32", "f16", "bf16", "q8_0"))
-    p.add_argument("--quantize", type=_csv, default=["Q8_0"], help="for merged: comma-separated, e.g. Q8_0,Q4_K_M")
+    p.add_argument(
+        "--quantize", type=_csv, default=["Q8_0"], help="for merged: comma-separated, e.g. Q8_0,Q4_K_M"
+    )
     p.add_argument("--no-verify", action="store_true")
     p.add_argument("--probe-tokens", type=int, default=8)
     p.add_argument("--min-match", type=int, default=4)
@@ -222,7 +287,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: everything finished so far is saved; rerun the same command to resume.", file=sys.stderr)
+        print(
+            "interrupted: everything finished so far is saved; rerun the same command to resume.",
+            file=sys.stderr,
+        )
         return 130
     _print(result, args.json)
     return 0

@@ -37,8 +37,19 @@ SCHEMA: dict[str, set[str] | None] = {
     "out_dir": None,
     "seed": None,
     "data": {"source", "format", "limit", "cap", "overflow", "drop_restatement", "restatement_threshold"},
-    "generate": {"teacher", "profile", "max_subquestions", "max_concurrency", "retries", "backoff", "temperature",
-                 "seed", "max_tokens", "price_in", "price_out"},
+    "generate": {
+        "teacher",
+        "profile",
+        "max_subquestions",
+        "max_concurrency",
+        "retries",
+        "backoff",
+        "temperature",
+        "seed",
+        "max_tokens",
+        "price_in",
+        "price_out",
+    },
     "screen": {"solver", "second_teacher", "second_temperature", "max_concurrency", "retries", "backoff"},
     "build": {"kinds", "val_fraction", "seed", "drop_empty"},
     "sft": {"base", "resume"} | (SFTConfig.names()),
@@ -50,7 +61,9 @@ REQUIRED = {"data": {"source"}, "generate": {"teacher"}, "sft": {"base"}}
 def validate_config(config: Any, where: str = "config") -> dict[str, Any]:
     """Check sections and keys; returns the config. Raises :class:`TrainingError` naming what is wrong."""
     if not isinstance(config, dict):
-        raise TrainingError(f"{where}: the config must be a table/mapping of sections, got {type(config).__name__}.")
+        raise TrainingError(
+            f"{where}: the config must be a table/mapping of sections, got {type(config).__name__}."
+        )
     unknown = sorted(set(config) - set(SCHEMA))
     if unknown:
         raise TrainingError(f"{where}: unknown top-level keys {unknown}; allowed: {sorted(SCHEMA)}.")
@@ -59,7 +72,9 @@ def validate_config(config: Any, where: str = "config") -> dict[str, Any]:
             continue
         value = config[section]
         if not isinstance(value, dict):
-            raise TrainingError(f"{where}: [{section}] must be a table of settings, got {type(value).__name__}.")
+            raise TrainingError(
+                f"{where}: [{section}] must be a table of settings, got {type(value).__name__}."
+            )
         bad = sorted(set(value) - keys)
         if bad:
             raise TrainingError(f"{where}: unknown keys in [{section}]: {bad}; allowed: {sorted(keys)}.")

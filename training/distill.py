@@ -20,8 +20,14 @@ from training.errors import TrainingError
 __all__ = ["distill"]
 
 
-def _export(model_dir: Path, out: Path, settings: dict[str, Any], probe: list[dict[str, str]] | None,
-            base_gguf: str | None, base: str | Path | None = None) -> dict[str, Any]:
+def _export(
+    model_dir: Path,
+    out: Path,
+    settings: dict[str, Any],
+    probe: list[dict[str, str]] | None,
+    base_gguf: str | None,
+    base: str | Path | None = None,
+) -> dict[str, Any]:
     """Export as ``settings`` say (kind, outtype, quantize, verify, ...) and write ``verify.json``."""
     from training.export import export_adapter, export_merged, verification_dict, verify_gguf
 
@@ -31,23 +37,45 @@ def _export(model_dir: Path, out: Path, settings: dict[str, Any], probe: list[di
     out.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {"kind": kind}
     if kind == "adapter":
-        adapter = export_adapter(model_dir, out / "adapter.gguf", base=base, outtype=settings.get("outtype", "f16"))
+        adapter = export_adapter(
+            model_dir, out / "adapter.gguf", base=base, outtype=settings.get("outtype", "f16")
+        )
         result["adapter"] = str(adapter)
         result["adapter_bytes"] = adapter.stat().st_size
         if verify:
             if not base_gguf:
-                raise TrainingError("Cannot verify the adapter: the base was not a GGUF. Set [export] verify = false.")
-            result["verify"] = verification_dict(verify_gguf(base_gguf, model_dir, lora=adapter, base=base, messages=probe,
-                                                             n_tokens=tokens, min_match=need))
+                raise TrainingError(
+                    "Cannot verify the adapter: the base was not a GGUF. Set [export] verify = false."
+                )
+            result["verify"] = verification_dict(
+                verify_gguf(
+                    base_gguf,
+                    model_dir,
+                    lora=adapter,
+                    base=base,
+                    messages=probe,
+                    n_tokens=tokens,
+                    min_match=need,
+                )
+            )
     elif kind == "merged":
         outputs = export_merged(model_dir, out, base=base, quantizations=settings.get("quantize", ["Q8_0"]))
         result.update({k: str(v) for k, v in outputs.items()})
         if verify:
-            result["verify"] = verification_dict(verify_gguf(outputs["f16"], outputs["hf"], messages=probe,
-                                                             n_tokens=tokens, min_match=need))
+            result["verify"] = verification_dict(
+                verify_gguf(outputs["f16"], outputs["hf"], messages=probe, n_tokens=tokens, min_match=need)
+            )
             result["verify_quantized"] = {
-                q: verification_dict(verify_gguf(outputs[q], outputs["hf"], messages=probe, n_tokens=tokens,
-                                                 min_match=need, strict=False))
+                q: verification_dict(
+                    verify_gguf(
+                        outputs[q],
+                        outputs["hf"],
+                        messages=probe,
+                        n_tokens=tokens,
+                        min_match=need,
+                        strict=False,
+                    )
+                )
                 for q in settings.get("quantize", ["Q8_0"])
             }
     else:
@@ -73,8 +101,13 @@ def distill(config: str | Path | dict[str, Any], *, progress: bool = True) -> di
     reports: dict[str, Any] = {}
 
     data = dict(config["data"])
-    socratic = SocraticOptions(**{k: data.pop(k) for k in ("cap", "overflow", "drop_restatement",
-                                                              "restatement_threshold") if k in data})
+    socratic = SocraticOptions(
+        **{
+            k: data.pop(k)
+            for k in ("cap", "overflow", "drop_restatement", "restatement_threshold")
+            if k in data
+        }
+    )
     examples = load_examples(data["source"], data.get("format"), limit=data.get("limit"), socratic=socratic)
     gen = {"seed": seed, **config["generate"]}
     teacher = gen.pop("teacher")
@@ -82,8 +115,10 @@ def distill(config: str | Path | dict[str, Any], *, progress: bool = True) -> di
     reports["generate"] = asdict(generate(examples, teacher, decompositions, progress=progress, **gen))
     reports["generate"].pop("failures", None)
     if reports["generate"]["failed"]:
-        raise TrainingError(f"{reports['generate']['failed']} examples failed in generate (see "
-                            f"{decompositions.with_name('decompositions.failed.jsonl')}); rerun to retry them.")
+        raise TrainingError(
+            f"{reports['generate']['failed']} examples failed in generate (see "
+            f"{decompositions.with_name('decompositions.failed.jsonl')}); rerun to retry them."
+        )
 
     screened = None
     if "screen" in config:
@@ -91,15 +126,17 @@ def distill(config: str | Path | dict[str, Any], *, progress: bool = True) -> di
         if "solver" not in settings:
             raise TrainingError("[screen] needs a solver SPEC.")
         screened = out / "screened.jsonl"
-        reports["screen"] = asdict(screen(decompositions, settings.pop("solver"), screened, progress=progress,
-                                          **settings))
+        reports["screen"] = asdict(
+            screen(decompositions, settings.pop("solver"), screened, progress=progress, **settings)
+        )
 
     build_settings = {"seed": seed, **config.get("build", {})}
     build_settings.setdefault("kinds", ["SD-R"] if screened else ["SD-T"])
     if screened is None and any(k != "SD-T" for k in build_settings["kinds"]):
         raise TrainingError(f"Kinds {build_settings['kinds']} need screened data: add a [screen] table.")
-    reports["build"] = asdict(build(out / "data", decompositions=decompositions, screened=screened,
-                                    **build_settings))
+    reports["build"] = asdict(
+        build(out / "data", decompositions=decompositions, screened=screened, **build_settings)
+    )
 
     sft_settings = {"seed": seed, **config["sft"]}
     base = sft_settings.pop("base")
@@ -109,14 +146,25 @@ def distill(config: str | Path | dict[str, Any], *, progress: bool = True) -> di
         reports["sft"] = json.loads((final / "dod_training.json").read_text())["report"]
         reports["sft"]["skipped"] = "final/ already complete"
     else:
-        reports["sft"] = asdict(sft(out / "data", base, out / "sft", config=SFTConfig(**sft_settings), resume=True,
-                                    progress=progress))
+        reports["sft"] = asdict(
+            sft(
+                out / "data",
+                base,
+                out / "sft",
+                config=SFTConfig(**sft_settings),
+                resume=True,
+                progress=progress,
+            )
+        )
     reports["sft"].pop("log", None)
 
     export = config.get("export")
     if export is not None:
         verify_file = out / "export" / "verify.json"
-        if verify_file.is_file() and verify_file.stat().st_mtime >= (final / "dod_training.json").stat().st_mtime:
+        if (
+            verify_file.is_file()
+            and verify_file.stat().st_mtime >= (final / "dod_training.json").stat().st_mtime
+        ):
             reports["export"] = json.loads(verify_file.read_text())
         else:
             info = json.loads((final / "dod_training.json").read_text())

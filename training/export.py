@@ -33,9 +33,7 @@ __all__ = [
     "verify_gguf",
 ]
 
-PROBE_QUESTION = (
-    "A shop sells pencils at 3 for $1. Tom buys 12 pencils and pays with a $10 bill. How much change does he get?"
-)
+PROBE_QUESTION = "A shop sells pencils at 3 for $1. Tom buys 12 pencils and pays with a $10 bill. How much change does he get?"
 
 
 @dataclass
@@ -65,9 +63,9 @@ def _base_dir(model_dir: Path, base: str | Path | None) -> Path:
         from training.basemodel import prepare_base
 
         return prepare_base(base)
-    recorded = _info(model_dir).get("base") or json.loads((model_dir / "adapter_config.json").read_text()).get(
-        "base_model_name_or_path"
-    )
+    recorded = _info(model_dir).get("base") or json.loads(
+        (model_dir / "adapter_config.json").read_text()
+    ).get("base_model_name_or_path")
     if not recorded or not is_hf_folder(Path(recorded)):
         raise TrainingError(
             f"Cannot find the base model of {model_dir} (recorded: {recorded!r}); pass base= (the HF folder or GGUF "
@@ -112,8 +110,9 @@ def check_adapter_base(adapter_dir: Path, base_dir: Path) -> None:
             )
 
 
-def export_adapter(model_dir: str | Path, out: str | Path, *, base: str | Path | None = None,
-                   outtype: str = "f16") -> Path:
+def export_adapter(
+    model_dir: str | Path, out: str | Path, *, base: str | Path | None = None, outtype: str = "f16"
+) -> Path:
     """Convert a peft LoRA folder into a GGUF LoRA adapter at ``out``."""
     model_dir = Path(model_dir)
     if not _is_adapter(model_dir):
@@ -126,8 +125,10 @@ def export_adapter(model_dir: str | Path, out: str | Path, *, base: str | Path |
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
-    run_converter("convert_lora_to_gguf.py",
-                  ["--base", str(base_dir), "--outfile", str(tmp), "--outtype", outtype, str(model_dir)])
+    run_converter(
+        "convert_lora_to_gguf.py",
+        ["--base", str(base_dir), "--outfile", str(tmp), "--outtype", outtype, str(model_dir)],
+    )
     tmp.replace(out)
     return out
 
@@ -138,7 +139,11 @@ def quantize(src: Path, dst: Path, qtype: str) -> Path:
 
     ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{qtype.upper()}", None)
     if ftype is None:
-        known = sorted(n.removeprefix("LLAMA_FTYPE_MOSTLY_") for n in dir(llama_cpp) if n.startswith("LLAMA_FTYPE_MOSTLY_"))
+        known = sorted(
+            n.removeprefix("LLAMA_FTYPE_MOSTLY_")
+            for n in dir(llama_cpp)
+            if n.startswith("LLAMA_FTYPE_MOSTLY_")
+        )
         raise TrainingError(f"Unknown quantisation {qtype!r}; choose one of {', '.join(known)}.")
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = ftype
@@ -151,8 +156,14 @@ def quantize(src: Path, dst: Path, qtype: str) -> Path:
     return dst
 
 
-def export_merged(model_dir: str | Path, out_dir: str | Path, *, base: str | Path | None = None,
-                  quantizations: list[str] | tuple[str, ...] = ("Q8_0",), name: str = "model") -> dict[str, Path]:
+def export_merged(
+    model_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    base: str | Path | None = None,
+    quantizations: list[str] | tuple[str, ...] = ("Q8_0",),
+    name: str = "model",
+) -> dict[str, Path]:
     """Merge (LoRA) or take (full) the fine-tuned model, write GGUF f16 and quantised copies into ``out_dir``."""
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -165,12 +176,16 @@ def export_merged(model_dir: str | Path, out_dir: str | Path, *, base: str | Pat
         model = PeftModel.from_pretrained(load_causal_lm(base_dir), str(model_dir)).merge_and_unload()
         shutil.rmtree(merged, ignore_errors=True)
         model.save_pretrained(merged, safe_serialization=True)
-        load_tokenizer(model_dir if (model_dir / "tokenizer_config.json").is_file() else base_dir).save_pretrained(merged)
+        load_tokenizer(
+            model_dir if (model_dir / "tokenizer_config.json").is_file() else base_dir
+        ).save_pretrained(merged)
         source = merged
     elif is_hf_folder(model_dir):
         source = model_dir
     else:
-        raise TrainingError(f"{model_dir} is neither a LoRA adapter nor an HF model folder; pass sft's final folder.")
+        raise TrainingError(
+            f"{model_dir} is neither a LoRA adapter nor an HF model folder; pass sft's final folder."
+        )
     f16 = out_dir / f"{name}-f16.gguf"
     tmp = f16.with_name(f16.name + ".tmp")
     run_converter("convert_hf_to_gguf.py", [str(source), "--outfile", str(tmp), "--outtype", "f16"])
@@ -181,7 +196,9 @@ def export_merged(model_dir: str | Path, out_dir: str | Path, *, base: str | Pat
     return outputs
 
 
-def _hf_greedy(model_dir: Path, messages: list[dict[str, str]], n_tokens: int, base: Path | None) -> tuple[list[int], Any]:
+def _hf_greedy(
+    model_dir: Path, messages: list[dict[str, str]], n_tokens: int, base: Path | None
+) -> tuple[list[int], Any]:
     import torch
 
     if _is_adapter(model_dir):
@@ -196,16 +213,26 @@ def _hf_greedy(model_dir: Path, messages: list[dict[str, str]], n_tokens: int, b
     ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")
     model.eval()
     with torch.no_grad():
-        out = model.generate(**ids, max_new_tokens=n_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-    new = out[0, ids["input_ids"].shape[1]:].tolist()
+        out = model.generate(
+            **ids, max_new_tokens=n_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
+        )
+    new = out[0, ids["input_ids"].shape[1] :].tolist()
     if tokenizer.eos_token_id in new:
         new = new[: new.index(tokenizer.eos_token_id)]
     return new, tokenizer
 
 
-def verify_gguf(gguf: str | Path, hf_model: str | Path, *, lora: str | Path | None = None,
-                base: str | Path | None = None, messages: list[dict[str, str]] | None = None,
-                n_tokens: int = 8, min_match: int = 4, strict: bool = True) -> Verification:
+def verify_gguf(
+    gguf: str | Path,
+    hf_model: str | Path,
+    *,
+    lora: str | Path | None = None,
+    base: str | Path | None = None,
+    messages: list[dict[str, str]] | None = None,
+    n_tokens: int = 8,
+    min_match: int = 4,
+    strict: bool = True,
+) -> Verification:
     """Greedy-decode ``messages`` with llama.cpp (``gguf`` + optional ``lora``) and with the HF model; compare.
 
     ``ok`` when the first ``min(min_match, len(hf tokens))`` tokens agree; with ``strict`` a mismatch raises.
@@ -217,19 +244,29 @@ def verify_gguf(gguf: str | Path, hf_model: str | Path, *, lora: str | Path | No
     messages = messages or decomposer_messages(PROBE_QUESTION)
     base_dir = _base_dir(hf_model, base) if _is_adapter(hf_model) else None
     hf_ids, tokenizer = _hf_greedy(hf_model, messages, n_tokens, base_dir)
-    llm = ChatGGUF(model=str(gguf), lora_path=str(lora) if lora else None, max_tokens=n_tokens, temperature=0.0,
-                   n_ctx=2048)
+    llm = ChatGGUF(
+        model=str(gguf),
+        lora_path=str(lora) if lora else None,
+        max_tokens=n_tokens,
+        temperature=0.0,
+        n_ctx=2048,
+    )
     gguf_text = llm.invoke(messages).content
     gguf_ids = tokenizer(gguf_text, add_special_tokens=False)["input_ids"]
     matched = 0
-    for a, b in zip(hf_ids, gguf_ids):
+    for a, b in zip(hf_ids, gguf_ids, strict=False):
         if a != b:
             break
         matched += 1
     need = min(min_match, len(hf_ids))
     result = Verification(
-        gguf=str(gguf), lora=str(lora) if lora else None, hf_text=tokenizer.decode(hf_ids), gguf_text=gguf_text,
-        matched_tokens=matched, compared_tokens=min(len(hf_ids), len(gguf_ids)), ok=matched >= need,
+        gguf=str(gguf),
+        lora=str(lora) if lora else None,
+        hf_text=tokenizer.decode(hf_ids),
+        gguf_text=gguf_text,
+        matched_tokens=matched,
+        compared_tokens=min(len(hf_ids), len(gguf_ids)),
+        ok=matched >= need,
     )
     if strict and not result.ok:
         raise TrainingError(

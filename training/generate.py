@@ -147,13 +147,19 @@ def _human_record(example: Example) -> dict[str, Any]:
             f"Example {example.id!r} has no human sub-questions; teacher 'human' needs data with them "
             "(format socratic, or JSONL with a 'subquestions' list). Use a model SPEC as teacher otherwise."
         )
-    return {"subquestions": list(example.subquestions), "raw": None, "input_tokens": 0, "output_tokens": 0,
-            "seconds": 0.0, "attempts": 0}
+    return {
+        "subquestions": list(example.subquestions),
+        "raw": None,
+        "input_tokens": 0,
+        "output_tokens": 0,
+        "seconds": 0.0,
+        "attempts": 0,
+    }
 
 
-def _bounded(pool: ThreadPoolExecutor, work: Callable[[Example], Any], todo: Sequence[Example], width: int) -> Iterator[
-    tuple[Example, Future]
-]:
+def _bounded(
+    pool: ThreadPoolExecutor, work: Callable[[Example], Any], todo: Sequence[Example], width: int
+) -> Iterator[tuple[Example, Future]]:
     """Submit at most ``width`` examples at a time; yield each as it finishes (so a kill loses only those)."""
     pending: dict[Future, Example] = {}
     items = iter(todo)
@@ -207,9 +213,17 @@ def generate(
     p_in = p_in if price_in is None else price_in
     p_out = p_out if price_out is None else price_out
     human = isinstance(teacher, str) and teacher == HUMAN
-    decomposer = None if human else make_teacher(
-        teacher, profile=profile, max_subquestions=max_subquestions, temperature=temperature, seed=seed,
-        max_tokens=max_tokens,
+    decomposer = (
+        None
+        if human
+        else make_teacher(
+            teacher,
+            profile=profile,
+            max_subquestions=max_subquestions,
+            temperature=temperature,
+            seed=seed,
+            max_tokens=max_tokens,
+        )
     )
     label = HUMAN if human else decomposer.model_name
 
@@ -217,11 +231,18 @@ def generate(
         if human:
             return _human_record(example)
         result, attempts = decompose_with_retries(decomposer, example, retries=retries, backoff=backoff)
-        return {"subquestions": list(result.subquestions), "raw": result.raw,
-                "input_tokens": result.input_tokens or 0, "output_tokens": result.output_tokens or 0,
-                "seconds": result.seconds, "attempts": attempts}
+        return {
+            "subquestions": list(result.subquestions),
+            "raw": result.raw,
+            "input_tokens": result.input_tokens or 0,
+            "output_tokens": result.output_tokens or 0,
+            "seconds": result.seconds,
+            "attempts": attempts,
+        }
 
-    bar = tqdm(total=report.total, initial=report.already_done, desc="generate", unit="ex", disable=not progress)
+    bar = tqdm(
+        total=report.total, initial=report.already_done, desc="generate", unit="ex", disable=not progress
+    )
     failed_writer: JsonlWriter | None = None
     try:
         with JsonlWriter(out) as writer, ThreadPoolExecutor(max_workers=max_concurrency) as pool:
@@ -241,8 +262,13 @@ def generate(
                     report.failures.append(failure)
                     continue
                 record = {
-                    "id": example.id, "question": example.question, "context": example.context,
-                    "answer": example.answer, **produced, "teacher": label, "profile": profile,
+                    "id": example.id,
+                    "question": example.question,
+                    "context": example.context,
+                    "answer": example.answer,
+                    **produced,
+                    "teacher": label,
+                    "profile": profile,
                     "max_subquestions": max_subquestions,
                 }
                 writer.write(record)
@@ -251,7 +277,9 @@ def generate(
                 report.output_tokens += record["output_tokens"]
                 report.cost = (report.input_tokens * p_in + report.output_tokens * p_out) / 1000
                 bar.update(1)
-                bar.set_postfix(tok_in=report.input_tokens, tok_out=report.output_tokens, cost=f"${report.cost:.4f}")
+                bar.set_postfix(
+                    tok_in=report.input_tokens, tok_out=report.output_tokens, cost=f"${report.cost:.4f}"
+                )
     finally:
         bar.close()
         if failed_writer is not None:

@@ -111,9 +111,13 @@ def screen(
     second = None
     if second_teacher is not None:
         first = records[0]
-        second = make_teacher(second_teacher, profile=first.get("profile", "math"),
-                              max_subquestions=first.get("max_subquestions", 3), temperature=second_temperature,
-                              seed=1)
+        second = make_teacher(
+            second_teacher,
+            profile=first.get("profile", "math"),
+            max_subquestions=first.get("max_subquestions", 3),
+            temperature=second_temperature,
+            seed=1,
+        )
     out = Path(out)
     done = read_records(out)
     todo = [r for r in records if str(r["id"]) not in done]
@@ -127,8 +131,12 @@ def screen(
                 time.sleep(backoff * 2 ** (n - 1))
             try:
                 result = _solve(DecomposeSolve, solver, record, subquestions)
-                return {"subquestions": list(subquestions), "solution": result["solution"],
-                        "predicted": result["answer"], "correct": answers_match(result["answer"], record["answer"])}
+                return {
+                    "subquestions": list(subquestions),
+                    "solution": result["solution"],
+                    "predicted": result["answer"],
+                    "correct": answers_match(result["answer"], record["answer"]),
+                }
             except Exception as err:  # noqa: BLE001
                 if _fatal(err) or _fatal(getattr(err, "__cause__", None) or err):
                     raise
@@ -150,7 +158,9 @@ def screen(
         return {**{k: record.get(k) for k in keep}, **result, "solver": label}
 
     new = failed = 0
-    bar = tqdm(total=len(records), initial=len(records) - len(todo), desc="screen", unit="ex", disable=not progress)
+    bar = tqdm(
+        total=len(records), initial=len(records) - len(todo), desc="screen", unit="ex", disable=not progress
+    )
     failed_writer: JsonlWriter | None = None
     try:
         with JsonlWriter(out) as writer, ThreadPoolExecutor(max_workers=max_concurrency) as pool:
@@ -159,8 +169,10 @@ def screen(
                     produced = future.result()
                 except Exception as err:  # noqa: BLE001
                     if _fatal(err) or _fatal(getattr(err, "__cause__", None) or err):
-                        raise TrainingError(f"screen stopped: {type(err).__name__}: {err} (results so far are safe "
-                                            f"in {out}; rerun to continue).") from err
+                        raise TrainingError(
+                            f"screen stopped: {type(err).__name__}: {err} (results so far are safe "
+                            f"in {out}; rerun to continue)."
+                        ) from err
                     failed_writer = failed_writer or JsonlWriter(failed_path(out))
                     failed_writer.write({"id": record["id"], "error": f"{type(err).__name__}: {err}"})
                     failed += 1
@@ -174,7 +186,10 @@ def screen(
             failed_writer.close()
     final = read_records(out)
     return ScreenReport(
-        out=str(out), total=len(records), kept=sum(1 for r in final.values() if r.get("correct")),
-        recovered=sum(1 for r in final.values() if r.get("correct") and r.get("sample") == 2), new=new, failed=failed,
+        out=str(out),
+        total=len(records),
+        kept=sum(1 for r in final.values() if r.get("correct")),
+        recovered=sum(1 for r in final.values() if r.get("correct") and r.get("sample") == 2),
+        new=new,
+        failed=failed,
     )
-

@@ -58,8 +58,16 @@ class SFTConfig:
     def __post_init__(self) -> None:
         if self.method not in ("lora", "full"):
             raise TrainingError(f"method must be 'lora' or 'full', got {self.method!r}.")
-        for name in ("lora_r", "lora_alpha", "batch_size", "grad_accum", "max_length", "save_steps", "eval_steps",
-                     "logging_steps"):
+        for name in (
+            "lora_r",
+            "lora_alpha",
+            "batch_size",
+            "grad_accum",
+            "max_length",
+            "save_steps",
+            "eval_steps",
+            "logging_steps",
+        ):
             if getattr(self, name) < 1:
                 raise TrainingError(f"{name} must be at least 1, got {getattr(self, name)}.")
         if self.max_steps <= 0 and self.epochs <= 0:
@@ -90,6 +98,7 @@ class SFTReport:
 
     def summary(self) -> str:
         """One line for the CLI."""
+
         def fmt(x: float | None) -> str:
             return "n/a" if x is None else f"{x:.4f}"
 
@@ -101,7 +110,9 @@ class SFTReport:
         )
 
 
-def encode_chat(tokenizer: Any, messages: list[dict[str, str]], max_length: int) -> dict[str, list[int]] | None:
+def encode_chat(
+    tokenizer: Any, messages: list[dict[str, str]], max_length: int
+) -> dict[str, list[int]] | None:
     """Token ids and labels for one chat whose last message is the assistant's; prompt tokens get -100.
 
     Returns ``None`` when the chat is longer than ``max_length`` (truncating would cut the target).
@@ -111,13 +122,19 @@ def encode_chat(tokenizer: Any, messages: list[dict[str, str]], max_length: int)
     prompt = tokenizer.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
     full = tokenizer.apply_chat_template(messages, tokenize=False)
     if not full.startswith(prompt):
-        raise TrainingError("The chat template renders the prompt differently inside the full chat; cannot mask it.")
+        raise TrainingError(
+            "The chat template renders the prompt differently inside the full chat; cannot mask it."
+        )
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    reply_ids = tokenizer(full[len(prompt):], add_special_tokens=False)["input_ids"]
+    reply_ids = tokenizer(full[len(prompt) :], add_special_tokens=False)["input_ids"]
     ids = prompt_ids + reply_ids
     if len(ids) > max_length:
         return None
-    return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": [-100] * len(prompt_ids) + reply_ids}
+    return {
+        "input_ids": ids,
+        "attention_mask": [1] * len(ids),
+        "labels": [-100] * len(prompt_ids) + reply_ids,
+    }
 
 
 def load_sft_records(path: str | Path, kinds: list[str] | None = None) -> list[dict[str, Any]]:
@@ -125,10 +142,16 @@ def load_sft_records(path: str | Path, kinds: list[str] | None = None) -> list[d
     records = read_jsonl(path)
     for number, record in enumerate(records, 1):
         messages = record.get("messages")
-        if not isinstance(messages, list) or not messages or not all(
-            isinstance(m, dict) and isinstance(m.get("content"), str) and m.get("role") for m in messages
+        if (
+            not isinstance(messages, list)
+            or not messages
+            or not all(
+                isinstance(m, dict) and isinstance(m.get("content"), str) and m.get("role") for m in messages
+            )
         ):
-            raise TrainingError(f"{path} record {number} has no valid 'messages' list; build it with `dod-train build`.")
+            raise TrainingError(
+                f"{path} record {number} has no valid 'messages' list; build it with `dod-train build`."
+            )
     if kinds:
         records = [r for r in records if r.get("kind") in kinds]
     return records
@@ -188,7 +211,9 @@ def sft(
     train_records = load_sft_records(train_path, config.kinds)
     val_records = load_sft_records(validation_path, config.kinds) if validation_path else []
     if not train_records:
-        raise TrainingError(f"{train_path} holds no training records{' of kinds ' + str(config.kinds) if config.kinds else ''}.")
+        raise TrainingError(
+            f"{train_path} holds no training records{' of kinds ' + str(config.kinds) if config.kinds else ''}."
+        )
     checkpoint = last_checkpoint(out) if out.exists() else None
     if checkpoint is not None and not resume:
         raise TrainingError(
@@ -218,10 +243,16 @@ def sft(
     if config.method == "lora":
         from peft import LoraConfig, get_peft_model
 
-        model = get_peft_model(model, LoraConfig(
-            r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-            target_modules=config.target_modules, task_type="CAUSAL_LM",
-        ))
+        model = get_peft_model(
+            model,
+            LoraConfig(
+                r=config.lora_r,
+                lora_alpha=config.lora_alpha,
+                lora_dropout=config.lora_dropout,
+                target_modules=config.target_modules,
+                task_type="CAUSAL_LM",
+            ),
+        )
     use_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     args = TrainingArguments(
         output_dir=str(out),
@@ -275,19 +306,36 @@ def sft(
     (final / "training_args.bin").unlink(missing_ok=True)  # a pickle; settings are in dod_training.json
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e and math.isfinite(e["loss"])]
     report = SFTReport(
-        final=str(final), method=config.method, steps=trainer.state.global_step,
-        train_records=len(train_set), validation_records=len(val_set), dropped_too_long=dropped + val_dropped,
-        eval_loss_before=eval_before, eval_loss_after=eval_after,
-        train_loss_first=losses[0] if losses else None, train_loss_last=losses[-1] if losses else None,
-        resumed_from=checkpoint.name if checkpoint else None, log=list(trainer.state.log_history),
+        final=str(final),
+        method=config.method,
+        steps=trainer.state.global_step,
+        train_records=len(train_set),
+        validation_records=len(val_set),
+        dropped_too_long=dropped + val_dropped,
+        eval_loss_before=eval_before,
+        eval_loss_after=eval_after,
+        train_loss_first=losses[0] if losses else None,
+        train_loss_last=losses[-1] if losses else None,
+        resumed_from=checkpoint.name if checkpoint else None,
+        log=list(trainer.state.log_history),
     )
     base_info = {}
     source = base_dir / "dod_source.json"
     if source.is_file():
         base_info = json.loads(source.read_text())
-    (final / TRAINING_INFO).write_text(json.dumps(
-        {"base": str(base_dir), "base_gguf": base_info.get("gguf"), "config": asdict(config),
-         "report": asdict(report), "train_file": str(train_path),
-         "validation_file": str(validation_path) if validation_path else None}, indent=2) + "\n")
+    (final / TRAINING_INFO).write_text(
+        json.dumps(
+            {
+                "base": str(base_dir),
+                "base_gguf": base_info.get("gguf"),
+                "config": asdict(config),
+                "report": asdict(report),
+                "train_file": str(train_path),
+                "validation_file": str(validation_path) if validation_path else None,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     os.sync()
     return report

@@ -68,7 +68,9 @@ def gold_from_gsm8k(answer: str) -> str | None:
     return gold or None
 
 
-def socratic_subquestions(question: str, answer: str, options: SocraticOptions = SocraticOptions()) -> list[str] | None:
+def socratic_subquestions(
+    question: str, answer: str, options: SocraticOptions = SocraticOptions()
+) -> list[str] | None:
     """The normalised sub-questions of one Socratic example; ``None`` when ``overflow="skip"`` drops it.
 
     Raises ``ValueError`` when the answer has no ``SUB-QUESTION ** step`` lines (not the Socratic format).
@@ -78,8 +80,10 @@ def socratic_subquestions(question: str, answer: str, options: SocraticOptions =
     if not raw:
         raise ValueError("no 'SUB-QUESTION ** step' lines: this is not a GSM8K Socratic answer")
     subquestions = normalize_subquestions(raw)
-    if options.drop_restatement and len(subquestions) > 1 and is_restatement(
-        subquestions[-1], question, options.restatement_threshold
+    if (
+        options.drop_restatement
+        and len(subquestions) > 1
+        and is_restatement(subquestions[-1], question, options.restatement_threshold)
     ):
         subquestions = subquestions[:-1]
     if len(subquestions) > options.cap:
