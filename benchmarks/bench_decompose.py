@@ -72,8 +72,9 @@ def run_transformers(name: str, questions: list[str]) -> dict:
     load = time.perf_counter() - started
     seconds, outputs = [], []
     for question in questions:
-        ids = tok.apply_chat_template(decomposer_messages(question), add_generation_prompt=True, return_tensors="pt",
-                                      return_dict=True)
+        ids = tok.apply_chat_template(
+            decomposer_messages(question), add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
         t = time.perf_counter()
         with torch.no_grad():
             out = model.generate(**ids, max_new_tokens=MAX_TOKENS, do_sample=False)
@@ -100,16 +101,25 @@ def main() -> None:
         return
     rows = {}
     for backend in BACKENDS:
-        out = subprocess.run([sys.executable, "-m", "benchmarks.bench_decompose", "--child", backend, "--n", str(args.n)],
-                             capture_output=True, text=True, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        out = subprocess.run(
+            [sys.executable, "-m", "benchmarks.bench_decompose", "--child", backend, "--n", str(args.n)],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )
         raw = json.loads(out.stdout.strip().splitlines()[-1])
         s = raw["seconds"]
         rows[backend] = {
-            "n": len(s), "load_s": round(raw["load_s"], 3), "p50_s": round(statistics.median(s), 3),
-            "p95_s": round(_pct(s, 0.95), 3), "mean_s": round(statistics.fmean(s), 3),
+            "n": len(s),
+            "load_s": round(raw["load_s"], 3),
+            "p50_s": round(statistics.median(s), 3),
+            "p95_s": round(_pct(s, 0.95), 3),
+            "mean_s": round(statistics.fmean(s), 3),
             "median_output_tokens": statistics.median(raw["output_tokens"]),
             "peak_rss_mb": round(raw["peak_rss_mb"], 1),
-            "decomposed_share": None if raw["n_subquestions"] is None
+            "decomposed_share": None
+            if raw["n_subquestions"] is None
             else round(sum(c > 0 for c in raw["n_subquestions"]) / len(s), 3),
         }
         print(backend, rows[backend], flush=True)
@@ -118,21 +128,27 @@ def main() -> None:
         row["p50_vs_smollm2_gguf"] = round(row["p50_s"] / base, 2)
     meta = {
         "command": f"python -m benchmarks.bench_decompose --n {args.n}",
-        "machine": f"{platform.machine()} {os.cpu_count()} cpus", "loadavg_at_end": os.getloadavg(),
-        "max_tokens": MAX_TOKENS, "note": "llama.cpp rows decode under the sub-question grammar; transformers "
+        "machine": f"{platform.machine()} {os.cpu_count()} cpus",
+        "loadavg_at_end": os.getloadavg(),
+        "max_tokens": MAX_TOKENS,
+        "note": "llama.cpp rows decode under the sub-question grammar; transformers "
         "decodes without it (fp32, dequantized from the same GGUF)",
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "decompose.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=2) + "\n")
     lines = [
-        "# Decomposition latency (GSM8K test sample, one question at a time)", "",
-        f"`{meta['command']}` on {meta['machine']}; load average at end {meta['loadavg_at_end'][0]:.1f}.", "",
+        "# Decomposition latency (GSM8K test sample, one question at a time)",
+        "",
+        f"`{meta['command']}` on {meta['machine']}; load average at end {meta['loadavg_at_end'][0]:.1f}.",
+        "",
         "| backend | n | load s | p50 s | p95 s | p50 ratio | median out tokens | peak RSS MB | decomposed |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in rows.items():
-        lines.append(f"| {name} | {r['n']} | {r['load_s']} | {r['p50_s']} | {r['p95_s']} | {r['p50_vs_smollm2_gguf']}× | "
-                     f"{r['median_output_tokens']} | {r['peak_rss_mb']} | {r['decomposed_share']} |")
+        lines.append(
+            f"| {name} | {r['n']} | {r['load_s']} | {r['p50_s']} | {r['p95_s']} | {r['p50_vs_smollm2_gguf']}× | "
+            f"{r['median_output_tokens']} | {r['peak_rss_mb']} | {r['decomposed_share']} |"
+        )
     lines += ["", meta["note"] + "."]
     (RESULTS / "decompose.md").write_text("\n".join(lines) + "\n")
 

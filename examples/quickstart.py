@@ -1,21 +1,25 @@
 """Ten lines: a local decomposer in front of any LangChain chat model.
 
-    python examples/quickstart.py                          # local Qwen 1.5B solver, offline
-    python examples/quickstart.py --solver openai:gpt-4o-mini
+python examples/quickstart.py                          # local Qwen 1.5B solver, offline
+python examples/quickstart.py --solver openai:gpt-4o-mini
 """
 
 from __future__ import annotations
 
 import argparse
 
-from langchain_dod import DecomposeSolve, Decomposer, load_chat_model
+from langchain_dod import Decomposer, DecomposeSolve, load_chat_model
 
 QUESTION = "A baker makes 12 muffins per tray and bakes 4 trays. She sells 30 muffins. How many are left?"
 
 
-def main(solver_spec: str = "llamacpp:qwen2.5-coder-1.5b-instruct", question: str = QUESTION, max_tokens: int = 400) -> dict:
+def main(
+    solver_spec: str = "llamacpp:qwen2.5-coder-1.5b-instruct", question: str = QUESTION, max_tokens: int = 400
+) -> dict:
     """Decompose with the local SmolLM2 GGUF, solve with the SPEC's model in one call."""
-    chain = DecomposeSolve(decomposer=Decomposer(max_subquestions=3), solver=load_chat_model(solver_spec, max_tokens=max_tokens))
+    chain = DecomposeSolve(
+        decomposer=Decomposer(max_subquestions=3), solver=load_chat_model(solver_spec, max_tokens=max_tokens)
+    )
     result = chain.invoke(question)
     for i, sub in enumerate(result["subquestions"], 1):
         print(f"{i}. {sub}")

@@ -55,8 +55,10 @@ def _default_solver() -> BaseLanguageModel:
 def _text(output: Any) -> str:
     if isinstance(output, BaseMessage):
         content = output.content
-        return content if isinstance(content, str) else "".join(
-            b.get("text", "") if isinstance(b, dict) else str(b) for b in content
+        return (
+            content
+            if isinstance(content, str)
+            else "".join(b.get("text", "") if isinstance(b, dict) else str(b) for b in content)
         )
     return str(output)
 
@@ -90,9 +92,7 @@ class _SolveBase(RunnableSerializable[Any, dict[str, Any]]):
     def _prepare(self, question: str, context: str | None, run_manager: Any, config: RunnableConfig) -> dict:
         raise NotImplementedError
 
-    async def _aprepare(
-        self, question: str, context: str | None, run_manager: Any, config: RunnableConfig
-    ) -> dict:
+    async def _aprepare(self, question: str, context: str | None, run_manager: Any, config: RunnableConfig) -> dict:
         raise NotImplementedError
 
     def _finish(self, head: dict, text: str, message: Any, seconds: float) -> dict[str, Any]:
@@ -141,7 +141,7 @@ class _SolveBase(RunnableSerializable[Any, dict[str, Any]]):
 
     def _transform(self, inputs: Iterator[Any], run_manager: Any, config: RunnableConfig) -> Iterator[AddableDict]:
         value = None
-        for value in inputs:  # inputs arrive whole (a question is not streamed); keep the last
+        for value in inputs:  # noqa: B007 - inputs arrive whole (a question is not streamed); keep the last
             pass
         question, context = normalize_input(value)
         head = self._prepare(question, context, run_manager, config)
@@ -165,7 +165,7 @@ class _SolveBase(RunnableSerializable[Any, dict[str, Any]]):
         self, inputs: AsyncIterator[Any], run_manager: Any, config: RunnableConfig
     ) -> AsyncIterator[AddableDict]:
         value = None
-        async for value in inputs:
+        async for value in inputs:  # noqa: B007
             pass
         question, context = normalize_input(value)
         head = await self._aprepare(question, context, run_manager, config)
@@ -221,6 +221,7 @@ class DecomposeSolve(_SolveBase):
 
             chain = DecomposeSolve(solver=ChatOpenAI(model="gpt-4o-mini"))
             chain.invoke("A shop sells 3 pens for $2. How much do 12 pens cost?")["answer"]
+
     """
 
     decomposer: Runnable[Any, Decomposition] = Field(default_factory=Decomposer)
@@ -278,9 +279,7 @@ class DecomposeSolve(_SolveBase):
         dispatch_custom_event(SUBQUESTIONS_EVENT, self._dispatch(head), config=_child(config, run_manager, "event"))
         return head
 
-    async def _aprepare(
-        self, question: str, context: str | None, run_manager: Any, config: RunnableConfig
-    ) -> dict:
+    async def _aprepare(self, question: str, context: str | None, run_manager: Any, config: RunnableConfig) -> dict:
         decomposition, error = None, None
         try:
             decomposition = await self.decomposer.ainvoke(
@@ -314,9 +313,7 @@ class SingleStage(_SolveBase):
             "usage": {"decomposer": None},
         }
 
-    async def _aprepare(
-        self, question: str, context: str | None, run_manager: Any, config: RunnableConfig
-    ) -> dict:
+    async def _aprepare(self, question: str, context: str | None, run_manager: Any, config: RunnableConfig) -> dict:
         return self._prepare(question, context, run_manager, config)
 
 

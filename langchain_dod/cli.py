@@ -87,15 +87,15 @@ def cmd_ask(args: argparse.Namespace) -> int:
     from langchain_dod.chains import DecomposeSolve, SingleStage
     from langchain_dod.solvers import load_chat_model
 
-    solver = load_chat_model(args.solver, max_tokens=args.max_tokens) if args.solver.startswith(
-        ("llamacpp:", "gguf:")
-    ) else load_chat_model(args.solver)
+    solver = (
+        load_chat_model(args.solver, max_tokens=args.max_tokens)
+        if args.solver.startswith(("llamacpp:", "gguf:"))
+        else load_chat_model(args.solver)
+    )
     if args.single_stage:
         chain: Any = SingleStage(solver=solver, mode=args.mode)
     else:
-        chain = DecomposeSolve(
-            decomposer=_decomposer(args), solver=solver, fallback_to_single_stage=args.fallback
-        )
+        chain = DecomposeSolve(decomposer=_decomposer(args), solver=solver, fallback_to_single_stage=args.fallback)
 
     def handle(question: str) -> None:
         value = {"question": question, "context": args.context}

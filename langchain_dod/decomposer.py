@@ -140,6 +140,7 @@ class Decomposer(RunnableSerializable[Any, Decomposition]):
             from langchain_dod import Decomposer
 
             Decomposer().invoke("Tom has 3 boxes of 12 pens and gives away 5. How many are left?")
+
     """
 
     llm: BaseLanguageModel = Field(default_factory=default_decomposer_llm)

@@ -98,7 +98,8 @@ class _Cursor:
 @functools.lru_cache(maxsize=64)
 def _inspect(path: str, size: int, mtime_ns: int) -> GGUFInfo:
     """Walk the header and tensor table (the ``gguf`` package's reader parses every token string into numpy
-    and takes seconds on a 150k-token vocabulary; only the layout and a few keys are needed here)."""
+    and takes seconds on a 150k-token vocabulary; only the layout and a few keys are needed here).
+    """
     file = Path(path)
     if size < 24:
         raise GGUFError(f"{file} is too small to be a GGUF file ({size} bytes). Download or export it again.")

@@ -119,6 +119,7 @@ def resolve(
     Raises:
         ModelNotFoundError: nothing found; the message lists every place looked and the fix.
         ValueError: an unknown role.
+
     """
     looked: list[str] = []
     if name_or_path is None:
@@ -201,7 +202,7 @@ def _from_packages(spec: ModelSpec, looked: list[str]) -> Path | None:
     if _cached_ok(spec, target):
         return target
     parts = [_package_file(pkg, rel) for pkg, rel in spec.parts]
-    missing = [pkg for (pkg, _), path in zip(spec.parts, parts) if path is None]
+    missing = [pkg for (pkg, _), path in zip(spec.parts, parts, strict=True) if path is None]
     looked.append(
         f"installed packages {spec.parts[0][0]} … {spec.parts[-1][0]} ({len(spec.parts) - len(missing)} of "
         f"{len(spec.parts)} present" + (f"; missing {', '.join(missing)}" if missing else "") + ")"

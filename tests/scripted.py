@@ -57,10 +57,16 @@ class ScriptedSolver(BaseChatModel):
         with self._lock:
             self._active -= 1
 
-    def _generate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any) -> ChatResult:
+    def _generate(
+        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any
+    ) -> ChatResult:
         self._enter(messages)
         self._leave()
-        usage = {"input_tokens": 10, "output_tokens": len(self.reply.split()), "total_tokens": 10 + len(self.reply.split())}
+        usage = {
+            "input_tokens": 10,
+            "output_tokens": len(self.reply.split()),
+            "total_tokens": 10 + len(self.reply.split()),
+        }
         return ChatResult(generations=[ChatGeneration(message=AIMessage(content=self.reply, usage_metadata=usage))])
 
     def _stream(

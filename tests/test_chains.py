@@ -19,8 +19,8 @@ from langchain_core.runnables import RunnableLambda
 from langchain_dod import (
     SUBQUESTIONS_EVENT,
     ChatGGUF,
-    DecomposeSolve,
     Decomposer,
+    DecomposeSolve,
     SingleStage,
     StageError,
     create_dod_chain,
@@ -58,7 +58,9 @@ def test_invoke_shape_and_one_solver_call_with_all_subquestions(decomposer: Deco
 def test_context_reaches_both_stages(decomposer: Decomposer) -> None:
     solver = ScriptedSolver()
     chain = _chain(decomposer.model_copy(update={"profile": "reading"}), solver=solver)
-    result = chain.invoke({"question": "How many points did the Lions score?", "context": "The Lions kicked 3 field goals."})
+    result = chain.invoke(
+        {"question": "How many points did the Lions score?", "context": "The Lions kicked 3 field goals."}
+    )
     assert result["context"] == "The Lions kicked 3 field goals."
     assert "Passage: The Lions kicked 3 field goals." in solver.seen[0][-1].content
 
@@ -116,12 +118,28 @@ class _Recorder(BaseCallbackHandler):
         self.runs: dict[UUID, tuple[str, UUID | None, list[str]]] = {}
         self.custom: list[tuple[str, Any]] = []
 
-    def on_chain_start(self, serialized: Any, inputs: Any, *, run_id: UUID, parent_run_id: UUID | None = None,
-                       tags: list[str] | None = None, **kw: Any) -> None:
+    def on_chain_start(
+        self,
+        serialized: Any,
+        inputs: Any,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        **kw: Any,
+    ) -> None:
         self.runs[run_id] = (kw.get("name") or (serialized or {}).get("name", "?"), parent_run_id, tags or [])
 
-    def on_chat_model_start(self, serialized: Any, messages: Any, *, run_id: UUID, parent_run_id: UUID | None = None,
-                            tags: list[str] | None = None, **kw: Any) -> None:
+    def on_chat_model_start(
+        self,
+        serialized: Any,
+        messages: Any,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        **kw: Any,
+    ) -> None:
         self.runs[run_id] = (kw.get("name") or "chat:" + str((serialized or {}).get("name")), parent_run_id, tags or [])
 
     def on_custom_event(self, name: str, data: Any, **kw: Any) -> None:

@@ -19,7 +19,11 @@ Q2 = "A train travels 60 km per hour for 2 hours. How far does it go?"
 def dod(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "langchain_dod.cli", *args],
-        input=stdin, capture_output=True, text=True, env=ENV, timeout=600,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=600,
     )
 
 

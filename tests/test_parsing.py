@@ -31,7 +31,10 @@ CASES = [
     ("None", []),
     ('{"subquestions": []}', []),
     # no question marks: keep list items only
-    ("1) Find the total cost\n2) Divide by the number of people", ["Find the total cost", "Divide by the number of people"]),
+    (
+        "1) Find the total cost\n2) Divide by the number of people",
+        ["Find the total cost", "Divide by the number of people"],
+    ),
     # Windows line endings and blank lines
     ("1. What is A?\r\n\r\n2. What is B?\r\n", ["What is A?", "What is B?"]),
 ]
