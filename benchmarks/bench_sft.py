@@ -105,11 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker-dir", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        print(
-            json.dumps(
-                worker(args.worker, args.steps, args.batch_size, Path(args.worker_dir), args.threads or None)
-            )
-        )
+        print(json.dumps(worker(args.worker, args.steps, args.batch_size, Path(args.worker_dir), args.threads or None)))
         return 0
     runs: dict[str, list[dict[str, Any]]] = {"lora": [], "full": []}
     for repeat in range(args.repeats):

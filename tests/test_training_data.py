@@ -34,7 +34,7 @@ def test_gsm8k_loader_reads_gold_after_hashes_without_commas():
 
 def test_socratic_loader_caps_and_drops_restatement():
     examples = load_examples(FIX / "socratic_tiny.jsonl")
-    by_q = dict(zip(["Tom", "Ana", "Mia", "Bus"], [e.subquestions for e in examples]))
+    by_q = dict(zip(["Tom", "Ana", "Mia", "Bus"], [e.subquestions for e in examples], strict=True))
     # "How many pens does he have left?" restates the question -> dropped
     assert by_q["Tom"] == ["How many pens does Tom have?"]
     # 5 steps, last restates "How much does she pay?" -> 4 left -> capped at the first 3
@@ -180,9 +180,7 @@ def test_build_sd_t_uses_exactly_the_inference_prompt_and_splits_by_question(tmp
     first = train[0]
     question = next(r["question"] for r in records if r["id"] == first["id"])
     # the runtime's Decomposer sends exactly these messages
-    assert first["messages"][:-1] == Decomposer.model_construct(profile="math", max_subquestions=3).messages(
-        question
-    )
+    assert first["messages"][:-1] == Decomposer.model_construct(profile="math", max_subquestions=3).messages(question)
     subs = next(r["subquestions"] for r in records if r["id"] == first["id"])
     assert first["messages"][-1] == {"role": "assistant", "content": decomposition_target(subs)}
     # seeded: same seed, same split; another seed, another split

@@ -84,9 +84,7 @@ def test_fatal_teacher_error_stops_and_keeps_earlier_records(tmp_path):
         progress=False,
     )
     with pytest.raises(TrainingError, match="generate stopped: ModelNotFoundError"):
-        generate(
-            load_examples(FIX / "generic.jsonl"), f"llamacpp:{tmp_path / 'missing.gguf'}", out, progress=False
-        )
+        generate(load_examples(FIX / "generic.jsonl"), f"llamacpp:{tmp_path / 'missing.gguf'}", out, progress=False)
     assert [r["id"] for r in read_jsonl(out)] == ["q1"]
     with pytest.raises(TrainingError, match="is not a SPEC"):
         generate(load_examples(FIX / "generic.jsonl"), "not-a-spec", out, progress=False)
@@ -196,9 +194,7 @@ def test_screen_keeps_matches_recovers_with_second_sample_and_resumes(tmp_path):
     assert recovered["correct"] and recovered["sample"] == 2
     assert recovered["subquestions"] == ["How much do the apples cost?", "How much do the pears cost?"]
     assert recovered["first"]["predicted"] == "19"
-    assert (
-        not rows["socratic_tiny-2"]["correct"] and rows["socratic_tiny-2"]["predicted"] == "7"
-    )  # first kept
+    assert not rows["socratic_tiny-2"]["correct"] and rows["socratic_tiny-2"]["predicted"] == "7"  # first kept
     assert "The answer is: 31" in rows["socratic_tiny-0"]["solution"]
     # a rerun has nothing left to do: the (empty) scripted solver is never called
     again = screen(dec, scripted(), out, retries=0, progress=False)

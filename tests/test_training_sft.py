@@ -112,11 +112,7 @@ def test_adapter_gguf_loads_matches_transformers_and_moves_output_to_the_format(
     record = read_jsonl(run / "data" / "train.jsonl")[0]
     prompt, target = record["messages"][:-1], record["messages"][-1]["content"]
     base = ChatGGUF(model=str(smollm2_path), max_tokens=24, n_ctx=1024).invoke(prompt).content
-    tuned = (
-        ChatGGUF(model=str(smollm2_path), lora_path=str(adapter), max_tokens=24, n_ctx=1024)
-        .invoke(prompt)
-        .content
-    )
+    tuned = ChatGGUF(model=str(smollm2_path), lora_path=str(adapter), max_tokens=24, n_ctx=1024).invoke(prompt).content
 
     def closeness(text: str) -> float:
         return difflib.SequenceMatcher(None, text, target[: len(text)]).ratio()
@@ -256,9 +252,7 @@ def test_sft_resumes_after_sigkill(tmp_path, hf_base):
     refused = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert refused.returncode == 2 and "Pass --resume" in refused.stderr
 
-    done = subprocess.run(
-        [*command, "--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
-    )
+    done = subprocess.run([*command, "--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
     step = int(killed_at.name.split("-")[1])

@@ -199,7 +199,6 @@ def build(
         dropped_empty=dropped_empty,
     )
     (out_dir / "build.json").write_text(
-        json.dumps({**asdict(report), "seed": seed, "val_fraction": val_fraction, "kinds": kinds}, indent=2)
-        + "\n"
+        json.dumps({**asdict(report), "seed": seed, "val_fraction": val_fraction, "kinds": kinds}, indent=2) + "\n"
     )
     return report

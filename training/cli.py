@@ -179,9 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     p = sub.add_parser("generate", help="teacher decompositions (resumable, append-only JSONL)")
-    p.add_argument(
-        "--data", required=True, help="GSM8K/Socratic/generic JSONL, Bamboogle CSV, DROP JSON or hf:NAME"
-    )
+    p.add_argument("--data", required=True, help="GSM8K/Socratic/generic JSONL, Bamboogle CSV, DROP JSON or hf:NAME")
     p.add_argument("--format", choices=("gsm8k", "socratic", "jsonl", "bamboogle", "drop"))
     p.add_argument("--limit", type=int)
     p.add_argument(
@@ -198,9 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-tokens", type=int, default=256)
-    p.add_argument(
-        "--price-in", type=float, help="$ per 1K input tokens (default: paper's for hosted, 0 local)"
-    )
+    p.add_argument("--price-in", type=float, help="$ per 1K input tokens (default: paper's for hosted, 0 local)")
     p.add_argument("--price-out", type=float, help="$ per 1K output tokens")
     _add_socratic(p)
     common(p)
@@ -234,27 +230,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--validation")
     p.add_argument("--base", required=True, help="HF model folder, GGUF file or registry name")
     p.add_argument("--out", required=True)
-    p.add_argument(
-        "--resume", action="store_true", help="continue from the last complete checkpoint in --out"
-    )
+    p.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint in --out")
     _sft_config_args(p)
     common(p)
     p.set_defaults(func=_cmd_sft)
 
-    p = sub.add_parser(
-        "export", help="GGUF adapter or merged GGUF (+ quantised), then verify against transformers"
-    )
+    p = sub.add_parser("export", help="GGUF adapter or merged GGUF (+ quantised), then verify against transformers")
     p.add_argument("--model", required=True, help="sft's final folder")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--kind", choices=("adapter", "merged"), default="adapter")
     p.add_argument("--base", help="HF folder or GGUF of the base (default: the one recorded by sft)")
-    p.add_argument(
-        "--base-gguf", help="GGUF base to verify the adapter on (default: the one sft started from)"
-    )
+    p.add_argument("--base-gguf", help="GGUF base to verify the adapter on (default: the one sft started from)")
     p.add_argument("--outtype", default="f16", choices=("f32", "f16", "bf16", "q8_0"))
-    p.add_argument(
-        "--quantize", type=_csv, default=["Q8_0"], help="for merged: comma-separated, e.g. Q8_0,Q4_K_M"
-    )
+    p.add_argument("--quantize", type=_csv, default=["Q8_0"], help="for merged: comma-separated, e.g. Q8_0,Q4_K_M")
     p.add_argument("--no-verify", action="store_true")
     p.add_argument("--probe-tokens", type=int, default=8)
     p.add_argument("--min-match", type=int, default=4)

@@ -61,9 +61,7 @@ REQUIRED = {"data": {"source"}, "generate": {"teacher"}, "sft": {"base"}}
 def validate_config(config: Any, where: str = "config") -> dict[str, Any]:
     """Check sections and keys; returns the config. Raises :class:`TrainingError` naming what is wrong."""
     if not isinstance(config, dict):
-        raise TrainingError(
-            f"{where}: the config must be a table/mapping of sections, got {type(config).__name__}."
-        )
+        raise TrainingError(f"{where}: the config must be a table/mapping of sections, got {type(config).__name__}.")
     unknown = sorted(set(config) - set(SCHEMA))
     if unknown:
         raise TrainingError(f"{where}: unknown top-level keys {unknown}; allowed: {sorted(SCHEMA)}.")
@@ -72,9 +70,7 @@ def validate_config(config: Any, where: str = "config") -> dict[str, Any]:
             continue
         value = config[section]
         if not isinstance(value, dict):
-            raise TrainingError(
-                f"{where}: [{section}] must be a table of settings, got {type(value).__name__}."
-            )
+            raise TrainingError(f"{where}: [{section}] must be a table of settings, got {type(value).__name__}.")
         bad = sorted(set(value) - keys)
         if bad:
             raise TrainingError(f"{where}: unknown keys in [{section}]: {bad}; allowed: {sorted(keys)}.")

@@ -33,9 +33,7 @@ def llama_cpp_version() -> str:
     try:
         return metadata.version("llama_cpp_python")
     except metadata.PackageNotFoundError:
-        raise TrainingError(
-            "llama-cpp-python is not installed; it is a dependency of langchain-dod."
-        ) from None
+        raise TrainingError("llama-cpp-python is not installed; it is a dependency of langchain-dod.") from None
 
 
 def _wanted(name: str) -> str | None:
@@ -106,9 +104,7 @@ def converter_dir(version: str | None = None, cache: Path | None = None) -> Path
             staging = Path(tmp) / "llama.cpp"
             _extract(sdists[0], staging)
             if not (staging / "convert_lora_to_gguf.py").is_file():
-                raise TrainingError(
-                    f"The llama-cpp-python {version} sdist has no vendor/llama.cpp converters."
-                )
+                raise TrainingError(f"The llama-cpp-python {version} sdist has no vendor/llama.cpp converters.")
             (staging / _MARKER).write_text(version + "\n")
             shutil.rmtree(target, ignore_errors=True)
             staging.rename(target)
@@ -119,16 +115,12 @@ def run_converter(script: str, args: list[str]) -> str:
     """Run one converter script; returns its output, raises :class:`TrainingError` with its tail on failure."""
     folder = converter_dir()
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(folder / "gguf-py"), str(folder), env.get("PYTHONPATH", "")]
-    ).rstrip(os.pathsep)
-    env.setdefault("HF_HUB_OFFLINE", "1")
-    done = subprocess.run(
-        [sys.executable, str(folder / script), *args], capture_output=True, text=True, env=env
+    env["PYTHONPATH"] = os.pathsep.join([str(folder / "gguf-py"), str(folder), env.get("PYTHONPATH", "")]).rstrip(
+        os.pathsep
     )
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    done = subprocess.run([sys.executable, str(folder / script), *args], capture_output=True, text=True, env=env)
     output = done.stdout + done.stderr
     if done.returncode != 0:
-        raise TrainingError(
-            f"llama.cpp's {script} failed (exit {done.returncode}):\n{output.strip()[-2000:]}"
-        )
+        raise TrainingError(f"llama.cpp's {script} failed (exit {done.returncode}):\n{output.strip()[-2000:]}")
     return output

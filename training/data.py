@@ -78,9 +78,7 @@ def guess_format(path: Path) -> str:
         if isinstance(answer, str) and "####" in answer:
             return "socratic" if " ** " in answer else "gsm8k"
         return "jsonl"
-    raise TrainingError(
-        f"Cannot tell the format of {path} from its suffix; pass format= one of {', '.join(FORMATS)}."
-    )
+    raise TrainingError(f"Cannot tell the format of {path} from its suffix; pass format= one of {', '.join(FORMATS)}.")
 
 
 def _jsonl_examples(path: Path, fmt: str, socratic: SocraticOptions) -> Iterable[Example]:
@@ -122,9 +120,7 @@ def _bamboogle(path: Path) -> Iterable[Example]:
         reader = csv.DictReader(handle)
         columns = {name.strip().lower(): name for name in reader.fieldnames or []}
         if "question" not in columns:
-            raise TrainingError(
-                f"{path} has no 'Question' column (columns: {reader.fieldnames}); not Bamboogle CSV."
-            )
+            raise TrainingError(f"{path} has no 'Question' column (columns: {reader.fieldnames}); not Bamboogle CSV.")
         for index, row in enumerate(reader):
             where = f"{path} row {index + 2}"
             yield Example(
@@ -211,14 +207,10 @@ def load_examples(
     else:
         path = Path(source).expanduser()
         if not path.is_file():
-            raise TrainingError(
-                f"Data file {path} does not exist. Pass a GSM8K/JSONL/CSV/DROP file or hf:NAME."
-            )
+            raise TrainingError(f"Data file {path} does not exist. Pass a GSM8K/JSONL/CSV/DROP file or hf:NAME.")
         fmt = format or guess_format(path)
         if fmt not in FORMATS:
-            raise TrainingError(
-                f"Unknown data format {fmt!r}; choose one of {', '.join(FORMATS)} (or hf:NAME)."
-            )
+            raise TrainingError(f"Unknown data format {fmt!r}; choose one of {', '.join(FORMATS)} (or hf:NAME).")
         if fmt in ("gsm8k", "socratic", "jsonl"):
             examples = _jsonl_examples(path, fmt, socratic)
         elif fmt == "bamboogle":
@@ -229,9 +221,7 @@ def load_examples(
     seen: set[str] = set()
     for example in examples:
         if example.id in seen:
-            raise TrainingError(
-                f"{source}: duplicate id {example.id!r}; ids must be unique (outputs are keyed by id)."
-            )
+            raise TrainingError(f"{source}: duplicate id {example.id!r}; ids must be unique (outputs are keyed by id).")
         seen.add(example.id)
         out.append(example)
         if limit is not None and len(out) >= limit:

@@ -37,16 +37,12 @@ def _export(
     out.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {"kind": kind}
     if kind == "adapter":
-        adapter = export_adapter(
-            model_dir, out / "adapter.gguf", base=base, outtype=settings.get("outtype", "f16")
-        )
+        adapter = export_adapter(model_dir, out / "adapter.gguf", base=base, outtype=settings.get("outtype", "f16"))
         result["adapter"] = str(adapter)
         result["adapter_bytes"] = adapter.stat().st_size
         if verify:
             if not base_gguf:
-                raise TrainingError(
-                    "Cannot verify the adapter: the base was not a GGUF. Set [export] verify = false."
-                )
+                raise TrainingError("Cannot verify the adapter: the base was not a GGUF. Set [export] verify = false.")
             result["verify"] = verification_dict(
                 verify_gguf(
                     base_gguf,
@@ -102,11 +98,7 @@ def distill(config: str | Path | dict[str, Any], *, progress: bool = True) -> di
 
     data = dict(config["data"])
     socratic = SocraticOptions(
-        **{
-            k: data.pop(k)
-            for k in ("cap", "overflow", "drop_restatement", "restatement_threshold")
-            if k in data
-        }
+        **{k: data.pop(k) for k in ("cap", "overflow", "drop_restatement", "restatement_threshold") if k in data}
     )
     examples = load_examples(data["source"], data.get("format"), limit=data.get("limit"), socratic=socratic)
     gen = {"seed": seed, **config["generate"]}
@@ -134,9 +126,7 @@ def distill(config: str | Path | dict[str, Any], *, progress: bool = True) -> di
     build_settings.setdefault("kinds", ["SD-R"] if screened else ["SD-T"])
     if screened is None and any(k != "SD-T" for k in build_settings["kinds"]):
         raise TrainingError(f"Kinds {build_settings['kinds']} need screened data: add a [screen] table.")
-    reports["build"] = asdict(
-        build(out / "data", decompositions=decompositions, screened=screened, **build_settings)
-    )
+    reports["build"] = asdict(build(out / "data", decompositions=decompositions, screened=screened, **build_settings))
 
     sft_settings = {"seed": seed, **config["sft"]}
     base = sft_settings.pop("base")
@@ -161,10 +151,7 @@ def distill(config: str | Path | dict[str, Any], *, progress: bool = True) -> di
     export = config.get("export")
     if export is not None:
         verify_file = out / "export" / "verify.json"
-        if (
-            verify_file.is_file()
-            and verify_file.stat().st_mtime >= (final / "dod_training.json").stat().st_mtime
-        ):
+        if verify_file.is_file() and verify_file.stat().st_mtime >= (final / "dod_training.json").stat().st_mtime:
             reports["export"] = json.loads(verify_file.read_text())
         else:
             info = json.loads((final / "dod_training.json").read_text())

@@ -33,7 +33,9 @@ __all__ = [
     "verify_gguf",
 ]
 
-PROBE_QUESTION = "A shop sells pencils at 3 for $1. Tom buys 12 pencils and pays with a $10 bill. How much change does he get?"
+PROBE_QUESTION = (
+    "A shop sells pencils at 3 for $1. Tom buys 12 pencils and pays with a $10 bill. How much change does he get?"
+)
 
 
 @dataclass
@@ -63,9 +65,9 @@ def _base_dir(model_dir: Path, base: str | Path | None) -> Path:
         from training.basemodel import prepare_base
 
         return prepare_base(base)
-    recorded = _info(model_dir).get("base") or json.loads(
-        (model_dir / "adapter_config.json").read_text()
-    ).get("base_model_name_or_path")
+    recorded = _info(model_dir).get("base") or json.loads((model_dir / "adapter_config.json").read_text()).get(
+        "base_model_name_or_path"
+    )
     if not recorded or not is_hf_folder(Path(recorded)):
         raise TrainingError(
             f"Cannot find the base model of {model_dir} (recorded: {recorded!r}); pass base= (the HF folder or GGUF "
@@ -140,9 +142,7 @@ def quantize(src: Path, dst: Path, qtype: str) -> Path:
     ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{qtype.upper()}", None)
     if ftype is None:
         known = sorted(
-            n.removeprefix("LLAMA_FTYPE_MOSTLY_")
-            for n in dir(llama_cpp)
-            if n.startswith("LLAMA_FTYPE_MOSTLY_")
+            n.removeprefix("LLAMA_FTYPE_MOSTLY_") for n in dir(llama_cpp) if n.startswith("LLAMA_FTYPE_MOSTLY_")
         )
         raise TrainingError(f"Unknown quantisation {qtype!r}; choose one of {', '.join(known)}.")
     params = llama_cpp.llama_model_quantize_default_params()
@@ -176,16 +176,14 @@ def export_merged(
         model = PeftModel.from_pretrained(load_causal_lm(base_dir), str(model_dir)).merge_and_unload()
         shutil.rmtree(merged, ignore_errors=True)
         model.save_pretrained(merged, safe_serialization=True)
-        load_tokenizer(
-            model_dir if (model_dir / "tokenizer_config.json").is_file() else base_dir
-        ).save_pretrained(merged)
+        load_tokenizer(model_dir if (model_dir / "tokenizer_config.json").is_file() else base_dir).save_pretrained(
+            merged
+        )
         source = merged
     elif is_hf_folder(model_dir):
         source = model_dir
     else:
-        raise TrainingError(
-            f"{model_dir} is neither a LoRA adapter nor an HF model folder; pass sft's final folder."
-        )
+        raise TrainingError(f"{model_dir} is neither a LoRA adapter nor an HF model folder; pass sft's final folder.")
     f16 = out_dir / f"{name}-f16.gguf"
     tmp = f16.with_name(f16.name + ".tmp")
     run_converter("convert_hf_to_gguf.py", [str(source), "--outfile", str(tmp), "--outtype", "f16"])
@@ -213,9 +211,7 @@ def _hf_greedy(
     ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")
     model.eval()
     with torch.no_grad():
-        out = model.generate(
-            **ids, max_new_tokens=n_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
-        )
+        out = model.generate(**ids, max_new_tokens=n_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
     new = out[0, ids["input_ids"].shape[1] :].tolist()
     if tokenizer.eos_token_id in new:
         new = new[: new.index(tokenizer.eos_token_id)]

@@ -240,9 +240,7 @@ def generate(
             "attempts": attempts,
         }
 
-    bar = tqdm(
-        total=report.total, initial=report.already_done, desc="generate", unit="ex", disable=not progress
-    )
+    bar = tqdm(total=report.total, initial=report.already_done, desc="generate", unit="ex", disable=not progress)
     failed_writer: JsonlWriter | None = None
     try:
         with JsonlWriter(out) as writer, ThreadPoolExecutor(max_workers=max_concurrency) as pool:
@@ -277,9 +275,7 @@ def generate(
                 report.output_tokens += record["output_tokens"]
                 report.cost = (report.input_tokens * p_in + report.output_tokens * p_out) / 1000
                 bar.update(1)
-                bar.set_postfix(
-                    tok_in=report.input_tokens, tok_out=report.output_tokens, cost=f"${report.cost:.4f}"
-                )
+                bar.set_postfix(tok_in=report.input_tokens, tok_out=report.output_tokens, cost=f"${report.cost:.4f}")
     finally:
         bar.close()
         if failed_writer is not None:

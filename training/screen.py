@@ -158,9 +158,7 @@ def screen(
         return {**{k: record.get(k) for k in keep}, **result, "solver": label}
 
     new = failed = 0
-    bar = tqdm(
-        total=len(records), initial=len(records) - len(todo), desc="screen", unit="ex", disable=not progress
-    )
+    bar = tqdm(total=len(records), initial=len(records) - len(todo), desc="screen", unit="ex", disable=not progress)
     failed_writer: JsonlWriter | None = None
     try:
         with JsonlWriter(out) as writer, ThreadPoolExecutor(max_workers=max_concurrency) as pool:

@@ -110,9 +110,7 @@ class SFTReport:
         )
 
 
-def encode_chat(
-    tokenizer: Any, messages: list[dict[str, str]], max_length: int
-) -> dict[str, list[int]] | None:
+def encode_chat(tokenizer: Any, messages: list[dict[str, str]], max_length: int) -> dict[str, list[int]] | None:
     """Token ids and labels for one chat whose last message is the assistant's; prompt tokens get -100.
 
     Returns ``None`` when the chat is longer than ``max_length`` (truncating would cut the target).
@@ -122,9 +120,7 @@ def encode_chat(
     prompt = tokenizer.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
     full = tokenizer.apply_chat_template(messages, tokenize=False)
     if not full.startswith(prompt):
-        raise TrainingError(
-            "The chat template renders the prompt differently inside the full chat; cannot mask it."
-        )
+        raise TrainingError("The chat template renders the prompt differently inside the full chat; cannot mask it.")
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     reply_ids = tokenizer(full[len(prompt) :], add_special_tokens=False)["input_ids"]
     ids = prompt_ids + reply_ids
@@ -145,9 +141,7 @@ def load_sft_records(path: str | Path, kinds: list[str] | None = None) -> list[d
         if (
             not isinstance(messages, list)
             or not messages
-            or not all(
-                isinstance(m, dict) and isinstance(m.get("content"), str) and m.get("role") for m in messages
-            )
+            or not all(isinstance(m, dict) and isinstance(m.get("content"), str) and m.get("role") for m in messages)
         ):
             raise TrainingError(
                 f"{path} record {number} has no valid 'messages' list; build it with `dod-train build`."

@@ -68,9 +68,7 @@ def gold_from_gsm8k(answer: str) -> str | None:
     return gold or None
 
 
-def socratic_subquestions(
-    question: str, answer: str, options: SocraticOptions = SocraticOptions()
-) -> list[str] | None:
+def socratic_subquestions(question: str, answer: str, options: SocraticOptions = SocraticOptions()) -> list[str] | None:
     """The normalised sub-questions of one Socratic example; ``None`` when ``overflow="skip"`` drops it.
 
     Raises ``ValueError`` when the answer has no ``SUB-QUESTION ** step`` lines (not the Socratic format).

@@ -62,9 +62,7 @@ def read_records(path: str | os.PathLike[str], key: str = "id") -> dict[str, dic
     out: dict[str, dict[str, Any]] = {}
     for number, record in enumerate(read_jsonl(path), 1):
         if key not in record:
-            raise TrainingError(
-                f"{path}: record {number} has no {key!r} field; this is not a file this stage wrote."
-            )
+            raise TrainingError(f"{path}: record {number} has no {key!r} field; this is not a file this stage wrote.")
         out.setdefault(str(record[key]), record)
     return out
 
