@@ -102,8 +102,9 @@ def test_socratic_oracle_caps_dedupes_and_reports_no_tokens():
     pens = oracle.invoke("A pen costs $1.50.   How much do 3 pens cost?")  # whitespace-insensitive lookup
     assert pens.subquestions == ["How much is one pen?", "How much are two pens?", "How much are three pens?"]
     assert (pens.input_tokens, pens.output_tokens, pens.model) == (0, 0, "oracle:gsm8k-socratic")
-    assert oracle.invoke({"question": "The temperature was 4 degrees and fell by 9 degrees. What is the "
-                                      "temperature now?"}).subquestions == ["What is 4 minus 9?"]
+    assert oracle.invoke(
+        {"question": "The temperature was 4 degrees and fell by 9 degrees. What is the temperature now?"}
+    ).subquestions == ["What is 4 minus 9?"]
     assert socratic_subquestions("A? ** x\nB? ** y\n#### 3") == ["A?", "B?"]
     from langchain_dod.decomposer import DecompositionError
 
@@ -122,8 +123,17 @@ def test_real_socratic_file_matches_every_test_question(gsm8k_dir):
 
 def test_drop_jsonl_and_bamboogle_jsonl_variants(tmp_path):
     drop = tmp_path / "drop_dev.jsonl"
-    drop.write_text(json.dumps({"query_id": "q1", "passage": "Two teams met.", "question": "Who met?",
-                                "answers_spans": {"spans": ["Bears", "Lions"], "types": ["span", "span"]}}) + "\n")
+    drop.write_text(
+        json.dumps(
+            {
+                "query_id": "q1",
+                "passage": "Two teams met.",
+                "question": "Who met?",
+                "answers_spans": {"spans": ["Bears", "Lions"], "types": ["span", "span"]},
+            }
+        )
+        + "\n"
+    )
     ds = load_dataset(drop)
     assert ds.fmt == "drop" and ds.items[0].answers == (("Bears", "Lions"),) and ds.items[0].context == "Two teams met."
     bamboogle = tmp_path / "bamboogle.jsonl"

@@ -156,11 +156,15 @@ def test_price_table_follows_the_paper_by_default():
 
 def test_price_table_from_file(tmp_path):
     path = tmp_path / "prices.json"
-    path.write_text(json.dumps({
-        "default": {"input_per_1k": 0.01, "output_per_1k": 0.03},
-        "models": {"qwen2.5*": {"input_per_1k": 0, "output_per_1k": 0}},
-        "scale_decomposer_by_params": False,
-    }))
+    path.write_text(
+        json.dumps(
+            {
+                "default": {"input_per_1k": 0.01, "output_per_1k": 0.03},
+                "models": {"qwen2.5*": {"input_per_1k": 0, "output_per_1k": 0}},
+                "scale_decomposer_by_params": False,
+            }
+        )
+    )
     table = PriceTable.from_file(path)
     assert table.rate("solver", "qwen2.5-coder-1.5b-instruct") == Rate(0.0, 0.0)
     assert table.rate("decomposer", "smollm2-135m-instruct", "gpt-4o") == Rate(0.01, 0.03)

@@ -17,17 +17,36 @@ IDS = ["a", "b", "c", "d"]
 GOLD = {"a": "10", "b": "20", "c": "30", "d": "40"}
 
 
-def _record(run: str, item: str, prediction: str | None, solver_tokens: tuple[int, int],
-            decomposer: dict | None = None, stale_scores: dict | None = None) -> dict:
+def _record(
+    run: str,
+    item: str,
+    prediction: str | None,
+    solver_tokens: tuple[int, int],
+    decomposer: dict | None = None,
+    stale_scores: dict | None = None,
+) -> dict:
     return {
-        "id": item, "run": run, "gold": GOLD.get(item, "1"), "golds": [[GOLD.get(item, "1")]],
-        "prediction": prediction, "parsed": prediction is not None,
-        "scores": stale_scores or {}, "subquestions": [], "solution": prediction, "error": None,
+        "id": item,
+        "run": run,
+        "gold": GOLD.get(item, "1"),
+        "golds": [[GOLD.get(item, "1")]],
+        "prediction": prediction,
+        "parsed": prediction is not None,
+        "scores": stale_scores or {},
+        "subquestions": [],
+        "solution": prediction,
+        "error": None,
         "usage": {
             "decomposer": decomposer,
-            "solver": {"model": "qwen2.5-coder-1.5b-instruct", "input_tokens": solver_tokens[0],
-                       "output_tokens": solver_tokens[1], "seconds": 2.0, "token_source": "usage", "local": True,
-                       "cpu_seconds": 10.0},
+            "solver": {
+                "model": "qwen2.5-coder-1.5b-instruct",
+                "input_tokens": solver_tokens[0],
+                "output_tokens": solver_tokens[1],
+                "seconds": 2.0,
+                "token_source": "usage",
+                "local": True,
+                "cpu_seconds": 10.0,
+            },
         },
         "seconds": 2.5,
     }
@@ -37,24 +56,45 @@ def _record(run: str, item: str, prediction: str | None, solver_tokens: tuple[in
 def evaluation(tmp_path: Path) -> Path:
     runs = tmp_path / "runs"
     runs.mkdir()
-    (tmp_path / "manifest.json").write_text(json.dumps({
-        "dataset": {"path": "gsm8k/test.jsonl", "format": "gsm8k", "sha256": "0" * 64, "n_items_in_file": 9,
-                    "skipped_rows": []},
-        "seed": 0, "limit": 4, "ids": IDS,
-    }))
+    (tmp_path / "manifest.json").write_text(
+        json.dumps(
+            {
+                "dataset": {
+                    "path": "gsm8k/test.jsonl",
+                    "format": "gsm8k",
+                    "sha256": "0" * 64,
+                    "n_items_in_file": 9,
+                    "skipped_rows": [],
+                },
+                "seed": 0,
+                "limit": 4,
+                "ids": IDS,
+            }
+        )
+    )
     # a, b right; c wrong; d wrong when strict (several numbers) but right when lenient (40 is a token)
     cot = {"a": "10", "b": "20", "c": "7", "d": "x + 40 = 41"}
     dec = {"a": "10", "b": "21", "c": "$30", "d": "40 apples"}
-    smol = {"model": "smollm2-135m-instruct", "input_tokens": 200, "output_tokens": 20, "seconds": 0.5,
-            "token_source": "usage", "local": True, "cpu_seconds": 0.4}
+    smol = {
+        "model": "smollm2-135m-instruct",
+        "input_tokens": 200,
+        "output_tokens": 20,
+        "seconds": 0.5,
+        "token_source": "usage",
+        "local": True,
+        "cpu_seconds": 0.4,
+    }
     # a stale stored score (strict 0 for a right answer) must be recomputed, and an id outside the manifest dropped
     rows_a = [_record("cot", i, cot[i], (1000, 500), stale_scores={"strict": 0.0}) for i in IDS]
     rows_a.append(_record("cot", "zzz", "1", (1000, 500)))
     rows_b = [_record("smol", i, dec[i], (1200, 400), decomposer=smol) for i in IDS]
     for name, rows, spec in (
         ("cot", rows_a, {"name": "cot", "solver": SOLVER, "decomposer": None, "mode": "cot"}),
-        ("smol", rows_b, {"name": "smol", "solver": SOLVER, "decomposer": "llamacpp:smollm2-135m-instruct",
-                          "mode": "decomposed"}),
+        (
+            "smol",
+            rows_b,
+            {"name": "smol", "solver": SOLVER, "decomposer": "llamacpp:smollm2-135m-instruct", "mode": "decomposed"},
+        ),
     ):
         (runs / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         (runs / f"{name}.meta.json").write_text(json.dumps({"spec": spec, "segments": [], "wall_seconds": 120.0}))
@@ -94,7 +134,9 @@ def test_write_report_table_comparisons_and_plot(evaluation):
     text = md.read_text()
     assert text.startswith("# Hand-made")
     row = next(line for line in text.splitlines() if line.startswith("| `cot`"))
-    assert "| — (cot) / qwen2.5-coder-1.5b-instruct | 4 | 50.0 | 75.0 | – | 0.0000 / 2.000 |" in row  # $ per 1K q. and "| – / 10.0 |" in row and "| 2.0 |" in row
+    # dollars are per 1,000 questions: (1000 · 0.001 + 500 · 0.002) / 1000 · 1000 = $2 of solving
+    assert "| — (cot) / qwen2.5-coder-1.5b-instruct | 4 | 50.0 | 75.0 | – | 0.0000 / 2.000 |" in row
+    assert "| – / 10.0 |" in row and "| 2.0 |" in row
     smol_row = next(line for line in text.splitlines() if line.startswith("| `smol`"))
     assert "| 0.0 (4) |" in smol_row  # the hand-made smol records carry no sub-questions
     assert "| `cot` | `smol` | strict | 4 | 50.0 | 75.0 | +25.0 (" in text

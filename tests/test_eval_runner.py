@@ -93,8 +93,11 @@ def test_records_scores_costs_and_manifest(tmp_path):
     assert set(by_id) == set(manifest["ids"])
     scores = {r["gold"]: (r["scores"]["strict"], r["scores"]["lenient"], r["parsed"]) for r in by_id.values()}
     assert scores == {
-        "10": (1.0, 1.0, True), "2500": (1.0, 1.0, True), "-5": (0.0, 0.0, True),
-        "4.5": (0.0, 0.0, False), "70": (0.0, 1.0, True),
+        "10": (1.0, 1.0, True),
+        "2500": (1.0, 1.0, True),
+        "-5": (0.0, 0.0, True),
+        "4.5": (0.0, 0.0, False),
+        "70": (0.0, 1.0, True),
     }
     usage = by_id["gsm8k_mini-0000"]["usage"]
     assert usage["decomposer"] is None
@@ -126,8 +129,9 @@ def test_resume_extends_and_repairs_a_torn_last_line(tmp_path):
         fh.write('{"id": "gsm8k_mini-00')
 
     second = AnswerBook()
-    summary = run_evaluation(ds, [RunSpec(solver=second, mode="cot", name="cot")], tmp_path, limit=5, seed=0,
-                             progress=False)
+    summary = run_evaluation(
+        ds, [RunSpec(solver=second, mode="cot", name="cot")], tmp_path, limit=5, seed=0, progress=False
+    )
     rows = _records(results)
     assert len(rows) == 5 and len({r["id"] for r in rows}) == 5  # nothing lost, nothing twice
     assert len(second._calls) == 2  # only the two new items ran
@@ -182,14 +186,19 @@ def test_a_changed_configuration_or_data_set_is_refused(tmp_path):
     ds = load_dataset(GSM)
     run_evaluation(ds, [RunSpec(solver=AnswerBook(), mode="cot", name="cot")], tmp_path, limit=2, progress=False)
     with pytest.raises(EvaluationError, match="another configuration"):
-        run_evaluation(ds, [RunSpec(solver=AnswerBook(), mode="cot", name="cot", max_tokens=50)], tmp_path,
-                       limit=2, progress=False)
+        run_evaluation(
+            ds, [RunSpec(solver=AnswerBook(), mode="cot", name="cot", max_tokens=50)], tmp_path, limit=2, progress=False
+        )
     with pytest.raises(EvaluationError, match="other items"):
-        run_evaluation(ds, [RunSpec(solver=AnswerBook(), mode="cot", name="cot")], tmp_path, limit=2, seed=7,
-                       progress=False)
+        run_evaluation(
+            ds, [RunSpec(solver=AnswerBook(), mode="cot", name="cot")], tmp_path, limit=2, seed=7, progress=False
+        )
     with pytest.raises(ValueError, match="share a name"):
-        run_evaluation(ds, [RunSpec(solver=AnswerBook(), mode="cot", name="x"),
-                            RunSpec(solver=AnswerBook(), mode="direct", name="x")], tmp_path / "other")
+        run_evaluation(
+            ds,
+            [RunSpec(solver=AnswerBook(), mode="cot", name="x"), RunSpec(solver=AnswerBook(), mode="direct", name="x")],
+            tmp_path / "other",
+        )
     with pytest.raises(ValueError, match="needs socratic"):
         RunSpec(solver="llamacpp:x", decomposer="oracle")
     with pytest.raises(ValueError, match="single-stage"):
@@ -221,8 +230,11 @@ def test_real_smollm2_decomposer_feeds_the_solver(tmp_path, smollm2_path):
         assert dec["model"] == "smollm2-135m-instruct" and dec["token_source"] == "usage" and dec["local"] is True
         assert dec["input_tokens"] > 100 and dec["output_tokens"] >= 5 and dec["cpu_seconds"] > 0
         assert dec["seconds"] > 0 and row["seconds"] >= dec["seconds"]
-        prompt = next(c for c in solver._calls if row["subquestions"] and row["subquestions"][0] in c) \
-            if row["subquestions"] else None
+        prompt = (
+            next(c for c in solver._calls if row["subquestions"] and row["subquestions"][0] in c)
+            if row["subquestions"]
+            else None
+        )
         if prompt is not None:
             assert all(q in prompt for q in row["subquestions"])
 
@@ -230,19 +242,43 @@ def test_real_smollm2_decomposer_feeds_the_solver(tmp_path, smollm2_path):
 @pytest.mark.slow
 def test_cli_real_small_run_then_report_and_compare(tmp_path, smollm2_path, capsys):
     out = tmp_path / "ev"
-    args = ["eval", "run", "--data", str(GSM), "--limit", "2", "--out", str(out), "--solver",
-            "llamacpp:smollm2-135m-instruct", "--single-stage", "direct", "--decomposer", "oracle", "--socratic",
-            str(SOCRATIC), "--max-tokens", "16", "--n-threads", "1", "--report", "--no-progress"]
+    args = [
+        "eval",
+        "run",
+        "--data",
+        str(GSM),
+        "--limit",
+        "2",
+        "--out",
+        str(out),
+        "--solver",
+        "llamacpp:smollm2-135m-instruct",
+        "--single-stage",
+        "direct",
+        "--decomposer",
+        "oracle",
+        "--socratic",
+        str(SOCRATIC),
+        "--max-tokens",
+        "16",
+        "--n-threads",
+        "1",
+        "--report",
+        "--no-progress",
+    ]
     assert main(args) == 0
     report = (out / "report.md").read_text()
     assert "`direct__smollm2-135m-instruct`" in report and "`oracle__smollm2-135m-instruct`" in report
     assert (out / "accuracy_vs_cost.png").stat().st_size > 1000
     rows = _records(out / "runs" / "direct__smollm2-135m-instruct.jsonl")
-    assert all(r["usage"]["solver"]["token_source"] == "usage" and r["usage"]["solver"]["output_tokens"] <= 16
-               for r in rows)
+    assert all(
+        r["usage"]["solver"]["token_source"] == "usage" and r["usage"]["solver"]["output_tokens"] <= 16 for r in rows
+    )
     capsys.readouterr()
-    assert main(["eval", "compare", str(out), "direct__smollm2-135m-instruct", "oracle__smollm2-135m-instruct",
-                 "--json"]) == 0
+    assert (
+        main(["eval", "compare", str(out), "direct__smollm2-135m-instruct", "oracle__smollm2-135m-instruct", "--json"])
+        == 0
+    )
     compared = json.loads(capsys.readouterr().out)
     assert compared["n"] == 2 and compared["metric"] == "strict"
     assert main(["eval", "run", "--data", str(GSM), "--out", str(out), "--single-stage", "cot", "--seed", "5"]) == 1

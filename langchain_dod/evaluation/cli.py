@@ -1,13 +1,14 @@
-"""``dod eval run|report|compare``: evaluate decomposer × solver grids from the command line.
+r"""``dod eval run|report|compare``: evaluate decomposer × solver grids from the command line.
 
 Example (the first committed report)::
 
-    dod eval run --data ../shared/data/gsm8k/test.jsonl --limit 100 --seed 0 \\
-        --out benchmarks/results/eval/gsm8k-qwen1.5b --solver llamacpp:qwen2.5-coder-1.5b-instruct \\
-        --single-stage direct --single-stage cot --decomposer llamacpp:smollm2-135m-instruct \\
+    dod eval run --data ../shared/data/gsm8k/test.jsonl --limit 100 --seed 0 \
+        --out benchmarks/results/eval/gsm8k-qwen1.5b --solver llamacpp:qwen2.5-coder-1.5b-instruct \
+        --single-stage direct --single-stage cot --decomposer llamacpp:smollm2-135m-instruct \
         --decomposer oracle --decomposer llamacpp:qwen2.5-coder-1.5b-instruct --chunk 10
     dod eval report benchmarks/results/eval/gsm8k-qwen1.5b
-    dod eval compare benchmarks/results/eval/gsm8k-qwen1.5b cot__qwen2.5-coder-1.5b-instruct oracle__qwen2.5-coder-1.5b-instruct
+    dod eval compare benchmarks/results/eval/gsm8k-qwen1.5b \
+        cot__qwen2.5-coder-1.5b-instruct oracle__qwen2.5-coder-1.5b-instruct
 """
 
 from __future__ import annotations
@@ -46,17 +47,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.decomposer and not args.single_stage:
         print("error: nothing to run; pass --decomposer and/or --single-stage", file=sys.stderr)
         return 2
-    common = {"max_tokens": args.max_tokens, "max_subquestions": args.max_subquestions, "profile": profile,
-              "n_threads": args.n_threads}
+    common = {
+        "max_tokens": args.max_tokens,
+        "max_subquestions": args.max_subquestions,
+        "profile": profile,
+        "n_threads": args.n_threads,
+    }
     specs = []
     for solver in solvers:
         for mode in args.single_stage or []:
             specs.append(RunSpec(solver=solver, mode=mode, **common))
         for dec in args.decomposer or []:
-            specs.append(RunSpec(solver=solver, decomposer=dec, socratic=socratic if dec == "oracle" else None, **common))
+            specs.append(
+                RunSpec(solver=solver, decomposer=dec, socratic=socratic if dec == "oracle" else None, **common)
+            )
     summary = run_evaluation(
-        dataset, specs, args.out, limit=args.limit, seed=None if args.seed < 0 else args.seed,
-        max_concurrency=args.max_concurrency, chunk=args.chunk, retry_errors=args.retry_errors,
+        dataset,
+        specs,
+        args.out,
+        limit=args.limit,
+        seed=None if args.seed < 0 else args.seed,
+        max_concurrency=args.max_concurrency,
+        chunk=args.chunk,
+        retry_errors=args.retry_errors,
         progress=not args.no_progress,
     )
     print(json.dumps(summary, indent=1))
@@ -116,18 +129,33 @@ def register(subparsers: Any) -> None:
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N items after shuffling")
     p.add_argument("--seed", type=int, default=0, help="shuffle seed; -1 keeps file order")
     p.add_argument("--solver", action="append", help="SPEC, repeatable (default: the local Qwen 1.5B)")
-    p.add_argument("--decomposer", action="append",
-                   help="repeatable: default | oracle | SPEC (llamacpp:smollm2-135m-instruct, openai:...) | GGUF path")
+    p.add_argument(
+        "--decomposer",
+        action="append",
+        help="repeatable: default | oracle | SPEC (llamacpp:smollm2-135m-instruct, openai:...) | GGUF path",
+    )
     p.add_argument("--single-stage", action="append", choices=["direct", "cot"], help="repeatable baseline")
     p.add_argument("--socratic", default=None, help="Socratic JSONL for --decomposer oracle (default: beside --data)")
-    p.add_argument("--profile", default=None, choices=["math", "reading", "multihop"],
-                   help="decomposer prompt profile (default: from the data set format)")
+    p.add_argument(
+        "--profile",
+        default=None,
+        choices=["math", "reading", "multihop"],
+        help="decomposer prompt profile (default: from the data set format)",
+    )
     p.add_argument("--max-tokens", type=int, default=400, help="solver output limit")
     p.add_argument("--max-subquestions", type=int, default=3)
-    p.add_argument("--max-concurrency", type=int, default=1,
-                   help="items in flight per run (one in-process llama.cpp model serves one at a time: keep 1-2)")
-    p.add_argument("--n-threads", type=int, default=None,
-                   help="llama.cpp threads for local models (on a busy shared CPU 1 can beat 2 several times over)")
+    p.add_argument(
+        "--max-concurrency",
+        type=int,
+        default=1,
+        help="items in flight per run (one in-process llama.cpp model serves one at a time: keep 1-2)",
+    )
+    p.add_argument(
+        "--n-threads",
+        type=int,
+        default=None,
+        help="llama.cpp threads for local models (on a busy shared CPU 1 can beat 2 several times over)",
+    )
     p.add_argument("--chunk", type=int, default=None, help="interleave runs every N items (same n for all if stopped)")
     p.add_argument("--retry-errors", action="store_true", help="redo items recorded with an error")
     p.add_argument("--skip-bad-items", action="store_true", help="skip malformed rows (listed in the manifest)")

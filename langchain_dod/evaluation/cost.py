@@ -46,7 +46,7 @@ class Rate:
         return ((input_tokens or 0) * self.input_per_1k + (output_tokens or 0) * self.output_per_1k) / 1000.0
 
     def scaled(self, factor: float) -> Rate:
-        """This rate times ``factor``."""
+        """The rate multiplied by ``factor``."""
         return Rate(self.input_per_1k * factor, self.output_per_1k * factor)
 
 
@@ -112,7 +112,9 @@ class PriceTable:
 
     def _explicit(self, label: str) -> Rate | None:
         for pattern, rate in self.models.items():
-            if fnmatch.fnmatch(label.lower(), pattern.lower()) or fnmatch.fnmatch(Path(label).name.lower(), pattern.lower()):
+            if fnmatch.fnmatch(label.lower(), pattern.lower()) or fnmatch.fnmatch(
+                Path(label).name.lower(), pattern.lower()
+            ):
                 return rate
         return None
 

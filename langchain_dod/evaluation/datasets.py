@@ -100,8 +100,7 @@ def detect_format(path: Path) -> str:
         return "drop"
     if suffix not in (".jsonl", ".ndjson"):
         raise DatasetError(
-            f"Cannot tell the format of {path.name!r} from its extension; pass --format "
-            f"({', '.join(FORMATS)})."
+            f"Cannot tell the format of {path.name!r} from its extension; pass --format ({', '.join(FORMATS)})."
         )
     first = next((row for _, row in _read_jsonl(path) if isinstance(row, dict)), None)
     if first is None:
@@ -199,9 +198,14 @@ def _bamboogle(path: Path) -> tuple[list[Item], list[str]]:
     items, bad = [], []
     if path.suffix.lower() == ".csv":
         with path.open(encoding="utf-8-sig", newline="") as fh:
-            rows = [(n, {(k or "").strip().lower(): v for k, v in row.items()}) for n, row in enumerate(csv.DictReader(fh), 2)]
+            rows = [
+                (n, {(k or "").strip().lower(): v for k, v in row.items()})
+                for n, row in enumerate(csv.DictReader(fh), 2)
+            ]
     else:
-        rows = [(n, {str(k).lower(): v for k, v in r.items()} if isinstance(r, dict) else r) for n, r in _read_jsonl(path)]
+        rows = [
+            (n, {str(k).lower(): v for k, v in r.items()} if isinstance(r, dict) else r) for n, r in _read_jsonl(path)
+        ]
     for index, (number, row) in enumerate(rows):
         question = _text(row.get("question")) if isinstance(row, dict) else None
         answer = _text(row.get("answer")) if isinstance(row, dict) else None
@@ -228,8 +232,14 @@ def _generic(path: Path) -> tuple[list[Item], list[str]]:
         if context is not None and not isinstance(context, str):
             bad.append(f"line {number}: 'context' must be a string")
             continue
-        items.append(Item(str(row.get("id") if row.get("id") is not None else f"{path.stem}-{index:04d}"),
-                          question, golds, context=(context or None)))
+        items.append(
+            Item(
+                str(row.get("id") if row.get("id") is not None else f"{path.stem}-{index:04d}"),
+                question,
+                golds,
+                context=(context or None),
+            )
+        )
     return items, bad
 
 

@@ -148,7 +148,7 @@ def _best_alignment(scores: list[list[float]]) -> float:
                 total += scores[i][j]
         return total
     r, c = linear_sum_assignment([[-v for v in row] for row in scores])
-    return float(sum(scores[i][j] for i, j in zip(r, c)))
+    return float(sum(scores[i][j] for i, j in zip(r, c, strict=True)))
 
 
 def _pred_spans(prediction: str, multi: bool) -> list[str]:

@@ -76,8 +76,12 @@ class SocraticOracle(RunnableSerializable[Any, Decomposition]):
         if subs is None:
             raise DecompositionError(f"No human sub-questions for this question in {self.path}.")
         return Decomposition(
-            subquestions=subs[: self.max_subquestions], model=ORACLE_LABEL, input_tokens=0, output_tokens=0,
-            seconds=0.0, raw=json.dumps(subs),
+            subquestions=subs[: self.max_subquestions],
+            model=ORACLE_LABEL,
+            input_tokens=0,
+            output_tokens=0,
+            seconds=0.0,
+            raw=json.dumps(subs),
         )
 
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Decomposition:

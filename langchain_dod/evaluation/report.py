@@ -105,13 +105,16 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def summarize(name: str, meta: dict[str, Any], records: dict[str, dict[str, Any]], fmt: str,
-              prices: PriceTable | None = None) -> RunSummary:
+def summarize(
+    name: str, meta: dict[str, Any], records: dict[str, dict[str, Any]], fmt: str, prices: PriceTable | None = None
+) -> RunSummary:
     """Accuracy, tokens, dollars, CPU seconds and latency of one run's records."""
     prices = prices or PriceTable()
     rows = list(records.values())
     scored = [_rescore(fmt, r) for r in rows]
-    names = sorted({k for s in scored for k in s}, key=lambda k: list(METRICS[fmt]).index(k) if k in METRICS[fmt] else 99)
+    names = sorted(
+        {k for s in scored for k in s}, key=lambda k: list(METRICS[fmt]).index(k) if k in METRICS[fmt] else 99
+    )
     metrics = {k: sum(s.get(k, 0.0) for s in scored) / len(scored) for k in names} if scored else {}
     spec = meta.get("spec", {})
     solver_model = next((r["usage"]["solver"]["model"] for r in rows if (r.get("usage") or {}).get("solver")), None)
@@ -200,14 +203,13 @@ def paired_comparison(ev: Evaluation, a: str, b: str, metric: str | None = None)
     n = len(common)
     sa, sb = sum(xa) / n, sum(xb) / n  # type: ignore[arg-type]
     if metric in BINARY_METRICS:
-        only_a = sum(1 for x, y in zip(xa, xb) if x and not y)
-        only_b = sum(1 for x, y in zip(xa, xb) if y and not x)
+        only_a = sum(1 for x, y in zip(xa, xb, strict=True) if x and not y)
+        only_b = sum(1 for x, y in zip(xa, xb, strict=True) if y and not x)
         diff = (only_b - only_a) / n
         se = math.sqrt(max(0.0, (only_a + only_b) - (only_b - only_a) ** 2 / n)) / n
         ci = (max(-1.0, diff - 1.96 * se), min(1.0, diff + 1.96 * se))  # a difference lies in [-1, 1]
-        return Paired(a, b, metric, n, sa, sb, diff, ci, only_a, only_b,
-                      mcnemar_exact(only_a, only_b))
-    diffs = [y - x for x, y in zip(xa, xb)]  # type: ignore[operator]
+        return Paired(a, b, metric, n, sa, sb, diff, ci, only_a, only_b, mcnemar_exact(only_a, only_b))
+    diffs = [y - x for x, y in zip(xa, xb, strict=True)]  # type: ignore[operator]
     diff = sum(diffs) / n
     se = statistics.stdev(diffs) / math.sqrt(n) if n > 1 else 0.0
     return Paired(a, b, metric, n, sa, sb, diff, (diff - 1.96 * se, diff + 1.96 * se))
@@ -236,9 +238,18 @@ def markdown_table(summaries: list[RunSummary], fmt: str) -> str:
     """The Table 1 shape: accuracy per metric, decomposition cost, solving cost (plus tokens, CPU, time)."""
     metric_names = [m for m in METRICS[fmt] if any(m in s.metrics for s in summaries)]
     head = (
-        ["run", "decomposer / solver", "n"] + [f"{m} %" for m in metric_names]
-        + ["sub-q / item (none)", "decomp. $ / solve $ per 1K q.", "decomp. tokens in/out", "solve tokens in/out", "local CPU s/item (dec/solve)",
-           "median latency s (dec/solve)", "wall min", "errors / unparsed"]
+        ["run", "decomposer / solver", "n"]
+        + [f"{m} %" for m in metric_names]
+        + [
+            "sub-q / item (none)",
+            "decomp. $ / solve $ per 1K q.",
+            "decomp. tokens in/out",
+            "solve tokens in/out",
+            "local CPU s/item (dec/solve)",
+            "median latency s (dec/solve)",
+            "wall min",
+            "errors / unparsed",
+        ]
     )
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for s in summaries:
@@ -276,8 +287,9 @@ def plot_accuracy_vs_cost(summaries: list[RunSummary], fmt: str, path: str | Pat
             continue
         x = 1000 * s.paid_dollars / s.n
         ax.scatter([x], [100 * s.metrics.get(primary, 0.0)], s=40)
-        ax.annotate(s.name, (x, 100 * s.metrics.get(primary, 0.0)), fontsize=7, xytext=(4, 3),
-                    textcoords="offset points")
+        ax.annotate(
+            s.name, (x, 100 * s.metrics.get(primary, 0.0)), fontsize=7, xytext=(4, 3), textcoords="offset points"
+        )
         if fmt == "gsm8k" and "lenient" in s.metrics:
             ax.scatter([x], [100 * s.metrics["lenient"]], s=40, facecolors="none", edgecolors="gray")
     ax.set_xlabel("paid cost, $ per 1,000 questions (decomposition + solving)")
@@ -297,16 +309,30 @@ def _default_pairs(ev: Evaluation) -> list[tuple[str, str]]:
     pairs = []
     for name, spec in specs.items():
         for baseline_mode in ("cot", "direct"):
-            base = next((n for n, s in specs.items() if s.get("decomposer") is None and s.get("mode") == baseline_mode
-                         and s.get("solver") == spec.get("solver") and n != name), None)
+            base = next(
+                (
+                    n
+                    for n, s in specs.items()
+                    if s.get("decomposer") is None
+                    and s.get("mode") == baseline_mode
+                    and s.get("solver") == spec.get("solver")
+                    and n != name
+                ),
+                None,
+            )
             if base is not None and (base, name) not in pairs and (name, base) not in pairs:
                 if spec.get("decomposer") is not None or baseline_mode == "cot":
                     pairs.append((base, name))
     return pairs
 
 
-def write_report(out: str | Path, prices: PriceTable | None = None, pairs: list[tuple[str, str]] | None = None,
-                 title: str | None = None, plot: bool = True) -> Path:
+def write_report(
+    out: str | Path,
+    prices: PriceTable | None = None,
+    pairs: list[tuple[str, str]] | None = None,
+    title: str | None = None,
+    plot: bool = True,
+) -> Path:
     """Write ``OUT/report.md``, ``OUT/report.json`` and ``OUT/accuracy_vs_cost.png``; return the Markdown path."""
     prices = prices or PriceTable()
     ev = load_evaluation(out)
@@ -330,9 +356,9 @@ def write_report(out: str | Path, prices: PriceTable | None = None, pairs: list[
         "",
         markdown_table(summaries, ev.fmt),
         "",
-        f"Dollars price {_describe_prices(prices)}; per 1,000 questions (mean over each run's n items). Tokens are per item "
-        "(means). Local CPU seconds are process CPU time of the local (llama.cpp) stages, per item; latency is the "
-        "median per stage; wall time is the run's total over all sessions.",
+        f"Dollars price {_describe_prices(prices)}; per 1,000 questions (mean over each run's n items). "
+        "Tokens are per item (means). Local CPU seconds are process CPU time of the local (llama.cpp) stages, "
+        "per item; latency is the median per stage; wall time is the run's total over all sessions.",
     ]
     if ev.fmt == "gsm8k":
         lines += [
@@ -341,9 +367,13 @@ def write_report(out: str | Path, prices: PriceTable | None = None, pairs: list[
             "gold number appears as a number token in the answer.",
         ]
     if compared:
-        lines += ["", "## Paired comparisons (B − A on the items both runs have)", "",
-                  "| A | B | metric | n | A % | B % | B − A (95 % CI), points | only A / only B right | McNemar p |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## Paired comparisons (B − A on the items both runs have)",
+            "",
+            "| A | B | metric | n | A % | B % | B − A (95 % CI), points | only A / only B right | McNemar p |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for p in compared:
             lines.append(
                 f"| `{p.a}` | `{p.b}` | {p.metric} | {p.n} | {_pct(p.score_a)} | {_pct(p.score_b)} | "
@@ -357,12 +387,20 @@ def write_report(out: str | Path, prices: PriceTable | None = None, pairs: list[
         lines += ["", f"![accuracy vs paid cost]({png.name})"]
     md = out / "report.md"
     md.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    (out / "report.json").write_text(json.dumps({
-        "manifest": {k: v for k, v in ev.manifest.items() if k != "ids"} | {"n_ids": len(ev.manifest["ids"])},
-        "prices": prices.to_dict(),
-        "runs": [s.__dict__ for s in summaries],
-        "paired": [p.__dict__ for p in compared],
-    }, indent=1, default=str) + "\n", encoding="utf-8")
+    (out / "report.json").write_text(
+        json.dumps(
+            {
+                "manifest": {k: v for k, v in ev.manifest.items() if k != "ids"} | {"n_ids": len(ev.manifest["ids"])},
+                "prices": prices.to_dict(),
+                "runs": [s.__dict__ for s in summaries],
+                "paired": [p.__dict__ for p in compared],
+            },
+            indent=1,
+            default=str,
+        )
+        + "\n",
+        encoding="utf-8",
+    )
     return md
 
 
@@ -372,5 +410,7 @@ def _describe_prices(prices: PriceTable) -> str:
     if prices.scale_decomposer_by_params:
         text += "; a decomposer that is a smaller model than the solver at that rate × its parameters / 175B"
     if prices.models:
-        text += "; overrides: " + ", ".join(f"{k} ${v.input_per_1k:g}/${v.output_per_1k:g}" for k, v in prices.models.items())
+        text += "; overrides: " + ", ".join(
+            f"{k} ${v.input_per_1k:g}/${v.output_per_1k:g}" for k, v in prices.models.items()
+        )
     return text

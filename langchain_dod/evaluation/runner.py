@@ -113,12 +113,18 @@ class RunSpec:
 
     def describe(self) -> dict[str, Any]:
         """A JSON description; a rerun into the same folder must match it."""
+
         def show(v: Any) -> Any:
             return v if v is None or isinstance(v, str) else f"<{type(v).__name__}>"
 
         return {
-            "name": self.name, "solver": show(self.solver), "decomposer": show(self.decomposer), "mode": self.mode,
-            "max_tokens": self.max_tokens, "max_subquestions": self.max_subquestions, "profile": self.profile,
+            "name": self.name,
+            "solver": show(self.solver),
+            "decomposer": show(self.decomposer),
+            "mode": self.mode,
+            "max_tokens": self.max_tokens,
+            "max_subquestions": self.max_subquestions,
+            "profile": self.profile,
             "socratic": self.socratic,
         }
 
@@ -164,7 +170,9 @@ class RunSpec:
 
         if self.decomposer is None:
             return SingleStage(solver=self._solver(), mode=self.mode)
-        return DecomposeSolve(decomposer=self._decomposer(), solver=self._solver(), max_subquestions=self.max_subquestions)
+        return DecomposeSolve(
+            decomposer=self._decomposer(), solver=self._solver(), max_subquestions=self.max_subquestions
+        )
 
 
 # -- per-item measurements ----------------------------------------------------------------------------------
@@ -199,8 +207,16 @@ class StageRecorder(BaseCallbackHandler):
         self.stage_of[run_id] = stage
         return stage
 
-    def on_chain_start(self, serialized: Any, inputs: Any, *, run_id: UUID, parent_run_id: UUID | None = None,
-                       tags: list[str] | None = None, **kwargs: Any) -> None:
+    def on_chain_start(
+        self,
+        serialized: Any,
+        inputs: Any,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
         """Remember the stage of a runnable, and the start of the whole item."""
         if parent_run_id is None and self.started is None:
             self.started = time.perf_counter()
@@ -211,21 +227,38 @@ class StageRecorder(BaseCallbackHandler):
         if parent_run_id is None:
             self.ended = time.perf_counter()
 
-    def on_chain_error(self, error: BaseException, *, run_id: UUID, parent_run_id: UUID | None = None,
-                       **kwargs: Any) -> None:
+    def on_chain_error(
+        self, error: BaseException, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
+    ) -> None:
         """A failed item ends too."""
         self.on_chain_end(None, run_id=run_id, parent_run_id=parent_run_id)
 
     def _model_start(self, run_id: UUID, parent_run_id: UUID | None, tags: list[str] | None) -> None:
         self.open[run_id] = (self._stage(run_id, parent_run_id, tags), time.process_time())
 
-    def on_chat_model_start(self, serialized: Any, messages: Any, *, run_id: UUID,
-                            parent_run_id: UUID | None = None, tags: list[str] | None = None, **kwargs: Any) -> None:
+    def on_chat_model_start(
+        self,
+        serialized: Any,
+        messages: Any,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
         """Start the CPU clock of a chat model call."""
         self._model_start(run_id, parent_run_id, tags)
 
-    def on_llm_start(self, serialized: Any, prompts: Any, *, run_id: UUID, parent_run_id: UUID | None = None,
-                     tags: list[str] | None = None, **kwargs: Any) -> None:
+    def on_llm_start(
+        self,
+        serialized: Any,
+        prompts: Any,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
         """Start the CPU clock of a completion model call."""
         self._model_start(run_id, parent_run_id, tags)
 
@@ -285,8 +318,9 @@ def _config_error(err: BaseException) -> BaseException | None:
     return None
 
 
-def _stage_usage(head: dict[str, Any] | None, llm: Any, prompt: str | None, log: _StageLog | None,
-                 cpu_valid: bool, local: bool) -> dict[str, Any] | None:
+def _stage_usage(
+    head: dict[str, Any] | None, llm: Any, prompt: str | None, log: _StageLog | None, cpu_valid: bool, local: bool
+) -> dict[str, Any] | None:
     """One stage's usage: the chain's numbers, counted tokens where it has none, CPU seconds, locality."""
     if head is None and log is None:
         return None
@@ -312,8 +346,9 @@ def _is_local(llm: Any) -> bool:
     return isinstance(llm, ChatGGUF)
 
 
-def _make_record(item: Item, fmt: str, spec: RunSpec, chain: Any, output: Any, recorder: StageRecorder,
-                 cpu_valid: bool) -> dict[str, Any]:
+def _make_record(
+    item: Item, fmt: str, spec: RunSpec, chain: Any, output: Any, recorder: StageRecorder, cpu_valid: bool
+) -> dict[str, Any]:
     from langchain_dod.decomposer import Decomposer
     from langchain_dod.prompts import solver_messages
 
@@ -332,13 +367,23 @@ def _make_record(item: Item, fmt: str, spec: RunSpec, chain: Any, output: Any, r
     solve_prompt = _messages_text(solver_messages(item.question, item.context, subquestions, mode=solve_mode))
     logs = recorder.stages
     usage = {
-        "decomposer": None if spec.decomposer is None else _stage_usage(
-            usage_in.get("decomposer"), dec_llm, dec_prompt, logs.get("decomposer"), cpu_valid,
+        "decomposer": None
+        if spec.decomposer is None
+        else _stage_usage(
+            usage_in.get("decomposer"),
+            dec_llm,
+            dec_prompt,
+            logs.get("decomposer"),
+            cpu_valid,
             local=dec_llm is None or _is_local(dec_llm),
         ),
         "solver": _stage_usage(
-            usage_in.get("solver"), solver, solve_prompt if (usage_in.get("solver") or logs.get("solver")) else None,
-            logs.get("solver"), cpu_valid, local=_is_local(solver),
+            usage_in.get("solver"),
+            solver,
+            solve_prompt if (usage_in.get("solver") or logs.get("solver")) else None,
+            logs.get("solver"),
+            cpu_valid,
+            local=_is_local(solver),
         ),
     }
     prediction = output.get("answer")
@@ -428,8 +473,11 @@ def _manifest(out: Path, dataset: LoadedDataset, items: list[Item], seed: int | 
     path = out / "manifest.json"
     new = {
         "dataset": {
-            "path": str(dataset.path), "format": dataset.fmt, "sha256": dataset.sha256,
-            "n_items_in_file": len(dataset.items), "skipped_rows": dataset.skipped,
+            "path": str(dataset.path),
+            "format": dataset.fmt,
+            "sha256": dataset.sha256,
+            "n_items_in_file": len(dataset.items),
+            "skipped_rows": dataset.skipped,
         },
         "seed": seed,
         "limit": limit,
@@ -439,7 +487,9 @@ def _manifest(out: Path, dataset: LoadedDataset, items: list[Item], seed: int | 
     if path.exists():
         old = json.loads(path.read_text(encoding="utf-8"))
         same_data = (old["dataset"]["sha256"], old["dataset"]["format"], old.get("seed")) == (
-            dataset.sha256, dataset.fmt, seed,
+            dataset.sha256,
+            dataset.fmt,
+            seed,
         )
         old_ids, new_ids = old["ids"], new["ids"]
         prefix = old_ids[: len(new_ids)] == new_ids or new_ids[: len(old_ids)] == old_ids
@@ -477,7 +527,9 @@ def _open_run(out: Path, spec: RunSpec, dataset: LoadedDataset, retry_errors: bo
     if meta_path.exists():
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         if meta.get("spec") != described:
-            changed = {k: (meta.get("spec", {}).get(k), v) for k, v in described.items() if meta.get("spec", {}).get(k) != v}
+            changed = {
+                k: (meta.get("spec", {}).get(k), v) for k, v in described.items() if meta.get("spec", {}).get(k) != v
+            }
             raise EvaluationError(
                 f"Run {spec.name!r} in {out} was made with another configuration ({changed}); name this run "
                 "differently or use another --out."
@@ -492,9 +544,15 @@ def _open_run(out: Path, spec: RunSpec, dataset: LoadedDataset, retry_errors: bo
 
 def _save_segment(state: _RunState, started: float, items: int) -> None:
     if state.segment is None:
-        state.segment = {"started": _now(), "seconds": 0.0, "items": 0, "host": platform.node(),
-                         "cpu_count": os.cpu_count(), "n_threads": state.spec.n_threads,
-                         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
+        state.segment = {
+            "started": _now(),
+            "seconds": 0.0,
+            "items": 0,
+            "host": platform.node(),
+            "cpu_count": os.cpu_count(),
+            "n_threads": state.spec.n_threads,
+            "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        }
         state.meta["segments"].append(state.segment)
     state.segment["seconds"] = round(state.segment["seconds"] + (time.perf_counter() - started), 3)
     state.segment["items"] += items
@@ -511,9 +569,13 @@ async def _run_chunk(state: _RunState, items: list[Item], fmt: str, max_concurre
     chain = state.chain
     recorders = [StageRecorder() for _ in todo]
     configs = [
-        {"callbacks": [r], "max_concurrency": max_concurrency, "metadata": {"item_id": i.id, "run": state.spec.name},
-         "run_name": f"eval:{state.spec.name}"}
-        for i, r in zip(todo, recorders)
+        {
+            "callbacks": [r],
+            "max_concurrency": max_concurrency,
+            "metadata": {"item_id": i.id, "run": state.spec.name},
+            "run_name": f"eval:{state.spec.name}",
+        }
+        for i, r in zip(todo, recorders, strict=True)
     ]
     inputs = [{"question": i.question, "context": i.context} for i in todo]
     cpu_valid = max_concurrency == 1
