@@ -186,10 +186,14 @@ class Decomposer(RunnableSerializable[Any, Decomposition]):
             return llm.bind(json_schema=subquestion_schema(self.max_subquestions), max_tokens=self.max_tokens), "grammar"
         schema = subquestion_schema(self.max_subquestions)
         if self.structured_output == "json_object" or (self.structured_output == "auto" and _local_openai_server(llm)):
-            bound: dict[str, Any] = {"response_format": {"type": "json_object", "schema": schema}}
-            if hasattr(llm, "extra_body"):  # ChatOpenAI sends max_completion_tokens, which llama.cpp ignores
-                bound["extra_body"] = {**(llm.extra_body or {}), "max_tokens": self.max_tokens}
-            return llm.bind(**bound), "grammar"
+            response_format = {"type": "json_object", "schema": schema}
+            if not hasattr(llm, "extra_body"):
+                return llm.bind(response_format=response_format), "grammar"
+            # ChatOpenAI: in the request body, not as its own argument, so that a reply cut off at max_tokens comes
+            # back as text (partial JSON is still read) instead of raising LengthFinishReasonError; max_tokens
+            # because ChatOpenAI sends max_completion_tokens, which llama-cpp-python's server ignores.
+            extra = {**(llm.extra_body or {}), "response_format": response_format, "max_tokens": self.max_tokens}
+            return llm.bind(extra_body=extra), "grammar"
         if (
             self.structured_output == "auto"
             and isinstance(llm, BaseChatModel)

@@ -138,6 +138,15 @@ async def test_remote_decomposer_async_and_concurrent(server_url: str) -> None:
     assert results[0].subquestions == (await decomposer.ainvoke(QUESTIONS[0])).subquestions
 
 
+def test_reply_cut_off_by_max_tokens_keeps_complete_items(server_url: str) -> None:
+    """A reply that hits max_tokens mid-list is read up to its last complete sub-question, never an error."""
+    full = remote_decomposer(server_url).invoke(QUESTIONS[0])
+    short = Decomposer(llm=remote_decomposer(server_url).llm, profile="multihop", max_tokens=12).invoke(QUESTIONS[0])
+    assert short.output_tokens == 12
+    assert short.raw and short.raw in full.raw  # greedy: the cut reply is a prefix of the full one
+    assert short.subquestions == full.subquestions[: len(short.subquestions)]
+
+
 def test_forced_json_object_mode_on_any_base_url(server_url: str) -> None:
     """``structured_output="json_object"`` takes the same path even when the URL looks like OpenAI's."""
     llm = ChatOpenAI(base_url=server_url, api_key="x", model="smollm2", temperature=0, max_retries=0)
@@ -157,9 +166,10 @@ def test_path_chosen_per_endpoint() -> None:
     )
     runnable, how = Decomposer(llm=local, max_tokens=77)._bound()
     assert how == "grammar"
-    assert runnable.kwargs["response_format"]["type"] == "json_object"
-    assert runnable.kwargs["response_format"]["schema"]["required"] == ["subquestions"]
-    assert runnable.kwargs["extra_body"] == {"repeat_penalty": 1.0, "max_tokens": 77}
+    body = runnable.kwargs["extra_body"]
+    assert body["response_format"]["type"] == "json_object"
+    assert body["response_format"]["schema"]["required"] == ["subquestions"]
+    assert body["repeat_penalty"] == 1.0 and body["max_tokens"] == 77
     hosted = ChatOpenAI(api_key="x", model="gpt-4o-mini")
     assert Decomposer(llm=hosted)._bound()[1] == "structured"
     assert Decomposer(llm=hosted, structured_output="never")._bound()[1] == "text"
