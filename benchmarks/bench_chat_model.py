@@ -116,6 +116,7 @@ def worker_chatgguf(repeats: int, max_tokens: int, threads: int) -> dict[str, An
             prompt_tps.append(usage["input_tokens"] / ttft)
             if usage["output_tokens"] > 1:
                 decode_tps.append((usage["output_tokens"] - 1) / rest)
+    grammar_tps = _grammar_decode(llm, repeats)
     cache = _prefix_cache(llm, repeats)
     return {
         "backend": "ChatGGUF (llama.cpp, Q4_1)",
@@ -126,8 +127,37 @@ def worker_chatgguf(repeats: int, max_tokens: int, threads: int) -> dict[str, An
         "output_tokens_median": statistics.median(n_out),
         "prompt_tok_s": _median(prompt_tps),
         "decode_tok_s": _median(decode_tps),
+        "grammar_decode_tok_s": _median(grammar_tps),
         "prefix_cache": cache,
     }
+
+
+#: The decomposer's kind of output: a JSON object with a short list of strings.
+SUBQUESTIONS = {
+    "type": "object",
+    "properties": {"subquestions": {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 3}},
+    "required": ["subquestions"],
+}
+
+
+def _grammar_decode(llm: Any, repeats: int) -> list[float]:
+    """Decode speed when a JSON-schema grammar constrains every token (``.bind(json_schema=...)``)."""
+    speeds = []
+    for _ in range(repeats):
+        for messages in PROMPTS:
+            usage: dict[str, Any] = {}
+
+            def stream(messages: list[dict[str, str]] = messages, usage: dict[str, Any] = usage) -> Any:
+                for chunk in llm.stream(messages, json_schema=SUBQUESTIONS, repeat_penalty=1.3):
+                    if chunk.usage_metadata:
+                        usage.update(chunk.usage_metadata)
+                    if chunk.content:
+                        yield chunk
+
+            _, rest, _ = _time_stream(stream)
+            if usage["output_tokens"] > 1:
+                speeds.append((usage["output_tokens"] - 1) / rest)
+    return speeds
 
 
 def _prefix_cache(llm: Any, repeats: int) -> dict[str, Any]:
@@ -336,6 +366,12 @@ def _markdown(report: dict[str, Any]) -> str:
     for key, ratio in report["ratios"].items():
         lines.append(f"- {key}: " + ", ".join(f"{k} {v}x" for k, v in ratio.items()))
     cache = ours["prefix_cache"]
+    lines += [
+        "",
+        f"ChatGGUF decode under a JSON-schema grammar (the decomposer's `.bind(json_schema=...)`): "
+        f"{ours['grammar_decode_tok_s']:.1f} tok/s vs {ours['decode_tok_s']:.1f} tok/s free "
+        f"({round(ours['grammar_decode_tok_s'] / ours['decode_tok_s'], 2)}x).",
+    ]
     lines += [
         "",
         f"Prefix KV-cache reuse (ChatGGUF, {cache['input_tokens']}-token prompt with a shared system prompt; "
