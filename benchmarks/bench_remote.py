@@ -91,9 +91,7 @@ def llama_cpp_python_server(model: Path, threads: int) -> contextlib.AbstractCon
     return _serve(command, port, "/v1/models")
 
 
-def llama_server(
-    binary: Path, model: Path, threads: int, slots: int
-) -> contextlib.AbstractContextManager[str]:
+def llama_server(binary: Path, model: Path, threads: int, slots: int) -> contextlib.AbstractContextManager[str]:
     """llama.cpp's ``llama-server`` on a free port: ``slots`` slots of 1024 tokens, continuous batching."""
     port = _free_port()
     command = [
@@ -134,9 +132,7 @@ def measure(decomposer: Decomposer, questions: list[str], levels: Sequence[int],
     return asyncio.run(_measure(decomposer, questions, levels, repeats))
 
 
-async def _measure(
-    decomposer: Decomposer, questions: list[str], levels: Sequence[int], repeats: int
-) -> list[dict]:
+async def _measure(decomposer: Decomposer, questions: list[str], levels: Sequence[int], repeats: int) -> list[dict]:
     await decomposer.ainvoke(questions[0])  # warm-up: model load, grammar, first prompt, HTTP connection
     rows = []
     for level in levels:
@@ -161,6 +157,18 @@ async def _measure(
             }
         )
     return rows
+
+
+NOTES = (
+    "Each cell decomposes the same multi-hop questions (`examples/data/multihop_questions.jsonl`) greedily "
+    "under the sub-question JSON schema; latency is per request, including time queued behind other requests. "
+    "One model instance serves one request at a time in-process and in llama-cpp-python's server, so "
+    "concurrency adds queueing, not throughput. llama-server's slots decode concurrent requests in one batch; "
+    "that pays off when a decode step is bound by memory traffic (bigger models, more cores, GPUs), and did "
+    "not here (one thread on a shared 2-core CPU, a 135M model). llama-server's grammar lets the model "
+    "pretty-print the JSON, so it writes a few more tokens per decomposition. The machine's 2 cores were shared "
+    "with other jobs (see the load average): compare rows of one run, not runs."
+)
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -192,9 +200,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "--llama-server", type=Path, default=None, help="also start and measure this llama-server binary"
     )
     parser.add_argument("--slots", type=int, default=4, help="llama-server parallel slots (-np)")
-    parser.add_argument(
-        "--server-url", default=None, help="also measure this running OpenAI-compatible server"
-    )
+    parser.add_argument("--server-url", default=None, help="also measure this running OpenAI-compatible server")
     parser.add_argument("--label", default=None, help="name of --server-url's server in the table")
     parser.add_argument("--skip-local", action="store_true", help="do not measure the in-process baseline")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -213,9 +219,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             profile="multihop",
             max_tokens=args.max_tokens,
         )
-        backends.append(
-            {"label": "in-process ChatGGUF", "rows": measure(local, questions, levels, args.repeats)}
-        )
+        backends.append({"label": "in-process ChatGGUF", "rows": measure(local, questions, levels, args.repeats)})
     with llama_cpp_python_server(model, args.threads) as url:
         rows = measure(_remote(url, args.max_tokens), questions, levels, args.repeats)
     backends.append({"label": "llama-cpp-python server", "rows": rows})
@@ -229,8 +233,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     result = {
         "backends": backends,
         "meta": {
-            "command": "python benchmarks/bench_remote.py "
-            + " ".join(sys.argv[1:] if argv is None else argv),
+            "command": "python benchmarks/bench_remote.py " + " ".join(sys.argv[1:] if argv is None else argv),
             "model": model.name,
             "threads": args.threads,
             "max_tokens": args.max_tokens,
@@ -248,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         f"`{result['meta']['command']}` ({result['meta']['cpu_count']} CPUs, "
         f"{args.threads} llama.cpp threads, "
         f"load average at end {result['meta']['load_average_at_end']}; medians of {args.repeats} runs)\n\n"
-        f"{table}\n"
+        f"{table}\n\n{NOTES}\n"
     )
     return result
 

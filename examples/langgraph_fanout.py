@@ -64,9 +64,7 @@ def _passages(path: Path = DATA / "corpus.jsonl") -> list[str]:
     return [f"{r['title']}. {r['text']}" for r in rows]
 
 
-def build_graph(
-    decomposer: Decomposer, sub_solver: BaseChatModel, solver: BaseChatModel, passages_k: int = 2
-):
+def build_graph(decomposer: Decomposer, sub_solver: BaseChatModel, solver: BaseChatModel, passages_k: int = 2):
     """Compile the decompose → (Send × n) answer → join graph."""
     from langchain_community.retrievers import BM25Retriever
 
@@ -115,23 +113,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Command line entry point; returns the final state (the smoke test reads it)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--question", default=DEFAULT_QUESTION)
-    parser.add_argument(
-        "--solver", default="smollm2-135m-instruct", help="local GGUF name or path for both solvers"
-    )
-    parser.add_argument(
-        "--max-tokens", type=int, default=48, help="per answer (sub-answers and the final one)"
-    )
-    parser.add_argument(
-        "--threads", type=int, default=None, help="llama.cpp threads (default: physical cores)"
-    )
+    parser.add_argument("--solver", default="smollm2-135m-instruct", help="local GGUF name or path for both solvers")
+    parser.add_argument("--max-tokens", type=int, default=48, help="per answer (sub-answers and the final one)")
+    parser.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: physical cores)")
     args = parser.parse_args(argv)
     if args.max_tokens < 1:
         parser.error("--max-tokens must be >= 1")
 
     solver = ChatGGUF(model=args.solver, max_tokens=args.max_tokens, n_threads=args.threads)
-    decomposer = Decomposer(
-        llm=default_decomposer_llm(n_threads=args.threads), profile="multihop", max_tokens=96
-    )
+    decomposer = Decomposer(llm=default_decomposer_llm(n_threads=args.threads), profile="multihop", max_tokens=96)
     graph = build_graph(decomposer, sub_solver=solver, solver=solver)
     state = graph.invoke({"question": args.question})
     print(f"Question: {state['question']}")

@@ -111,9 +111,7 @@ def load_corpus(path: Path = DATA / "corpus.jsonl") -> list[Document]:
     ]
 
 
-def load_questions(
-    path: Path = DATA / "multihop_questions.jsonl", corpus: Sequence[Document] = ()
-) -> list[dict]:
+def load_questions(path: Path = DATA / "multihop_questions.jsonl", corpus: Sequence[Document] = ()) -> list[dict]:
     """Questions with ``gold`` passage ids; every gold id must exist in ``corpus`` when one is given."""
     questions = _jsonl(path)
     known = {d.id for d in corpus}
@@ -206,9 +204,7 @@ def summarize(rows: list[dict], retrievers: list[str], ks: Sequence[int]) -> lis
                 entry[f"recall@{k}"] = round(statistics.fmean(values), 4) if values else None
                 entry[f"both@{k}"] = round(sum(v == 1.0 for v in values) / len(values), 4) if values else None
             if method in ("multiquery", "dod") and mine and mine[0]["seconds"]:
-                entry["median_seconds_first_pass"] = round(
-                    statistics.median(r["seconds"][method] for r in mine), 3
-                )
+                entry["median_seconds_first_pass"] = round(statistics.median(r["seconds"][method] for r in mine), 3)
             table.append(entry)
     return table
 
@@ -221,8 +217,7 @@ def markdown(result: dict[str, Any], ks: Sequence[int]) -> str:
         lines.append(
             "| "
             + " | ".join(
-                [e["retriever"], e["method"]]
-                + [f"{e[f'{m}@{k}']:.3f}" for k in ks for m in ("recall", "both")]
+                [e["retriever"], e["method"]] + [f"{e[f'{m}@{k}']:.3f}" for k in ks for m in ("recall", "both")]
             )
             + " |"
         )

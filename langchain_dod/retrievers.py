@@ -138,9 +138,7 @@ class DecomposingRetriever(BaseRetriever):
         return unique
 
     def _fuse(self, queries: list[str], results: list[list[Document]], k: int | None) -> list[Document]:
-        return reciprocal_rank_fusion(results, queries, rrf_k=self.rrf_k)[
-            : _valid_k(self.k if k is None else k)
-        ]
+        return reciprocal_rank_fusion(results, queries, rrf_k=self.rrf_k)[: _valid_k(self.k if k is None else k)]
 
     def _get_relevant_documents(
         self, query: str, *, run_manager: CallbackManagerForRetrieverRun, k: int | None = None

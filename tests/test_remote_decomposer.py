@@ -86,9 +86,7 @@ def server_url(smollm2_path: Path, tmp_path_factory: pytest.TempPathFactory) -> 
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(
-                    f"llama_cpp.server not ready after {READY_TIMEOUT_S}s:\n{log.read_text()[-2000:]}"
-                )
+                pytest.fail(f"llama_cpp.server not ready after {READY_TIMEOUT_S}s:\n{log.read_text()[-2000:]}")
             time.sleep(0.5)
         yield url
     finally:
@@ -161,9 +159,7 @@ def test_path_chosen_per_endpoint() -> None:
     with_structured_output, which needs the schema's title (without it ChatOpenAI refused and the decomposer
     silently fell back to parsing free text).
     """
-    local = ChatOpenAI(
-        base_url="http://127.0.0.1:9/v1", api_key="x", model="m", extra_body={"repeat_penalty": 1.0}
-    )
+    local = ChatOpenAI(base_url="http://127.0.0.1:9/v1", api_key="x", model="m", extra_body={"repeat_penalty": 1.0})
     runnable, how = Decomposer(llm=local, max_tokens=77)._bound()
     assert how == "grammar"
     body = runnable.kwargs["extra_body"]

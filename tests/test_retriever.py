@@ -34,9 +34,7 @@ SUBQUESTIONS = ["Who designed the Varnholt Bridge?", "Where was Mira Talloway bo
 
 def scripted_decomposer(*replies: str) -> Decomposer:
     """Build a Decomposer whose model replies with fixed text (the decomposer itself is tested elsewhere)."""
-    return Decomposer(
-        llm=GenericFakeChatModel(messages=iter([AIMessage(r) for r in replies])), profile="multihop"
-    )
+    return Decomposer(llm=GenericFakeChatModel(messages=iter([AIMessage(r) for r in replies])), profile="multihop")
 
 
 def subquestion_reply(items: list[str]) -> str:
@@ -125,13 +123,11 @@ def test_per_call_k_and_include_original(bm25: BM25Retriever) -> None:
 
 async def test_async_matches_sync(bm25: BM25Retriever) -> None:
     reply = subquestion_reply(SUBQUESTIONS)
-    sync_docs = DecomposingRetriever(retriever=bm25, decomposer=scripted_decomposer(reply), k=3).invoke(
-        QUESTION
-    )
+    sync_docs = DecomposingRetriever(retriever=bm25, decomposer=scripted_decomposer(reply), k=3).invoke(QUESTION)
     recorder = Recorder()
-    async_docs = await DecomposingRetriever(
-        retriever=bm25, decomposer=scripted_decomposer(reply), k=3
-    ).ainvoke(QUESTION, {"callbacks": [recorder]})
+    async_docs = await DecomposingRetriever(retriever=bm25, decomposer=scripted_decomposer(reply), k=3).ainvoke(
+        QUESTION, {"callbacks": [recorder]}
+    )
     assert [d.page_content for d in async_docs] == [d.page_content for d in sync_docs]
     assert [d.metadata for d in async_docs] == [d.metadata for d in sync_docs]
     assert sorted(recorder.retriever_queries[1:]) == sorted([QUESTION, *SUBQUESTIONS])
