@@ -285,11 +285,14 @@ class ChatGGUF(BaseChatModel):
         return {
             "model": self.model,
             "lora_path": self.lora_path,
+            "lora_scale": self.lora_scale,
             "n_ctx": self.n_ctx,
             "temperature": self.temperature,
             "top_p": self.top_p,
             "top_k": self.top_k,
+            "repeat_penalty": self.repeat_penalty,
             "max_tokens": self.max_tokens,
+            "stop_sequences": self.stop,  # not "stop": LangChain overwrites that key with the per-call stop
             "seed": self.seed,
         }
 

@@ -172,6 +172,18 @@ def test_timeout_stops_a_long_call() -> None:
     assert ChatGGUF(model=MODEL, max_tokens=3).invoke("Hi").content
 
 
+def test_response_cache_tells_settings_apart() -> None:
+    """LangChain's response cache keys on ``_identifying_params``: settings that change the output must be in it."""
+    from langchain_core.caches import InMemoryCache
+
+    cache = InMemoryCache()
+    first = ChatGGUF(model=MODEL, max_tokens=4, cache=cache).invoke("Hi")
+    assert ChatGGUF(model=MODEL, max_tokens=4, cache=cache).invoke("Hi").content == first.content  # a hit
+    ChatGGUF(model=MODEL, max_tokens=4, cache=cache, repeat_penalty=1.3).invoke("Hi")
+    ChatGGUF(model=MODEL, max_tokens=4, cache=cache, stop=["!"]).invoke("Hi")
+    assert len(cache._cache) == 3
+
+
 def test_token_counting(llm: ChatGGUF) -> None:
     assert llm.get_num_tokens("hello world") == 2
     one = llm.get_num_tokens_from_messages([SystemMessage("Be brief."), HumanMessage("hi")])
