@@ -26,6 +26,7 @@ RESULTS = Path(__file__).parent / "results"
 GSM8K = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k" / "test.jsonl"
 BACKENDS = ("gguf:smollm2-135m-instruct", "gguf:qwen2.5-coder-1.5b-instruct", "transformers:smollm2-135m-instruct")
 MAX_TOKENS = 192
+THREADS = int(os.environ.get("DOD_BENCH_THREADS", "1"))  # 1: the 2-core machine is shared
 
 
 def _questions(n: int) -> list[str]:
@@ -43,7 +44,7 @@ def run_gguf(name: str, questions: list[str]) -> dict:
     from langchain_dod import ChatGGUF, Decomposer
 
     started = time.perf_counter()
-    llm = ChatGGUF(model=name).load()
+    llm = ChatGGUF(model=name, n_threads=THREADS).load()
     load = time.perf_counter() - started
     decomposer = Decomposer(llm=llm, max_tokens=MAX_TOKENS)
     seconds, counts, outputs = [], [], []
@@ -63,7 +64,7 @@ def run_transformers(name: str, questions: list[str]) -> dict:
     from langchain_dod.models import resolve
     from langchain_dod.prompts import decomposer_messages
 
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(THREADS)
     path = resolve(name)
     started = time.perf_counter()
     tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
@@ -131,6 +132,7 @@ def main() -> None:
         "machine": f"{platform.machine()} {os.cpu_count()} cpus",
         "loadavg_at_end": os.getloadavg(),
         "max_tokens": MAX_TOKENS,
+        "threads": THREADS,
         "note": "llama.cpp rows decode under the sub-question grammar; transformers "
         "decodes without it (fp32, dequantized from the same GGUF)",
     }
@@ -139,7 +141,8 @@ def main() -> None:
     lines = [
         "# Decomposition latency (GSM8K test sample, one question at a time)",
         "",
-        f"`{meta['command']}` on {meta['machine']}; load average at end {meta['loadavg_at_end'][0]:.1f}.",
+        f"`{meta['command']}` on {meta['machine']}, {THREADS} thread(s) per backend; load average at end "
+        f"{meta['loadavg_at_end'][0]:.1f}.",
         "",
         "| backend | n | load s | p50 s | p95 s | p50 ratio | median out tokens | peak RSS MB | decomposed |",
         "|---|---|---|---|---|---|---|---|---|",

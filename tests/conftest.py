@@ -9,7 +9,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-GSM8K_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k"
+GSM8K_DIR = Path(os.environ.get("DOD_GSM8K_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k")
 
 
 @pytest.fixture(scope="session")
