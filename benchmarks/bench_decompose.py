@@ -71,6 +71,8 @@ def run_transformers(name: str, questions: list[str]) -> dict:
     model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, torch_dtype=torch.float32)
     model.eval()
     load = time.perf_counter() - started
+    # the GGUF-derived generation config may not name the chat turn's end token: stop where llama.cpp stops
+    stop_ids = [i for i in {tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>")} if isinstance(i, int)]
     seconds, outputs = [], []
     for question in questions:
         ids = tok.apply_chat_template(
@@ -78,7 +80,7 @@ def run_transformers(name: str, questions: list[str]) -> dict:
         )
         t = time.perf_counter()
         with torch.no_grad():
-            out = model.generate(**ids, max_new_tokens=MAX_TOKENS, do_sample=False)
+            out = model.generate(**ids, max_new_tokens=MAX_TOKENS, do_sample=False, eos_token_id=stop_ids)
         seconds.append(time.perf_counter() - t)
         outputs.append(int(out.shape[1] - ids["input_ids"].shape[1]))
     return {"load_s": load, "seconds": seconds, "n_subquestions": None, "output_tokens": outputs}
