@@ -24,8 +24,11 @@ demo: install
 test: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
-bench: install
-	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.run
+bench: install  # each writes benchmarks/results/NAME.{json,md}
+	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.bench_chat_model --repeats 5 --max-tokens 32
+	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.bench_decompose --n 20
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_sft.py --steps 5 --repeats 2
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_remote.py --requests 8 --repeats 3
 
 clean:
 	rm -rf $(VENV)
