@@ -281,24 +281,28 @@ def plot_accuracy_vs_cost(summaries: list[RunSummary], fmt: str, path: str | Pat
     except ImportError as err:
         raise ImportError("The plot needs matplotlib: pip install 'langchain-dod[eval]'.") from err
     primary = PRIMARY_METRIC[fmt]
+    one_solver = len({s.solver for s in summaries}) == 1
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     for s in summaries:
         if not s.n:
             continue
         x = 1000 * s.paid_dollars / s.n
+        label = s.name.split("__")[0] if one_solver else s.name  # one solver: named once, under the axis
         ax.scatter([x], [100 * s.metrics.get(primary, 0.0)], s=40)
         ax.annotate(
-            s.name, (x, 100 * s.metrics.get(primary, 0.0)), fontsize=7, xytext=(4, 3), textcoords="offset points"
+            label, (x, 100 * s.metrics.get(primary, 0.0)), fontsize=7, xytext=(4, 3), textcoords="offset points"
         )
         if fmt == "gsm8k" and "lenient" in s.metrics:
             ax.scatter([x], [100 * s.metrics["lenient"]], s=40, facecolors="none", edgecolors="gray")
     ax.set_xlabel("paid cost, $ per 1,000 questions (decomposition + solving)")
     ax.set_ylabel(f"{primary} accuracy, %" + (" (hollow: lenient)" if fmt == "gsm8k" else ""))
-    ax.set_title(title or "Accuracy against paid cost")
+    if one_solver and summaries:
+        ax.set_xlabel(ax.get_xlabel() + f"\nsolver: {_short(summaries[0].solver)}")
+    ax.set_title(title or "Accuracy against paid cost", fontsize=9)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
     return path
 
