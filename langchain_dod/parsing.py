@@ -93,8 +93,10 @@ def parse_subquestions(text: str, max_subquestions: int | None = None) -> list[s
     return []
 
 
-_ANSWER = re.compile(re.escape(ANSWER_MARKER).replace(r"\:", ":?") + r"\s*(.+)", re.I)
-_ANSWER_LOOSE = re.compile(r"(?:final answer|answer)\s*(?:is)?\s*[:=]\s*(.+)", re.I)
+_ANSWER = re.compile(re.escape(ANSWER_MARKER).replace(r"\:", ":?"), re.I)
+_ANSWER_LOOSE = re.compile(r"(?:final answer|answer)\s*(?:is)?\s*[:=]", re.I)
+_BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
+_MATH_DELIMS = re.compile(r"^(\\\[|\\\()\s*|\s*(\\\]|\\\))$")
 _NUMBER = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?")
 
 
@@ -116,9 +118,26 @@ def extract_answer(text: str) -> str | None:
     if not text:
         return None
     for pattern in (_ANSWER, _ANSWER_LOOSE):
-        matches = pattern.findall(text)
+        matches = list(pattern.finditer(text))
         if matches:
-            answer = matches[-1].strip().strip("*").strip()
-            answer = re.sub(r"^\\boxed\{(.*)\}$", r"\1", answer)
-            return answer.rstrip(".").strip() or None
+            answer = _answer_after(text[matches[-1].end() :])
+            if answer is not None:
+                return answer
+    boxed = _BOXED.findall(text)
+    if boxed:
+        return boxed[-1].strip() or None
     return last_number(text)
+
+
+def _answer_after(rest: str) -> str | None:
+    """The answer that follows a marker: on the same line, or (math display, ``\\boxed{}``) on the next ones."""
+    boxed = _BOXED.search(rest[:300])
+    if boxed:
+        return boxed.group(1).strip() or None
+    for line in rest.splitlines():
+        answer = _MATH_DELIMS.sub("", line.strip().strip("*").strip()).strip().rstrip(".").strip()
+        if len(answer) > 2 and answer[0] == answer[-1] == "$":  # inline math $...$, not a price
+            answer = answer.strip("$").strip()
+        if answer:
+            return answer
+    return None

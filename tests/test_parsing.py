@@ -70,6 +70,12 @@ def test_non_string_is_a_clear_error() -> None:
         ("Final answer: 12 apples", "12 apples"),
         ("She has 3 + 4 = 7 apples left.", "7"),
         ("I do not know.", None),
+        # math display on the lines after the marker (Qwen's habit); a boxed answer anywhere
+        ("Therefore the answer is:\n\\[ \\boxed{39} \\]", "39"),
+        ("The answer is:\n\\[ 17 \\]", "17"),
+        ("The answer is: \\( 5 \\)", "5"),
+        ("The answer is: $x=5$", "x=5"),
+        ("so \\(\\boxed{42}\\) in total", "42"),
         ("", None),
     ],
 )
