@@ -40,7 +40,7 @@ from typing import Any
 from langchain_core.caches import InMemoryCache
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
-from langchain_core.globals import set_llm_cache
+from langchain_core.globals import get_llm_cache, set_llm_cache
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.vectorstores import InMemoryVectorStore
 from tqdm import tqdm
@@ -283,7 +283,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if min(args.k) < 1:
         parser.error("--k values must be >= 1")
 
-    # the multiquery_rrf method re-reads MultiQuery's own generation from the cache
+    # the multiquery_rrf method re-reads MultiQuery's own generation from the cache (restored on return)
+    previous_cache = get_llm_cache()
     if args.llm_cache:
         from langchain_community.cache import SQLiteCache
 
@@ -295,7 +296,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     llm = ChatGGUF(model="smollm2-135m-instruct", max_tokens=64, n_threads=args.threads)
     retrievers = build_retrievers(corpus, args.retrievers, depth=max(args.k))
     started = time.perf_counter()
-    result = evaluate(questions, retrievers, llm, args.k)
+    try:
+        result = evaluate(questions, retrievers, llm, args.k)
+    finally:
+        set_llm_cache(previous_cache)
     result["meta"] = {
         "command": "python examples/rag_multihop.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "corpus_passages": len(corpus),

@@ -26,3 +26,17 @@ def gsm8k_dir() -> Path:
     if not (GSM8K_DIR / "test.jsonl").is_file():
         pytest.skip(f"GSM8K not found at {GSM8K_DIR} (it lives in ../shared/data/gsm8k beside the checkout)")
     return GSM8K_DIR
+
+
+@pytest.fixture(autouse=True)
+def _no_global_llm_cache() -> object:
+    """Keep LangChain's process-global LLM cache from leaking between tests.
+
+    An example (``rag_multihop``) installs one; a later test's scripted model would then get an earlier test's
+    cached reply for the same prompt.
+    """
+    from langchain_core.globals import set_llm_cache
+
+    set_llm_cache(None)
+    yield
+    set_llm_cache(None)
