@@ -30,6 +30,7 @@ __all__ = [
     "ROLE_DEFAULTS",
     "ROLE_ENV",
     "cache_dir",
+    "file_lock",
     "resolve",
 ]
 
@@ -224,7 +225,8 @@ def _cached_ok(spec: ModelSpec, target: Path) -> bool:
 
 
 @contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created with its folder) so one process does a cache fill at once."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+b") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -236,7 +238,7 @@ def _file_lock(path: Path) -> Iterator[None]:
 
 def _assemble(spec: ModelSpec, parts: list[Path], target: Path) -> Path:
     """Concatenate the parts into ``target`` once: under a lock, into a temp file, verified, then renamed."""
-    with _file_lock(target.with_name(target.name + ".lock")):
+    with file_lock(target.with_name(target.name + ".lock")):
         if _cached_ok(spec, target):  # another process finished while we waited
             return target
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")

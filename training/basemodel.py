@@ -9,15 +9,13 @@ so later runs (and tests) load the folder in seconds instead of dequantising aga
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from langchain_dod.models import file_lock
 from training.errors import TrainingError
 
 __all__ = ["gguf_to_hf", "is_hf_folder", "load_causal_lm", "load_tokenizer", "prepare_base"]
@@ -26,17 +24,6 @@ __all__ = ["gguf_to_hf", "is_hf_folder", "load_causal_lm", "load_tokenizer", "pr
 def is_hf_folder(path: Path) -> bool:
     """A transformers model folder with safetensors weights."""
     return path.is_dir() and (path / "config.json").is_file() and any(path.glob("*.safetensors"))
-
-
-@contextlib.contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _cache_root() -> Path:
@@ -54,7 +41,7 @@ def gguf_to_hf(gguf: Path, target: Path | None = None) -> Path:
         target = _cache_root() / f"{gguf.stem}-{key}"
     if is_hf_folder(target) and (target / "dod_source.json").is_file():
         return target
-    with _lock(target.with_name(target.name + ".lock")):
+    with file_lock(target.with_name(target.name + ".lock")):
         if is_hf_folder(target) and (target / "dod_source.json").is_file():
             return target
         from transformers import AutoModelForCausalLM, AutoTokenizer

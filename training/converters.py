@@ -20,7 +20,7 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
-from training.basemodel import _lock
+from langchain_dod.models import file_lock
 from training.errors import TrainingError
 
 __all__ = ["converter_dir", "llama_cpp_version", "run_converter"]
@@ -76,7 +76,7 @@ def converter_dir(version: str | None = None, cache: Path | None = None) -> Path
     target = root / "llama.cpp"
     if (target / _MARKER).is_file():
         return target
-    with _lock(root / ".lock"):
+    with file_lock(root / ".lock"):
         if (target / _MARKER).is_file():
             return target
         with tempfile.TemporaryDirectory(dir=root) as tmp:
