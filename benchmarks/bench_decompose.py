@@ -23,14 +23,14 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
-GSM8K = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k" / "test.jsonl"
+GSM8K_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k"
 BACKENDS = ("gguf:smollm2-135m-instruct", "gguf:qwen2.5-coder-1.5b-instruct", "transformers:smollm2-135m-instruct")
 MAX_TOKENS = 192
 THREADS = int(os.environ.get("DOD_BENCH_THREADS", "1"))  # 1: the 2-core machine is shared
 
 
-def _questions(n: int) -> list[str]:
-    lines = GSM8K.read_text().splitlines()
+def _questions(n: int, split: str = "test") -> list[str]:
+    lines = (GSM8K_DIR / f"{split}.jsonl").read_text().splitlines()
     step = max(1, len(lines) // n)
     return [json.loads(lines[i])["question"] for i in range(0, step * n, step)][:n]
 
@@ -40,11 +40,11 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def run_gguf(name: str, questions: list[str]) -> dict:
+def run_gguf(name: str, questions: list[str], adapter: str | None = None) -> dict:
     from langchain_dod import ChatGGUF, Decomposer
 
     started = time.perf_counter()
-    llm = ChatGGUF(model=name, n_threads=THREADS).load()
+    llm = ChatGGUF(model=name, n_threads=THREADS, lora_path=adapter).load()
     load = time.perf_counter() - started
     decomposer = Decomposer(llm=llm, max_tokens=MAX_TOKENS)
     seconds, counts, outputs = [], [], []
@@ -86,10 +86,15 @@ def run_transformers(name: str, questions: list[str]) -> dict:
     return {"load_s": load, "seconds": seconds, "n_subquestions": None, "output_tokens": outputs}
 
 
-def child(backend: str, n: int) -> None:
+def child(backend: str, n: int, split: str) -> None:
     kind, name = backend.split(":", 1)
-    questions = _questions(n)
-    result = run_gguf(name, questions) if kind == "gguf" else run_transformers(name, questions)
+    questions = _questions(n, split)
+    if kind == "gguf-lora":  # gguf-lora:ADAPTER_PATH on the SmolLM2 base
+        result = run_gguf("smollm2-135m-instruct", questions, adapter=name)
+    elif kind == "gguf":
+        result = run_gguf(name, questions)
+    else:
+        result = run_transformers(name, questions)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(result))
 
@@ -98,14 +103,29 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=30)
     parser.add_argument("--child", default=None)
+    parser.add_argument("--split", default="test", choices=["test", "train"])
+    parser.add_argument(
+        "--backends", nargs="+", default=list(BACKENDS), help="gguf:NAME gguf-lora:ADAPTER transformers:NAME"
+    )
+    parser.add_argument("--name", default="decompose", help="results file stem under benchmarks/results/")
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.n)
+        child(args.child, args.n, args.split)
         return
     rows = {}
-    for backend in BACKENDS:
+    for backend in args.backends:
         out = subprocess.run(
-            [sys.executable, "-m", "benchmarks.bench_decompose", "--child", backend, "--n", str(args.n)],
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.bench_decompose",
+                "--child",
+                backend,
+                "--n",
+                str(args.n),
+                "--split",
+                args.split,
+            ],
             capture_output=True,
             text=True,
             check=True,
@@ -126,11 +146,12 @@ def main() -> None:
             else round(sum(c > 0 for c in raw["n_subquestions"]) / len(s), 3),
         }
         print(backend, rows[backend], flush=True)
-    base = rows[BACKENDS[0]]["p50_s"]
+    base = rows[args.backends[0]]["p50_s"]
     for row in rows.values():
-        row["p50_vs_smollm2_gguf"] = round(row["p50_s"] / base, 2)
+        row["p50_vs_first"] = round(row["p50_s"] / base, 2)
     meta = {
-        "command": f"python -m benchmarks.bench_decompose --n {args.n}",
+        "command": "python -m benchmarks.bench_decompose " + " ".join(sys.argv[1:]),
+        "split": args.split,
         "machine": f"{platform.machine()} {os.cpu_count()} cpus",
         "loadavg_at_end": os.getloadavg(),
         "max_tokens": MAX_TOKENS,
@@ -139,9 +160,9 @@ def main() -> None:
         "decodes without it (fp32, dequantized from the same GGUF)",
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "decompose.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=2) + "\n")
+    (RESULTS / f"{args.name}.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=2) + "\n")
     lines = [
-        "# Decomposition latency (GSM8K test sample, one question at a time)",
+        f"# Decomposition latency (GSM8K {args.split} sample, one question at a time)",
         "",
         f"`{meta['command']}` on {meta['machine']}, {THREADS} thread(s) per backend; load average at end "
         f"{meta['loadavg_at_end'][0]:.1f}.",
@@ -151,11 +172,11 @@ def main() -> None:
     ]
     for name, r in rows.items():
         lines.append(
-            f"| {name} | {r['n']} | {r['load_s']} | {r['p50_s']} | {r['p95_s']} | {r['p50_vs_smollm2_gguf']}× | "
+            f"| {name} | {r['n']} | {r['load_s']} | {r['p50_s']} | {r['p95_s']} | {r['p50_vs_first']}× | "
             f"{r['median_output_tokens']} | {r['peak_rss_mb']} | {r['decomposed_share']} |"
         )
     lines += ["", meta["note"] + "."]
-    (RESULTS / "decompose.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{args.name}.md").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
