@@ -88,6 +88,23 @@ def _time_stream(stream: Callable[[], Any]) -> tuple[float, float, int]:
     return first - start, last - first, count
 
 
+def _summary(
+    backend: str, load: float, rss: float, n_prompt: list[int], n_out: list[int],
+    prompt_tps: list[float], decode_tps: list[float],
+) -> dict[str, Any]:
+    """One backend's row: the same fields and rounding for every worker."""
+    return {
+        "backend": backend,
+        "load_s": round(load, 4),
+        "rss_after_load_mb": round(rss, 1),
+        "peak_rss_mb": round(_peak_mb(), 1),
+        "prompt_tokens": sorted(set(n_prompt)),
+        "output_tokens_median": statistics.median(n_out),
+        "prompt_tok_s": _median(prompt_tps),
+        "decode_tok_s": _median(decode_tps),
+    }
+
+
 def worker_chatgguf(repeats: int, max_tokens: int, threads: int) -> dict[str, Any]:
     """ChatGGUF: per-token timing from its own stream; token counts from usage_metadata."""
     from langchain_dod.chat_models import ChatGGUF
@@ -257,16 +274,7 @@ def worker_transformers(repeats: int, max_tokens: int, threads: int) -> dict[str
             prompt_tps.append(n_in / ttft)
             if out > 1:
                 decode_tps.append((out - 1) / rest)
-    return {
-        "backend": "transformers (fp32, CPU)",
-        "load_s": round(load, 4),
-        "rss_after_load_mb": round(rss, 1),
-        "peak_rss_mb": round(_peak_mb(), 1),
-        "prompt_tokens": sorted(set(n_prompt)),
-        "output_tokens_median": statistics.median(n_out),
-        "prompt_tok_s": _median(prompt_tps),
-        "decode_tok_s": _median(decode_tps),
-    }
+    return _summary("transformers (fp32, CPU)", load, rss, n_prompt, n_out, prompt_tps, decode_tps)
 
 
 def worker_community(repeats: int, max_tokens: int, threads: int) -> dict[str, Any]:
@@ -302,16 +310,7 @@ def worker_community(repeats: int, max_tokens: int, threads: int) -> dict[str, A
             prompt_tps.append(n_in / ttft)
             if out > 1:
                 decode_tps.append((out - 1) / rest)
-    return {
-        "backend": "ChatLlamaCpp (langchain_community, defaults)",
-        "load_s": round(load, 4),
-        "rss_after_load_mb": round(rss, 1),
-        "peak_rss_mb": round(_peak_mb(), 1),
-        "prompt_tokens": sorted(set(n_prompt)),
-        "output_tokens_median": statistics.median(n_out),
-        "prompt_tok_s": _median(prompt_tps),
-        "decode_tok_s": _median(decode_tps),
-    }
+    return _summary("ChatLlamaCpp (langchain_community, defaults)", load, rss, n_prompt, n_out, prompt_tps, decode_tps)
 
 
 def _template_text(messages: list[dict[str, str]]) -> str:
