@@ -35,7 +35,7 @@ def _decomposer(args: argparse.Namespace) -> Any:
     from langchain_dod.solvers import load_chat_model
 
     if args.decomposer is None:
-        llm = default_decomposer_llm()
+        llm = default_decomposer_llm(profile=args.profile)
         if args.adapter:
             llm = llm.model_copy(update={"lora_path": args.adapter})
     elif ":" in args.decomposer and not args.decomposer.startswith(("/", ".")):

@@ -1,7 +1,10 @@
 """``Decomposer``: question (+ context) → at most N sub-questions, as a LangChain runnable.
 
 With our local :class:`~langchain_dod.chat_models.ChatGGUF` the reply is constrained by a grammar built
-from :func:`subquestion_schema`, so it can never be malformed. Any other chat model gets structured output
+from :func:`subquestion_schema`, so it can never be malformed. A distilled decomposer (a ``ChatGGUF`` with a
+LoRA adapter) writes the format by itself, so it first decodes freely, about twice as fast (llama-cpp-python
+checks a grammar against the whole vocabulary at every token), and only a reply that is not valid JSON is
+decoded again under the grammar. Any other chat model gets structured output
 when it supports it, with the robust text parser as the fallback; a completion LLM gets the text parser.
 """
 
@@ -38,6 +41,8 @@ __all__ = [
 ]
 
 DEFAULT_ADAPTER = "smollm2-135m-decomposer-lora.gguf"
+ADAPTER_PROFILE = "math"
+"""The prompt profile the shipped adapter was trained on (GSM8K); other profiles get the untuned base."""
 _MAX_SUBQUESTION_CHARS = 240
 
 
@@ -54,6 +59,9 @@ class Decomposition(BaseModel):
     output_tokens: int | None = None
     seconds: float | None = None
     raw: str | None = Field(default=None, description="the model's reply before parsing")
+    constrained: bool | None = Field(
+        default=None, description="True: the reply was decoded under the grammar; False: written freely"
+    )
 
 
 def subquestion_schema(max_subquestions: int = DEFAULT_MAX_SUBQUESTIONS) -> dict[str, Any]:
@@ -79,14 +87,16 @@ def default_adapter() -> Path | None:
     return Path(str(candidate)) if candidate.is_file() else None
 
 
-def default_decomposer_llm(**kwargs: Any) -> ChatGGUF:
+def default_decomposer_llm(profile: str = ADAPTER_PROFILE, **kwargs: Any) -> ChatGGUF:
     """The shipped default decomposer: SmolLM2-135M (Q4_1) plus the distilled adapter when present.
 
-    ``DOD_DECOMPOSER_GGUF`` replaces the base; the adapter is then not applied (it fits only its base).
+    The adapter is applied only for the profile it was trained on (``math``): for ``reading`` or ``multihop``
+    the untuned base, decoded under the grammar, is the better guess. ``DOD_DECOMPOSER_GGUF`` replaces the
+    base; the adapter is then not applied (it fits only its base).
     """
     if os.environ.get(ROLE_ENV["decomposer"]):
         return ChatGGUF(model=os.environ[ROLE_ENV["decomposer"]], **kwargs)
-    adapter = default_adapter()
+    adapter = default_adapter() if profile == ADAPTER_PROFILE else None
     return ChatGGUF(model=ROLE_DEFAULTS["decomposer"], lora_path=str(adapter) if adapter else None, **kwargs)
 
 
@@ -143,10 +153,14 @@ class Decomposer(RunnableSerializable[Any, Decomposition]):
 
     """
 
-    llm: BaseLanguageModel = Field(default_factory=default_decomposer_llm)
-    """The model that decomposes: our local ``ChatGGUF`` (grammar-constrained) or any LangChain model."""
     profile: str = "math"
-    """Prompt profile: ``math``, ``reading`` or ``multihop`` (see ``langchain_dod.prompts.PROFILES``)."""
+    """Prompt profile: ``math``, ``reading`` or ``multihop`` (see ``langchain_dod.prompts.PROFILES``).
+    Declared before ``llm``: the default model depends on it."""
+    llm: BaseLanguageModel = Field(
+        default_factory=lambda data: default_decomposer_llm(profile=data.get("profile", ADAPTER_PROFILE))
+    )
+    """The model that decomposes: our local ``ChatGGUF`` or any LangChain model. Default: SmolLM2-135M with the
+    shipped distilled adapter for the ``math`` profile, without it for the others."""
     max_subquestions: int = Field(default=DEFAULT_MAX_SUBQUESTIONS, ge=1, le=10)
     max_tokens: int = 256
     structured_output: Literal["auto", "json_object", "never"] = "auto"
@@ -155,6 +169,12 @@ class Decomposer(RunnableSerializable[Any, Decomposition]):
     enforce with a grammar (they reject or ignore OpenAI's ``json_schema`` format), and uses
     ``with_structured_output`` for other models that have it; ``json_object`` forces the former, ``never``
     parses free text."""
+    grammar: Literal["auto", "always", "fallback"] = "auto"
+    """For our local ``ChatGGUF``: ``always`` decodes under the grammar; ``fallback`` decodes freely and
+    decodes again under the grammar only when the reply is not valid JSON; ``auto`` is ``fallback`` for a
+    model with a LoRA adapter (a distilled decomposer, trained on exactly this format) and ``always`` otherwise
+    (an untuned model rambles without it). Greedy decoding makes both give the same sub-questions whenever the
+    free reply is valid."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -179,10 +199,18 @@ class Decomposer(RunnableSerializable[Any, Decomposition]):
 
     # -- running ---------------------------------------------------------------------------------------------
 
-    def _bound(self) -> tuple[Any, str]:
-        """The runnable to call and how to read its output: ``grammar``, ``structured`` or ``text``."""
+    def _free_first(self) -> bool:
+        """Decode freely first (see ``grammar``)?"""
+        if not isinstance(self.llm, ChatGGUF) or self.grammar == "always":
+            return False
+        return self.grammar == "fallback" or bool(self.llm.lora_path)
+
+    def _bound(self, free: bool = False) -> tuple[Any, str]:
+        """The runnable to call and how to read its output: ``grammar``, ``free``, ``structured`` or ``text``."""
         llm = self.llm
         if isinstance(llm, ChatGGUF):
+            if free:
+                return llm.bind(max_tokens=self.max_tokens), "free"
             return llm.bind(json_schema=subquestion_schema(self.max_subquestions), max_tokens=self.max_tokens), "grammar"
         schema = subquestion_schema(self.max_subquestions)
         if self.structured_output == "json_object" or (self.structured_output == "auto" and _local_openai_server(llm)):
@@ -205,7 +233,8 @@ class Decomposer(RunnableSerializable[Any, Decomposition]):
                 pass
         return llm, "text"
 
-    def _read(self, output: Any, how: str, seconds: float) -> Decomposition:
+    def _read(self, output: Any, how: str, seconds: float) -> Decomposition | None:
+        """The decomposition in ``output``; ``None`` for a free reply that is not valid JSON (decode again)."""
         message: Any = output
         items: list[str] | None = None
         if how == "structured":
@@ -215,6 +244,10 @@ class Decomposer(RunnableSerializable[Any, Decomposition]):
                 items = parsed["subquestions"]
         raw = message.content if isinstance(message, BaseMessage) else str(message)
         raw = raw if isinstance(raw, str) else json.dumps(raw)
+        if how == "free":
+            items = _valid_reply(raw, self.max_subquestions)
+            if items is None:
+                return None
         if items is None and how == "grammar":
             try:
                 items = json.loads(raw)["subquestions"]
@@ -237,25 +270,34 @@ class Decomposer(RunnableSerializable[Any, Decomposition]):
             output_tokens=usage.get("output_tokens"),
             seconds=round(seconds, 4),
             raw=raw,
+            constrained={"grammar": True, "free": False}.get(how),
         )
 
     def _decompose(self, value: Any, run_manager: Any, config: RunnableConfig) -> Decomposition:
         question, context = normalize_input(value)
+        messages, child = self.messages(question, context), patch_config(config, callbacks=run_manager.get_child())
+        started, first = time.perf_counter(), None
+        if self._free_first():
+            runnable, how = self._bound(free=True)
+            first = runnable.invoke(messages, child)
+            if (result := self._read(first, how, time.perf_counter() - started)) is not None:
+                return result
         runnable, how = self._bound()
-        started = time.perf_counter()
-        output = runnable.invoke(
-            self.messages(question, context), patch_config(config, callbacks=run_manager.get_child())
-        )
-        return self._read(output, how, time.perf_counter() - started)
+        output = runnable.invoke(messages, child)
+        return _with_first_attempt(self._read(output, how, time.perf_counter() - started), first)
 
     async def _adecompose(self, value: Any, run_manager: Any, config: RunnableConfig) -> Decomposition:
         question, context = normalize_input(value)
+        messages, child = self.messages(question, context), patch_config(config, callbacks=run_manager.get_child())
+        started, first = time.perf_counter(), None
+        if self._free_first():
+            runnable, how = self._bound(free=True)
+            first = await runnable.ainvoke(messages, child)
+            if (result := self._read(first, how, time.perf_counter() - started)) is not None:
+                return result
         runnable, how = self._bound()
-        started = time.perf_counter()
-        output = await runnable.ainvoke(
-            self.messages(question, context), patch_config(config, callbacks=run_manager.get_child())
-        )
-        return self._read(output, how, time.perf_counter() - started)
+        output = await runnable.ainvoke(messages, child)
+        return _with_first_attempt(self._read(output, how, time.perf_counter() - started), first)
 
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Decomposition:
         """Decompose one question."""
@@ -264,6 +306,30 @@ class Decomposer(RunnableSerializable[Any, Decomposition]):
     async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Decomposition:
         """Decompose one question without blocking the event loop."""
         return await self._acall_with_config(self._adecompose, input, config, run_type="chain", **kwargs)
+
+
+def _valid_reply(raw: str, max_subquestions: int) -> list[str] | None:
+    """The sub-questions of a reply that is exactly what the grammar allows, else ``None``."""
+    try:
+        reply = json.loads(raw)
+    except json.JSONDecodeError:
+        return None
+    items = reply.get("subquestions") if isinstance(reply, dict) else None
+    if not isinstance(items, list) or len(items) > max_subquestions:
+        return None
+    if not all(isinstance(i, str) and 0 < len(i) <= _MAX_SUBQUESTION_CHARS for i in items):
+        return None
+    return items
+
+
+def _with_first_attempt(result: Decomposition | None, first: Any) -> Decomposition:
+    """Count the discarded free attempt's tokens in the result (the time is already in ``seconds``)."""
+    assert result is not None  # only a "free" reply can be refused
+    usage = getattr(first, "usage_metadata", None)
+    if usage:
+        result.input_tokens = (result.input_tokens or 0) + usage.get("input_tokens", 0)
+        result.output_tokens = (result.output_tokens or 0) + usage.get("output_tokens", 0)
+    return result
 
 
 _NONE_PHRASES = re.compile(r"\b(no (further )?(decomposition|sub-?questions?)|not needed|none)\b", re.I)

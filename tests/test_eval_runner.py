@@ -205,6 +205,20 @@ def test_a_changed_configuration_or_data_set_is_refused(tmp_path):
         RunSpec(solver="llamacpp:x", decomposer="oracle", mode="cot", socratic="s.jsonl")
 
 
+def test_default_decomposer_runs_are_tied_to_the_adapter_they_used(tmp_path, monkeypatch):
+    """``--decomposer default`` means whichever adapter ships: a new adapter must not extend old results."""
+    adapter = tmp_path / "a.gguf"
+    adapter.write_bytes(b"first adapter")
+    monkeypatch.setenv("DOD_DECOMPOSER_ADAPTER", str(adapter))
+    first = RunSpec(solver="llamacpp:x", decomposer="default").describe()
+    assert first["adapter"].startswith("a.gguf:")
+    adapter.write_bytes(b"retrained adapter")
+    assert RunSpec(solver="llamacpp:x", decomposer="default").describe()["adapter"] != first["adapter"]
+    monkeypatch.setenv("DOD_DECOMPOSER_ADAPTER", "none")
+    assert RunSpec(solver="llamacpp:x", decomposer="default").describe()["adapter"] is None
+    assert "adapter" not in RunSpec(solver="llamacpp:x", decomposer="llamacpp:y").describe()
+
+
 def test_concurrency_and_interleaved_chunks(tmp_path):
     ds = load_dataset(GSM)
     slow = AnswerBook(delay=0.2)

@@ -61,6 +61,21 @@ def _spec_label(spec: str) -> str:
     return Path(label).stem if label.endswith(".gguf") else label
 
 
+def _default_adapter_id(profile: str) -> str | None:
+    """``name:sha256[:16]`` of the adapter ``Decomposer()`` applies, ``None`` when it runs the untuned base."""
+    import hashlib
+    import os
+
+    from langchain_dod.decomposer import ADAPTER_PROFILE, default_adapter
+
+    if os.environ.get("DOD_DECOMPOSER_GGUF") or profile != ADAPTER_PROFILE:
+        return None
+    adapter = default_adapter()
+    if adapter is None:
+        return None
+    return f"{adapter.name}:{hashlib.sha256(adapter.read_bytes()).hexdigest()[:16]}"
+
+
 @dataclass
 class RunSpec:
     """One pipeline: a solver, and either a decomposer (two-stage) or a single-stage ``mode``.
@@ -117,7 +132,7 @@ class RunSpec:
         def show(v: Any) -> Any:
             return v if v is None or isinstance(v, str) else f"<{type(v).__name__}>"
 
-        return {
+        described = {
             "name": self.name,
             "solver": show(self.solver),
             "decomposer": show(self.decomposer),
@@ -127,6 +142,9 @@ class RunSpec:
             "profile": self.profile,
             "socratic": self.socratic,
         }
+        if self.decomposer == "default":  # which adapter "default" meant: results of two adapters must not mix
+            described["adapter"] = _default_adapter_id(self.profile)
+        return described
 
     def _solver(self) -> BaseLanguageModel:
         if not isinstance(self.solver, str):
@@ -149,7 +167,7 @@ class RunSpec:
                 return SocraticOracle(path=str(self.socratic), max_subquestions=self.max_subquestions)
             local = {"n_threads": self.n_threads} if self.n_threads else {}
             if dec == "default":
-                llm: Any = default_decomposer_llm(**local)
+                llm: Any = default_decomposer_llm(profile=self.profile, **local)
             elif ":" in dec and not dec.startswith(("/", ".")):
                 from langchain_dod.solvers import load_chat_model
 

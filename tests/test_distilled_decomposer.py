@@ -1,0 +1,97 @@
+"""The shipped distilled decomposer: the adapter file, its model card, and what it does on unseen questions.
+
+The adapter was trained on GSM8K *test* (Socratic) decompositions, so behaviour is checked on GSM8K *train*
+questions it never saw. Real llama.cpp, real adapter, greedy decoding.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from langchain_dod import ChatGGUF, Decomposer
+from langchain_dod.decomposer import DEFAULT_ADAPTER, default_adapter, default_decomposer_llm
+from langchain_dod.gguf_file import inspect_gguf
+
+DATA = Path(__file__).resolve().parents[1] / "langchain_dod" / "data"
+
+
+@pytest.fixture(scope="module")
+def train_questions(gsm8k_dir: Path) -> list[str]:
+    lines = (gsm8k_dir / "train.jsonl").read_text().splitlines()
+    return [json.loads(lines[i])["question"] for i in range(7, 7 + 20 * 311, 311)]  # spread over the file
+
+
+@pytest.fixture(scope="module")
+def distilled() -> Decomposer:
+    return Decomposer()
+
+
+def test_adapter_ships_small_valid_and_with_a_model_card() -> None:
+    adapter = DATA / DEFAULT_ADAPTER
+    assert adapter.is_file() and adapter.stat().st_size <= 10 * 1024 * 1024
+    info = inspect_gguf(adapter)
+    assert (info.architecture, info.file_type, info.adapter_type) == ("llama", "adapter", "lora")
+    assert info.n_tensors == 30 * 7 * 2  # r=16 A and B for every linear layer of the 30 blocks
+    card = (DATA / "MODEL_CARD.md").read_text(encoding="utf-8")
+    for needed in ("Apache-2.0", "MIT", "smollm2-socratic.toml", "lora_r", "validation loss"):
+        assert needed in card, needed
+
+
+def test_it_is_the_default_and_can_be_switched_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DOD_DECOMPOSER_ADAPTER", raising=False)
+    monkeypatch.delenv("DOD_DECOMPOSER_GGUF", raising=False)
+    assert default_adapter() == DATA / DEFAULT_ADAPTER
+    assert Path(default_decomposer_llm().lora_path or "") == DATA / DEFAULT_ADAPTER
+    assert Path(Decomposer().llm.lora_path or "") == DATA / DEFAULT_ADAPTER
+    # trained on math word problems only: the other profiles get the untuned base (under the grammar)
+    for profile in ("reading", "multihop"):
+        assert Decomposer(profile=profile).llm.lora_path is None
+        assert not Decomposer(profile=profile)._free_first()
+    monkeypatch.setenv("DOD_DECOMPOSER_ADAPTER", "none")
+    assert default_decomposer_llm().lora_path is None
+    assert Decomposer().llm.lora_path is None
+
+
+def test_decomposes_unseen_questions_freely_and_as_under_the_grammar(
+    distilled: Decomposer, train_questions: list[str]
+) -> None:
+    results = distilled.batch(train_questions)
+    assert sum(bool(r.subquestions) for r in results) >= 18  # the untuned model: about two thirds
+    free = [r for r in results if r.constrained is False]
+    assert len(free) >= 18  # it writes the JSON format by itself
+    for r in results:
+        assert 0 < len(r.subquestions) <= 3 or r.constrained is not None
+        assert all(q.endswith("?") for q in r.subquestions)
+    constrained = Decomposer(llm=distilled.llm, grammar="always")
+    for question, result in list(zip(train_questions, results))[:6]:
+        if result.constrained is False:  # greedy: the grammar would not have changed a valid reply
+            assert constrained.invoke(question).subquestions == result.subquestions
+
+
+def test_async_matches_sync(distilled: Decomposer, train_questions: list[str]) -> None:
+    sync = distilled.invoke(train_questions[0])
+    async_ = asyncio.run(distilled.ainvoke(train_questions[0]))
+    assert (async_.subquestions, async_.constrained, async_.raw) == (sync.subquestions, sync.constrained, sync.raw)
+
+
+def test_an_invalid_free_reply_is_decoded_again_under_the_grammar(train_questions: list[str]) -> None:
+    """The untuned base rambles without the grammar: ``fallback`` must catch that and still return JSON."""
+    base = ChatGGUF(model="smollm2-135m-instruct")
+    question = train_questions[1]
+    free = base.invoke(Decomposer(llm=base).messages(question), max_tokens=40)
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(free.content)  # precondition: this reply is not the format
+    result = Decomposer(llm=base, grammar="fallback", max_tokens=40).invoke(question)
+    only_grammar = Decomposer(llm=base, max_tokens=40).invoke(question)
+    assert result.constrained is True and json.loads(result.raw or "")["subquestions"] == json.loads(
+        only_grammar.raw or ""
+    )["subquestions"]
+    assert result.subquestions == only_grammar.subquestions
+    # both attempts are paid for and reported
+    assert result.input_tokens == 2 * (only_grammar.input_tokens or 0)
+    assert result.output_tokens == (only_grammar.output_tokens or 0) + free.usage_metadata["output_tokens"]
+    assert Decomposer(llm=base)._free_first() is False  # untuned: the grammar from the start
