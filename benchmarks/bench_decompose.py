@@ -30,7 +30,9 @@ THREADS = int(os.environ.get("DOD_BENCH_THREADS", "1"))  # 1: the 2-core machine
 
 
 def _questions(n: int, split: str = "test") -> list[str]:
+    """``n`` questions spread evenly over the split; ``n`` = 0: all of them."""
     lines = (GSM8K_DIR / f"{split}.jsonl").read_text().splitlines()
+    n = n or len(lines)
     step = max(1, len(lines) // n)
     return [json.loads(lines[i])["question"] for i in range(0, step * n, step)][:n]
 
@@ -47,14 +49,19 @@ def run_gguf(name: str, questions: list[str], adapter: str | None = None) -> dic
     llm = ChatGGUF(model=name, n_threads=THREADS, lora_path=adapter).load()
     load = time.perf_counter() - started
     decomposer = Decomposer(llm=llm, max_tokens=MAX_TOKENS)
-    seconds, counts, outputs = [], [], []
+    seconds, counts, outputs, form = [], [], [], {"free_valid": 0, "all_questions": 0, "repeats_removed": 0}
     for question in questions:
         t = time.perf_counter()
         result = decomposer.invoke(question)
         seconds.append(time.perf_counter() - t)
         counts.append(len(result.subquestions))
         outputs.append(result.output_tokens or 0)
-    return {"load_s": load, "seconds": seconds, "n_subquestions": counts, "output_tokens": outputs}
+        form["free_valid"] += result.constrained is False  # valid JSON without the grammar's help
+        form["all_questions"] += all(q.endswith("?") for q in result.subquestions)
+        form["repeats_removed"] += len(json.loads(result.raw or "{}").get("subquestions", [])) > len(
+            result.subquestions
+        )
+    return {"load_s": load, "seconds": seconds, "n_subquestions": counts, "output_tokens": outputs, "form": form}
 
 
 def run_transformers(name: str, questions: list[str]) -> dict:
@@ -101,7 +108,7 @@ def child(backend: str, n: int, split: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--n", type=int, default=30)
+    parser.add_argument("--n", type=int, default=30, help="questions, spread over the split; 0: all")
     parser.add_argument("--child", default=None)
     parser.add_argument("--split", default="test", choices=["test", "train"])
     parser.add_argument(
@@ -144,11 +151,19 @@ def main() -> None:
             "decomposed_share": None
             if raw["n_subquestions"] is None
             else round(sum(c > 0 for c in raw["n_subquestions"]) / len(s), 3),
+            "total_s": round(sum(s), 1),
         }
+        if form := raw.get("form"):
+            counts = raw["n_subquestions"]
+            rows[backend]["form"] = {
+                **{k: round(v / len(s), 4) for k, v in form.items()},
+                "subquestions_histogram": {str(k): counts.count(k) for k in sorted(set(counts))},
+            }
         print(backend, rows[backend], flush=True)
     base = rows[args.backends[0]]["p50_s"]
     for row in rows.values():
         row["p50_vs_first"] = round(row["p50_s"] / base, 2)
+        row["total_vs_first"] = round(row["total_s"] / rows[args.backends[0]]["total_s"], 2)
     meta = {
         "command": "python -m benchmarks.bench_decompose " + " ".join(sys.argv[1:]),
         "split": args.split,
@@ -156,8 +171,9 @@ def main() -> None:
         "loadavg_at_end": os.getloadavg(),
         "max_tokens": MAX_TOKENS,
         "threads": THREADS,
-        "note": "llama.cpp rows decode under the sub-question grammar; transformers "
-        "decodes without it (fp32, dequantized from the same GGUF)",
+        "note": "llama.cpp rows decode under the sub-question grammar, except gguf-lora rows (a distilled "
+        "adapter), which decode freely and fall back to the grammar on an invalid reply (`free valid`: the share "
+        "that needed no fallback); transformers decodes without a grammar (fp32, dequantized from the same GGUF)",
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=2) + "\n")
@@ -167,13 +183,16 @@ def main() -> None:
         f"`{meta['command']}` on {meta['machine']}, {THREADS} thread(s) per backend; load average at end "
         f"{meta['loadavg_at_end'][0]:.1f}.",
         "",
-        "| backend | n | load s | p50 s | p95 s | p50 ratio | median out tokens | peak RSS MB | decomposed |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| backend | n | load s | p50 s | p95 s | p50 ratio | total s | total ratio | median out tokens | "
+        "peak RSS MB | decomposed | free valid | all end in ? |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in rows.items():
+        form = r.get("form", {})
         lines.append(
             f"| {name} | {r['n']} | {r['load_s']} | {r['p50_s']} | {r['p95_s']} | {r['p50_vs_first']}× | "
-            f"{r['median_output_tokens']} | {r['peak_rss_mb']} | {r['decomposed_share']} |"
+            f"{r['total_s']} | {r['total_vs_first']}× | {r['median_output_tokens']} | {r['peak_rss_mb']} | "
+            f"{r['decomposed_share']} | {form.get('free_valid', '')} | {form.get('all_questions', '')} |"
         )
     lines += ["", meta["note"] + "."]
     (RESULTS / f"{args.name}.md").write_text("\n".join(lines) + "\n")
