@@ -42,13 +42,13 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def run_gguf(name: str, questions: list[str], adapter: str | None = None) -> dict:
+def run_gguf(name: str, questions: list[str], adapter: str | None = None, grammar: str = "auto") -> dict:
     from langchain_dod import ChatGGUF, Decomposer
 
     started = time.perf_counter()
     llm = ChatGGUF(model=name, n_threads=THREADS, lora_path=adapter).load()
     load = time.perf_counter() - started
-    decomposer = Decomposer(llm=llm, max_tokens=MAX_TOKENS)
+    decomposer = Decomposer(llm=llm, max_tokens=MAX_TOKENS, grammar=grammar)
     seconds, counts, outputs, form = [], [], [], {"free_valid": 0, "all_questions": 0, "repeats_removed": 0}
     for question in questions:
         t = time.perf_counter()
@@ -100,6 +100,8 @@ def child(backend: str, n: int, split: str) -> None:
         result = run_gguf("smollm2-135m-instruct", questions, adapter=name)
     elif kind == "gguf":
         result = run_gguf(name, questions)
+    elif kind == "gguf-distilled":  # a merged distilled GGUF: writes the format itself, grammar only as fallback
+        result = run_gguf(name, questions, grammar="fallback")
     else:
         result = run_transformers(name, questions)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -112,7 +114,7 @@ def main() -> None:
     parser.add_argument("--child", default=None)
     parser.add_argument("--split", default="test", choices=["test", "train"])
     parser.add_argument(
-        "--backends", nargs="+", default=list(BACKENDS), help="gguf:NAME gguf-lora:ADAPTER transformers:NAME"
+        "--backends", nargs="+", default=list(BACKENDS), help="gguf:NAME gguf-lora:ADAPTER gguf-distilled:MERGED_GGUF transformers:NAME"
     )
     parser.add_argument("--name", default="decompose", help="results file stem under benchmarks/results/")
     args = parser.parse_args()
@@ -171,8 +173,8 @@ def main() -> None:
         "loadavg_at_end": os.getloadavg(),
         "max_tokens": MAX_TOKENS,
         "threads": THREADS,
-        "note": "llama.cpp rows decode under the sub-question grammar, except gguf-lora rows (a distilled "
-        "adapter), which decode freely and fall back to the grammar on an invalid reply (`free valid`: the share "
+        "note": "llama.cpp rows decode under the sub-question grammar, except gguf-lora (a distilled "
+        "adapter) and gguf-distilled rows (a merged distilled model), which decode freely and fall back to the grammar on an invalid reply (`free valid`: the share "
         "that needed no fallback); transformers decodes without a grammar (fp32, dequantized from the same GGUF)",
     }
     RESULTS.mkdir(exist_ok=True)
