@@ -53,8 +53,18 @@ def test_socratic_options_are_honoured():
     assert len(keep[1].subquestions) == 5
     skip = load_examples(FIX / "socratic_tiny.jsonl", socratic=SocraticOptions(cap=2, overflow="skip"))
     assert [e.id for e in skip] == ["socratic_tiny-0", "socratic_tiny-2", "socratic_tiny-3"]
+    # "ends": the first cap-1 steps and the last, which reaches the answer (here the restatement, kept)
+    ends = load_examples(FIX / "socratic_tiny.jsonl", socratic=SocraticOptions(drop_restatement=False, overflow="ends"))
+    assert ends[1].subquestions == [
+        "How many apples does Ana buy?",
+        "How much do the apples cost?",
+        "How much does Ana pay?",
+    ]
+    assert ends[0].subquestions == keep[0].subquestions  # within the cap nothing changes
     with pytest.raises(ValueError, match="cap"):
         SocraticOptions(cap=0)
+    with pytest.raises(ValueError, match="'ends'"):
+        SocraticOptions(overflow="last")  # type: ignore[arg-type]
 
 
 def test_restatement_judgement():

@@ -26,9 +26,9 @@ def _add_socratic(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cap", type=int, default=3, help="keep at most this many sub-questions (default 3)")
     g.add_argument(
         "--overflow",
-        choices=("first", "skip"),
+        choices=("first", "ends", "skip"),
         default="first",
-        help="more than --cap: keep the first ones, or skip the example",
+        help="more than --cap: keep the first ones, the first cap-1 and the last, or skip the example",
     )
     g.add_argument(
         "--keep-restatement",

@@ -26,21 +26,22 @@ class SocraticOptions:
     """How to normalise Socratic steps.
 
     ``cap``: keep at most this many sub-questions. ``overflow``: what to do with an example that has more than
-    ``cap`` after the other rules: ``"first"`` keeps the first ``cap``, ``"skip"`` drops the example.
+    ``cap`` after the other rules: ``"first"`` keeps the first ``cap``, ``"ends"`` keeps the first ``cap - 1``
+    and the last one (the step that reaches the answer), ``"skip"`` drops the example.
     ``drop_restatement``: drop a final sub-question that restates the main question, judged by the share of its
     words found in the question's last sentence (``>= restatement_threshold``).
     """
 
     cap: int = 3
-    overflow: Literal["first", "skip"] = "first"
+    overflow: Literal["first", "ends", "skip"] = "first"
     drop_restatement: bool = True
     restatement_threshold: float = 0.7
 
     def __post_init__(self) -> None:
         if self.cap < 1:
             raise ValueError(f"cap must be at least 1, got {self.cap}")
-        if self.overflow not in ("first", "skip"):
-            raise ValueError(f"overflow must be 'first' or 'skip', got {self.overflow!r}")
+        if self.overflow not in ("first", "ends", "skip"):
+            raise ValueError(f"overflow must be 'first', 'ends' or 'skip', got {self.overflow!r}")
         if not 0.0 < self.restatement_threshold <= 1.0:
             raise ValueError(f"restatement_threshold must be in (0, 1], got {self.restatement_threshold}")
 
@@ -87,5 +88,7 @@ def socratic_subquestions(question: str, answer: str, options: SocraticOptions =
     if len(subquestions) > options.cap:
         if options.overflow == "skip":
             return None
+        if options.overflow == "ends":
+            return subquestions[: options.cap - 1] + subquestions[-1:]
         subquestions = subquestions[: options.cap]
     return subquestions
