@@ -114,7 +114,10 @@ def main() -> None:
     parser.add_argument("--child", default=None)
     parser.add_argument("--split", default="test", choices=["test", "train"])
     parser.add_argument(
-        "--backends", nargs="+", default=list(BACKENDS), help="gguf:NAME gguf-lora:ADAPTER gguf-distilled:MERGED_GGUF transformers:NAME"
+        "--backends",
+        nargs="+",
+        default=list(BACKENDS),
+        help="gguf:NAME gguf-lora:ADAPTER gguf-distilled:MERGED_GGUF transformers:NAME",
     )
     parser.add_argument("--name", default="decompose", help="results file stem under benchmarks/results/")
     args = parser.parse_args()
@@ -174,7 +177,8 @@ def main() -> None:
         "max_tokens": MAX_TOKENS,
         "threads": THREADS,
         "note": "llama.cpp rows decode under the sub-question grammar, except gguf-lora (a distilled "
-        "adapter) and gguf-distilled rows (a merged distilled model), which decode freely and fall back to the grammar on an invalid reply (`free valid`: the share "
+        "adapter) and gguf-distilled rows (a merged distilled model), which decode freely and fall back to the "
+        "grammar on an invalid reply (`free valid`: the share "
         "that needed no fallback); transformers decodes without a grammar (fp32, dequantized from the same GGUF)",
     }
     RESULTS.mkdir(exist_ok=True)

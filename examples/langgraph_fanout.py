@@ -121,7 +121,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         parser.error("--max-tokens must be >= 1")
 
     solver = ChatGGUF(model=args.solver, max_tokens=args.max_tokens, n_threads=args.threads)
-    decomposer = Decomposer(llm=default_decomposer_llm(profile="multihop", n_threads=args.threads), profile="multihop", max_tokens=96)
+    llm = default_decomposer_llm(profile="multihop", n_threads=args.threads)
+    decomposer = Decomposer(llm=llm, profile="multihop", max_tokens=96)
     graph = build_graph(decomposer, sub_solver=solver, solver=solver)
     state = graph.invoke({"question": args.question})
     print(f"Question: {state['question']}")
