@@ -135,18 +135,8 @@ def worker_chatgguf(repeats: int, max_tokens: int, threads: int) -> dict[str, An
                 decode_tps.append((usage["output_tokens"] - 1) / rest)
     grammar_tps = _grammar_decode(llm, repeats)
     cache = _prefix_cache(llm, repeats)
-    return {
-        "backend": "ChatGGUF (llama.cpp, Q4_1)",
-        "load_s": round(load, 4),
-        "rss_after_load_mb": round(rss, 1),
-        "peak_rss_mb": round(_peak_mb(), 1),
-        "prompt_tokens": sorted(set(n_prompt)),
-        "output_tokens_median": statistics.median(n_out),
-        "prompt_tok_s": _median(prompt_tps),
-        "decode_tok_s": _median(decode_tps),
-        "grammar_decode_tok_s": _median(grammar_tps),
-        "prefix_cache": cache,
-    }
+    row = _summary("ChatGGUF (llama.cpp, Q4_1)", load, rss, n_prompt, n_out, prompt_tps, decode_tps)
+    return {**row, "grammar_decode_tok_s": _median(grammar_tps), "prefix_cache": cache}
 
 
 #: The decomposer's kind of output: a JSON object with a short list of strings.
