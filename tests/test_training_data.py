@@ -13,7 +13,7 @@ import pytest
 
 from training.build import build, with_gold_answer
 from training.config import load_config, validate_config
-from training.data import load_examples
+from training.data import canonical_id, load_examples
 from training.errors import TrainingError
 from training.screen import answers_match
 from training.socratic import SocraticOptions, is_restatement, socratic_subquestions
@@ -127,6 +127,40 @@ def test_gsm8k_without_hashes_and_duplicate_ids(tmp_path):
         load_examples(dup, "parquet")
     with pytest.raises(TrainingError, match="datasets|Could not load"):
         load_examples("hf:gsm8k:main@test")
+
+
+def test_exclude_keeps_evaluation_items_out_before_the_limit(tmp_path):
+    """An eval manifest keeps exactly its items out of training, though the harness zero-pads row numbers."""
+    from langchain_dod.evaluation.datasets import load_dataset, select_items
+
+    data = FIX / "gsm8k_tiny.jsonl"
+    eval_ids = [item.id for item in select_items(load_dataset(data).items, limit=1, seed=0)]
+    assert eval_ids[0] not in {e.id for e in load_examples(data)}  # 'gsm8k_tiny-0002' vs 'gsm8k_tiny-2'
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"seed": 0, "limit": 1, "ids": eval_ids}))
+    everything = [e.id for e in load_examples(data)]
+    held = {canonical_id(i) for i in eval_ids}
+    assert held <= set(everything) and len(held) == 1
+    kept = [e.id for e in load_examples(data, exclude=[manifest], limit=2)]
+    assert kept == [i for i in everything if i not in held][:2]
+    results = tmp_path / "run.jsonl"
+    results.write_text("".join(json.dumps({"id": i, "prediction": "1"}) + "\n" for i in everything[:2]))
+    assert [e.id for e in load_examples(data, exclude=[results, manifest])] == [
+        i for i in everything if i not in held and i not in everything[:2]
+    ]
+    with pytest.raises(TrainingError, match="all of them excluded"):
+        load_examples(data, exclude=[results, _all(tmp_path, everything)])
+    with pytest.raises(TrainingError, match="Exclude file .* does not exist"):
+        load_examples(data, exclude=[tmp_path / "nope.json"])
+    (tmp_path / "bad.json").write_text(json.dumps({"seed": 0}))
+    with pytest.raises(TrainingError, match="no 'ids' list"):
+        load_examples(data, exclude=[tmp_path / "bad.json"])
+
+
+def _all(tmp_path: Path, ids: list[str]) -> Path:
+    path = tmp_path / "all.json"
+    path.write_text(json.dumps({"ids": ids}))
+    return path
 
 
 # -- the crash-safe store --------------------------------------------------------------------------------------

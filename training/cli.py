@@ -49,7 +49,7 @@ def _cmd_generate(args: argparse.Namespace) -> Any:
         drop_restatement=not args.keep_restatement,
         restatement_threshold=args.restatement_threshold,
     )
-    examples = load_examples(args.data, args.format, limit=args.limit, socratic=socratic)
+    examples = load_examples(args.data, args.format, limit=args.limit, socratic=socratic, exclude=args.exclude)
     return generate(
         examples,
         args.teacher,
@@ -181,7 +181,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("generate", help="teacher decompositions (resumable, append-only JSONL)")
     p.add_argument("--data", required=True, help="GSM8K/Socratic/generic JSONL, Bamboogle CSV, DROP JSON or hf:NAME")
     p.add_argument("--format", choices=("gsm8k", "socratic", "jsonl", "bamboogle", "drop"))
-    p.add_argument("--limit", type=int)
+    p.add_argument("--limit", type=int, help="at most this many examples, counted after --exclude")
+    p.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="skip the ids in an eval manifest.json or a JSONL of records with ids (repeatable): keep test items out",
+    )
     p.add_argument(
         "--teacher",
         required=True,

@@ -36,7 +36,7 @@ __all__ = ["SCHEMA", "load_config", "validate_config"]
 SCHEMA: dict[str, set[str] | None] = {
     "out_dir": None,
     "seed": None,
-    "data": {"source", "format", "limit", "cap", "overflow", "drop_restatement", "restatement_threshold"},
+    "data": {"source", "format", "limit", "exclude", "cap", "overflow", "drop_restatement", "restatement_threshold"},
     "generate": {
         "teacher",
         "profile",

@@ -11,7 +11,8 @@ Formats (``format=`` or guessed from the file):
 * ``hf:NAME[:CONFIG][@SPLIT]`` — a Hugging Face data set by name (needs ``datasets`` and network).
 
 Ids are the record's own ``id``/``query_id`` when it has one, else ``<file stem>-<index>``, so they are stable
-across reruns of the same file: resumable stages key their outputs by them.
+across reruns of the same file: resumable stages key their outputs by them. They match the evaluation harness's
+ids, so ``exclude=`` can name an evaluation folder's ``manifest.json`` to keep its items out of training.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from training.errors import TrainingError
 from training.socratic import SocraticOptions, gold_from_gsm8k, socratic_subquestions
 from training.store import read_jsonl
 
-__all__ = ["FORMATS", "Example", "guess_format", "load_examples"]
+__all__ = ["FORMATS", "Example", "canonical_id", "excluded_ids", "guess_format", "load_examples"]
 
 FORMATS = ("gsm8k", "socratic", "jsonl", "bamboogle", "drop")
 
@@ -188,18 +189,54 @@ def _huggingface(name: str) -> Iterable[Example]:
         )
 
 
+def canonical_id(ident: str) -> str:
+    """``train-0024`` and ``train-24`` are the same row: the evaluation harness zero-pads row numbers, we don't."""
+    stem, sep, number = ident.rpartition("-")
+    return f"{stem}-{int(number)}" if sep and number.isdigit() else ident
+
+
+def excluded_ids(paths: Iterable[str | os.PathLike[str]]) -> set[str]:
+    """Ids to keep out of training (canonical, see :func:`canonical_id`): from an evaluation ``manifest.json``
+    (its ``ids``) or any JSONL of records with an ``id`` (e.g. an evaluation run's results), so a decomposer is
+    never trained on its test items."""
+    ids: set[str] = set()
+    for item in paths:
+        path = Path(item).expanduser()
+        if not path.is_file():
+            raise TrainingError(f"Exclude file {path} does not exist; name an eval manifest.json or a JSONL with ids.")
+        if path.suffix == ".json":
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except json.JSONDecodeError as err:
+                raise TrainingError(f"Exclude file {path} is not valid JSON: {err}.") from None
+            found = data.get("ids") if isinstance(data, dict) else None
+            if not (isinstance(found, list) and all(isinstance(i, str) for i in found)):
+                raise TrainingError(f"Exclude file {path} has no 'ids' list; is it an evaluation manifest.json?")
+        else:
+            found = [str(r["id"]) for r in read_jsonl(path) if isinstance(r, dict) and "id" in r]
+            if not found:
+                raise TrainingError(f"Exclude file {path} holds no records with an 'id'.")
+        ids.update(canonical_id(i) for i in found)
+    return ids
+
+
 def load_examples(
     source: str | os.PathLike[str],
     format: str | None = None,  # noqa: A002 - the natural name for a CLI option
     *,
     limit: int | None = None,
     socratic: SocraticOptions | None = None,
+    exclude: Iterable[str | os.PathLike[str]] = (),
 ) -> list[Example]:
     """Load a data set (see the module docstring); at most ``limit`` examples, in file order.
+
+    Examples whose ids are listed in the ``exclude`` files (see :func:`excluded_ids`) are skipped before
+    ``limit`` counts, so ``limit=800`` gives 800 examples none of which is an evaluation item.
 
     Raises :class:`TrainingError` for a missing file, an unknown format, a record without a question, duplicate
     ids, or an empty result.
     """
+    skip = excluded_ids([exclude] if isinstance(exclude, (str, os.PathLike)) else exclude)
     socratic = socratic or SocraticOptions()
     text = str(source)
     if text.startswith("hf:"):
@@ -223,9 +260,12 @@ def load_examples(
         if example.id in seen:
             raise TrainingError(f"{source}: duplicate id {example.id!r}; ids must be unique (outputs are keyed by id).")
         seen.add(example.id)
+        if skip and canonical_id(example.id) in skip:
+            continue
         out.append(example)
         if limit is not None and len(out) >= limit:
             break
     if not out:
-        raise TrainingError(f"{source} holds no examples; check the file and its format.")
+        hint = " (all of them excluded)" if skip and seen else ""
+        raise TrainingError(f"{source} holds no examples{hint}; check the file, its format and exclude.")
     return out
