@@ -277,12 +277,18 @@ def test_cli_real_small_run_then_report_and_compare(tmp_path, smollm2_path, caps
         "16",
         "--n-threads",
         "1",
+        "--label",
+        "human",
         "--report",
         "--no-progress",
     ]
     assert main(args) == 0
+    assert sorted(p.name for p in (out / "runs").glob("*.jsonl")) == [  # --label names the two-stage run only
+        "direct__smollm2-135m-instruct.jsonl",
+        "oracle-human__smollm2-135m-instruct.jsonl",
+    ]
     report = (out / "report.md").read_text()
-    assert "`direct__smollm2-135m-instruct`" in report and "`oracle__smollm2-135m-instruct`" in report
+    assert "`direct__smollm2-135m-instruct`" in report and "`oracle-human__smollm2-135m-instruct`" in report
     assert (out / "accuracy_vs_cost.png").stat().st_size > 1000
     rows = _records(out / "runs" / "direct__smollm2-135m-instruct.jsonl")
     assert all(
@@ -290,7 +296,7 @@ def test_cli_real_small_run_then_report_and_compare(tmp_path, smollm2_path, caps
     )
     capsys.readouterr()
     assert (
-        main(["eval", "compare", str(out), "direct__smollm2-135m-instruct", "oracle__smollm2-135m-instruct", "--json"])
+        main(["eval", "compare", str(out), "direct__smollm2-135m-instruct", "oracle-human__smollm2-135m-instruct", "--json"])
         == 0
     )
     compared = json.loads(capsys.readouterr().out)

@@ -58,9 +58,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         for mode in args.single_stage or []:
             specs.append(RunSpec(solver=solver, mode=mode, **common))
         for dec in args.decomposer or []:
-            specs.append(
-                RunSpec(solver=solver, decomposer=dec, socratic=socratic if dec == "oracle" else None, **common)
-            )
+            spec = RunSpec(solver=solver, decomposer=dec, socratic=socratic if dec == "oracle" else None, **common)
+            if args.label:  # e.g. two adapters behind "default": dec-default-v3__solver next to dec-default__solver
+                stage, _, rest = spec.name.partition("__")
+                spec.name = f"{stage}-{args.label}__{rest}"
+            specs.append(spec)
     summary = run_evaluation(
         dataset,
         specs,
@@ -133,6 +135,11 @@ def register(subparsers: Any) -> None:
         "--decomposer",
         action="append",
         help="repeatable: default | oracle | SPEC (llamacpp:smollm2-135m-instruct, openai:...) | GGUF path",
+    )
+    p.add_argument(
+        "--label",
+        default=None,
+        help="append -LABEL to the two-stage run names (keeps e.g. a second adapter's 'default' run apart)",
     )
     p.add_argument("--single-stage", action="append", choices=["direct", "cot"], help="repeatable baseline")
     p.add_argument("--socratic", default=None, help="Socratic JSONL for --decomposer oracle (default: beside --data)")
