@@ -146,6 +146,13 @@ def test_write_report_table_comparisons_and_plot(evaluation):
     assert {r["name"] for r in data["runs"]} == {"cot", "smol"} and data["prices"]["default"]["input_per_1k"] == 0.001
 
 
+def test_a_mistyped_pair_is_an_error_not_a_missing_row(evaluation):
+    with pytest.raises(ValueError, match=r"No run 'smoll' in .*runs: \['cot', 'smol'\]"):
+        write_report(evaluation, pairs=[("cot", "smoll")], plot=False)
+    text = write_report(evaluation, pairs=[("smol", "cot")], plot=False).read_text()
+    assert "| `smol` | `cot` | strict | 4 |" in text
+
+
 def test_report_on_a_folder_without_manifest_says_what_to_do(tmp_path):
     from langchain_dod.evaluation.runner import EvaluationError
 

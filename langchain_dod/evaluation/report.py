@@ -342,7 +342,12 @@ def write_report(
     ev = load_evaluation(out)
     ordered = sorted(ev.runs.items(), key=lambda kv: _order(kv[0], kv[1][0]))
     summaries = [summarize(name, meta, recs, ev.fmt, prices) for name, (meta, recs) in ordered]
-    pairs = _default_pairs(ev) if pairs is None else pairs
+    if pairs is None:
+        pairs = _default_pairs(ev)
+    else:  # a mistyped run name must not silently drop a comparison the reader expects
+        unknown = sorted({run for pair in pairs for run in pair} - set(ev.runs))
+        if unknown:
+            raise ValueError(f"No run {', '.join(map(repr, unknown))} in {ev.path}; runs: {sorted(ev.runs)}.")
     compared = []
     for a, b in pairs:
         for metric in METRICS[ev.fmt]:
