@@ -11,8 +11,9 @@ Formats (``format=`` or guessed from the file):
 * ``hf:NAME[:CONFIG][@SPLIT]`` — a Hugging Face data set by name (needs ``datasets`` and network).
 
 Ids are the record's own ``id``/``query_id`` when it has one, else ``<file stem>-<index>``, so they are stable
-across reruns of the same file: resumable stages key their outputs by them. They match the evaluation harness's
-ids, so ``exclude=`` can name an evaluation folder's ``manifest.json`` to keep its items out of training.
+across reruns of the same file: resumable stages key their outputs by them. They name the same rows as the
+evaluation harness's ids (which zero-pad the row number: :func:`canonical_id` bridges the two), so ``exclude=``
+can name an evaluation folder's ``manifest.json`` to keep its items out of training.
 """
 
 from __future__ import annotations

@@ -100,13 +100,8 @@ def distill(config: str | Path | dict[str, Any], *, progress: bool = True) -> di
     socratic = SocraticOptions(
         **{k: data.pop(k) for k in ("cap", "overflow", "drop_restatement", "restatement_threshold") if k in data}
     )
-    exclude = data.get("exclude", [])
     examples = load_examples(
-        data["source"],
-        data.get("format"),
-        limit=data.get("limit"),
-        socratic=socratic,
-        exclude=[exclude] if isinstance(exclude, str) else exclude,
+        data["source"], data.get("format"), limit=data.get("limit"), socratic=socratic, exclude=data.get("exclude", ())
     )
     gen = {"seed": seed, **config["generate"]}
     teacher = gen.pop("teacher")
