@@ -310,3 +310,17 @@ def test_config_unknown_keys_are_errors(tmp_path):
 )
 def test_answers_match(predicted, gold, ok):
     assert answers_match(predicted, gold) is ok
+
+
+def test_offset_shards_the_examples_after_the_exclusion(tmp_path):
+    data = FIX / "generic.jsonl"
+    everything = [e.id for e in load_examples(data)]
+    assert len(everything) >= 3
+    first = [e.id for e in load_examples(data, limit=2)]
+    second = [e.id for e in load_examples(data, offset=2)]
+    assert first + second == everything  # two shards cover the file once, in order
+    assert [e.id for e in load_examples(data, offset=1, limit=1)] == everything[1:2]
+    with pytest.raises(TrainingError, match="after the first"):
+        load_examples(data, offset=len(everything))
+    with pytest.raises(TrainingError, match="offset must be"):
+        load_examples(data, offset=-1)

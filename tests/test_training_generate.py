@@ -206,3 +206,50 @@ def test_screen_needs_gold_answers(tmp_path):
     generate(load_examples(FIX / "generic.jsonl", limit=3)[2:], "human", dec, progress=False)  # q3: no answer
     with pytest.raises(TrainingError, match="no gold answer"):
         screen(dec, scripted(), tmp_path / "s.jsonl", progress=False)
+
+
+def test_screen_learned_skip_keeps_an_empty_plan_only_where_chain_of_thought_wins(tmp_path):
+    from training.build import build
+
+    dec = _decompositions(tmp_path)  # gold answers 31, 20, 140
+    out = tmp_path / "scr.jsonl"
+    solver = scripted(
+        "The answer is: 31",  # 0: the plan works -> kept with its plan
+        "The answer is: 19",  # 1: the plan fails ...
+        "Step by step: 8 + 12 = 20.\nThe answer is: 20",  # ... its own chain of thought wins -> learned skip
+        "The answer is: 7",  # 2: the plan fails ...
+        "The answer is: 8",  # ... and so does chain of thought -> dropped
+    )
+    report = screen(dec, solver, out, skip="cot", retries=0, progress=False)
+    assert (report.kept, report.skipped, report.total) == (2, 1, 3)
+    rows = {r["id"]: r for r in read_jsonl(out)}
+    skipped = rows["socratic_tiny-1"]
+    assert skipped["sample"] == "skip" and skipped["subquestions"] == [] and skipped["correct"]
+    assert skipped["first"]["predicted"] == "19" and skipped["first"]["subquestions"]
+    assert not rows["socratic_tiny-2"]["correct"] and rows["socratic_tiny-2"]["predicted"] == "7"
+    built = build(tmp_path / "data", screened=out, kinds=["SD-R"], val_fraction=0.0)
+    assert built.train == 2
+    targets = {r["id"]: r["messages"][-1]["content"] for r in read_jsonl(tmp_path / "data" / "train.jsonl")}
+    assert json.loads(targets["socratic_tiny-1"]) == {"subquestions": []}
+    assert json.loads(targets["socratic_tiny-0"])["subquestions"]
+
+
+def test_screen_scores_with_the_evaluations_rule(tmp_path):
+    from langchain_dod.evaluation.metrics import gsm8k_strict
+    from training.screen import answers_match
+
+    cases = [
+        ("31", "31"),
+        ("$31.00", "31"),
+        ("1,200", "1200"),
+        ("31 pens, 5 left", "31"),
+        ("3 or 31", "31"),
+        (None, "31"),
+        ("thirty-one", "31"),
+    ]
+    for predicted, gold in cases:
+        assert answers_match(predicted, gold) == (predicted is not None and gsm8k_strict(predicted, gold)), predicted
+    assert not answers_match("31 pens, 5 left", "31")  # the old last-number rule kept this; the evaluation does not
+    assert answers_match("Paris, France", "Paris") and not answers_match("London", "Paris")
+    with pytest.raises(TrainingError, match="skip must be"):
+        screen(_decompositions(tmp_path), scripted(), tmp_path / "s.jsonl", skip="always", progress=False)

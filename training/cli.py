@@ -49,7 +49,9 @@ def _cmd_generate(args: argparse.Namespace) -> Any:
         drop_restatement=not args.keep_restatement,
         restatement_threshold=args.restatement_threshold,
     )
-    examples = load_examples(args.data, args.format, limit=args.limit, socratic=socratic, exclude=args.exclude)
+    examples = load_examples(
+        args.data, args.format, limit=args.limit, offset=args.offset, socratic=socratic, exclude=args.exclude
+    )
     return generate(
         examples,
         args.teacher,
@@ -77,6 +79,8 @@ def _cmd_screen(args: argparse.Namespace) -> Any:
         args.out,
         second_teacher=args.second_teacher,
         second_temperature=args.second_temperature,
+        skip=args.skip,
+        max_tokens=args.max_tokens,
         max_concurrency=args.max_concurrency,
         retries=args.retries,
         backoff=args.backoff,
@@ -183,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("gsm8k", "socratic", "jsonl", "bamboogle", "drop"))
     p.add_argument("--limit", type=int, help="at most this many examples, counted after --exclude")
     p.add_argument(
+        "--offset", type=int, default=0, help="skip the first N (after --exclude): a shard for a 2nd process"
+    )
+    p.add_argument(
         "--exclude",
         action="append",
         default=[],
@@ -215,6 +222,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--second-teacher", help="teacher SPEC for a second sample of the failures")
     p.add_argument("--second-temperature", type=float, default=0.7)
+    p.add_argument(
+        "--skip",
+        choices=("cot",),
+        help="learned skip: keep an empty plan where no decomposition but the solver's own chain of thought won",
+    )
+    p.add_argument("--max-tokens", type=int, default=400, help="solver output limit (as dod eval run)")
     p.add_argument("--max-concurrency", type=int, default=1)
     p.add_argument("--retries", type=int, default=2)
     p.add_argument("--backoff", type=float, default=1.0)

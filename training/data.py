@@ -199,7 +199,8 @@ def canonical_id(ident: str) -> str:
 def excluded_ids(paths: Iterable[str | os.PathLike[str]]) -> set[str]:
     """Ids to keep out of training (canonical, see :func:`canonical_id`): from an evaluation ``manifest.json``
     (its ``ids``) or any JSONL of records with an ``id`` (e.g. an evaluation run's results), so a decomposer is
-    never trained on its test items."""
+    never trained on its test items.
+    """
     ids: set[str] = set()
     for item in paths:
         path = Path(item).expanduser()
@@ -226,17 +227,21 @@ def load_examples(
     format: str | None = None,  # noqa: A002 - the natural name for a CLI option
     *,
     limit: int | None = None,
+    offset: int = 0,
     socratic: SocraticOptions | None = None,
     exclude: Iterable[str | os.PathLike[str]] = (),
 ) -> list[Example]:
     """Load a data set (see the module docstring); at most ``limit`` examples, in file order.
 
     Examples whose ids are listed in the ``exclude`` files (see :func:`excluded_ids`) are skipped before
-    ``limit`` counts, so ``limit=800`` gives 800 examples none of which is an evaluation item.
+    ``offset`` and ``limit`` count, so ``limit=800`` gives 800 examples none of which is an evaluation item, and
+    ``offset=400, limit=400`` is the second half of them (a shard for a second process).
 
     Raises :class:`TrainingError` for a missing file, an unknown format, a record without a question, duplicate
     ids, or an empty result.
     """
+    if offset < 0:
+        raise TrainingError(f"offset must be 0 or more, got {offset}.")
     skip = excluded_ids([exclude] if isinstance(exclude, (str, os.PathLike)) else exclude)
     socratic = socratic or SocraticOptions()
     text = str(source)
@@ -257,16 +262,20 @@ def load_examples(
             examples = _drop(path)
     out: list[Example] = []
     seen: set[str] = set()
+    passed = 0
     for example in examples:
         if example.id in seen:
             raise TrainingError(f"{source}: duplicate id {example.id!r}; ids must be unique (outputs are keyed by id).")
         seen.add(example.id)
         if skip and canonical_id(example.id) in skip:
             continue
+        passed += 1
+        if passed <= offset:
+            continue
         out.append(example)
         if limit is not None and len(out) >= limit:
             break
     if not out:
-        hint = " (all of them excluded)" if skip and seen else ""
+        hint = " (all of them excluded)" if skip and seen else f" after the first {offset}" if offset else ""
         raise TrainingError(f"{source} holds no examples{hint}; check the file, its format and exclude.")
     return out

@@ -101,7 +101,12 @@ def distill(config: str | Path | dict[str, Any], *, progress: bool = True) -> di
         **{k: data.pop(k) for k in ("cap", "overflow", "drop_restatement", "restatement_threshold") if k in data}
     )
     examples = load_examples(
-        data["source"], data.get("format"), limit=data.get("limit"), socratic=socratic, exclude=data.get("exclude", ())
+        data["source"],
+        data.get("format"),
+        limit=data.get("limit"),
+        offset=data.get("offset", 0),
+        socratic=socratic,
+        exclude=data.get("exclude", ()),
     )
     gen = {"seed": seed, **config["generate"]}
     teacher = gen.pop("teacher")

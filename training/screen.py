@@ -3,8 +3,16 @@
 The solver answers each question with the teacher's sub-questions through the runtime's own
 :class:`~langchain_dod.chains.DecomposeSolve` (same prompt, same answer extraction as at inference). An example
 whose answer is wrong may get a second teacher sample (sampled, ``temperature`` > 0); if that one leads to the
-gold answer, its sub-questions are kept instead. Output: one line per example (kept or not, with the solver's
-text, which ``build`` also turns into SE-T / SE-A solver data), append-only and resumable like ``generate``.
+gold answer, its sub-questions are kept instead.
+
+**Learned skip** (``skip="cot"``): where no decomposition led the solver to the gold answer but the solver's own
+single-stage chain of thought did, the example is kept with no sub-questions (``{"subquestions": []}`` becomes
+its SD-R target, ``sample`` is ``"skip"``): the student learns to leave alone the questions a plan only hurts.
+
+Correctness is the evaluation's own rule (``dod eval``: the answer the runtime extracts, scored strictly against
+the gold number; text answers by normalised match), so what the screen keeps is what the evaluation scores right.
+Output: one line per example (kept or not, with the solver's text, which ``build`` also turns into SE-T / SE-A
+solver data), append-only and resumable like ``generate``.
 """
 
 from __future__ import annotations
@@ -28,25 +36,21 @@ __all__ = ["ScreenReport", "answers_match", "screen"]
 _NUM = re.compile(r"^-?\d+(?:\.\d+)?$")
 
 
-def _number(text: str) -> float | None:
-    from langchain_dod.parsing import last_number
-
-    value = last_number(text)
-    return float(value) if value is not None and _NUM.match(value) else None
-
-
 def _norm(text: str) -> str:
     return " ".join(re.sub(r"[^a-z0-9 ]", " ", text.lower()).split())
 
 
 def answers_match(predicted: str | None, gold: str | None) -> bool:
-    """Strict-ish match: equal numbers when the gold is a number, else equal or contained normalised text."""
+    """The evaluation's rule: a numeric gold needs exactly that one number (``gsm8k_strict``).
+
+    That is how ``dod eval`` scores GSM8K; a text gold needs equal or contained normalised text.
+    """
+    from langchain_dod.evaluation.metrics import gsm8k_strict
+
     if predicted is None or gold is None:
         return False
-    gold_number = _number(gold) if _NUM.match(gold.strip().replace(",", "")) else None
-    if gold_number is not None:
-        value = _number(predicted)
-        return value is not None and abs(value - gold_number) < 1e-6
+    if _NUM.match(gold.strip().replace(",", "")):
+        return gsm8k_strict(predicted, gold)
     p, g = _norm(predicted), _norm(gold)
     return bool(g) and (p == g or f" {g} " in f" {p} ")
 
@@ -61,20 +65,30 @@ class ScreenReport:
     recovered: int
     new: int
     failed: int
+    skipped: int = 0
 
     def summary(self) -> str:
         """One line for the CLI."""
-        text = f"kept {self.kept}/{self.total} decompositions ({self.recovered} by a second sample) in {self.out}"
+        text = (
+            f"kept {self.kept}/{self.total} decompositions ({self.recovered} by a second sample, "
+            f"{self.skipped} as learned skips) in {self.out}"
+        )
         if self.failed:
             text += f"; {self.failed} failed (see {failed_path(self.out)}; rerun to retry them)"
         return text
 
 
-def _solve(chain_cls: Any, solver: Any, record: dict[str, Any], subquestions: list[str]) -> dict[str, Any]:
+def _solve(solver: Any, record: dict[str, Any], subquestions: list[str] | None) -> dict[str, Any]:
+    """The runtime's chain: two-stage with these sub-questions, or (``None``) single-stage chain of thought."""
     from langchain_core.runnables import RunnableLambda
 
-    chain = chain_cls(decomposer=RunnableLambda(lambda _: list(subquestions)), solver=solver)
-    return chain.invoke({"question": record["question"], "context": record.get("context")})
+    from langchain_dod.chains import DecomposeSolve, SingleStage
+
+    question = {"question": record["question"], "context": record.get("context")}
+    if subquestions is None:
+        return SingleStage(solver=solver, mode="cot").invoke(question)
+    chain = DecomposeSolve(decomposer=RunnableLambda(lambda _: list(subquestions)), solver=solver)
+    return chain.invoke(question)
 
 
 def screen(
@@ -84,14 +98,22 @@ def screen(
     *,
     second_teacher: Any = None,
     second_temperature: float = 0.7,
+    skip: str | None = None,
+    max_tokens: int | None = 400,
     max_concurrency: int = 1,
     retries: int = 2,
     backoff: float = 1.0,
     progress: bool = True,
 ) -> ScreenReport:
-    """Screen every decomposition (from ``generate``) with ``solver`` (SPEC or LangChain model) into ``out``."""
-    from langchain_dod.chains import DecomposeSolve
+    """Screen every decomposition (from ``generate``) with ``solver`` (SPEC or LangChain model) into ``out``.
+
+    ``skip="cot"`` adds the learned skip (module docstring); ``max_tokens`` caps a SPEC solver's reply (400, as
+    ``dod eval run`` does by default, so the screen sees the replies the evaluation would score).
+    """
     from langchain_dod.solvers import load_chat_model, model_label
+
+    if skip not in (None, "cot"):
+        raise TrainingError(f"skip must be 'cot' (no-plan targets where chain of thought wins) or None, not {skip!r}.")
 
     records = read_jsonl(decompositions) if isinstance(decompositions, (str, Path)) else list(decompositions)
     if not records:
@@ -104,7 +126,7 @@ def screen(
         )
     if isinstance(solver, str):
         try:
-            solver = load_chat_model(solver)
+            solver = load_chat_model(solver, **({"max_tokens": max_tokens} if max_tokens else {}))
         except (ValueError, ImportError) as err:
             raise TrainingError(f"Solver: {err}") from None
     label = model_label(solver)
@@ -122,7 +144,7 @@ def screen(
     done = read_records(out)
     todo = [r for r in records if str(r["id"]) not in done]
 
-    def attempt(record: dict[str, Any], subquestions: list[str]) -> dict[str, Any]:
+    def attempt(record: dict[str, Any], subquestions: list[str] | None) -> dict[str, Any]:
         last: BaseException | None = None
         for n in range(retries + 1):
             if n:
@@ -130,9 +152,9 @@ def screen(
 
                 time.sleep(backoff * 2 ** (n - 1))
             try:
-                result = _solve(DecomposeSolve, solver, record, subquestions)
+                result = _solve(solver, record, subquestions)
                 return {
-                    "subquestions": list(subquestions),
+                    "subquestions": list(subquestions or []),
                     "solution": result["solution"],
                     "predicted": result["answer"],
                     "correct": answers_match(result["answer"], record["answer"]),
@@ -154,6 +176,14 @@ def screen(
             if retry["correct"]:
                 first = {k: result[k] for k in ("subquestions", "predicted")}
                 result = {**retry, "sample": 2, "first": first}
+            else:
+                result["second"] = {k: retry[k] for k in ("subquestions", "predicted")}
+        if not result["correct"] and skip == "cot":
+            alone = attempt(record, None)
+            if alone["correct"]:
+                tried = {k: result[k] for k in ("subquestions", "predicted")}
+                earlier = {k: result[k] for k in ("second",) if k in result}
+                result = {**alone, "sample": "skip", "first": tried, **earlier}
         keep = ("id", "question", "context", "answer", "teacher", "profile", "max_subquestions")
         return {**{k: record.get(k) for k in keep}, **result, "solver": label}
 
@@ -189,5 +219,6 @@ def screen(
         kept=sum(1 for r in final.values() if r.get("correct")),
         recovered=sum(1 for r in final.values() if r.get("correct") and r.get("sample") == 2),
         new=new,
+        skipped=sum(1 for r in final.values() if r.get("correct") and r.get("sample") == "skip"),
         failed=failed,
     )

@@ -1,0 +1,215 @@
+"""Which two-stage solver wording lets *good* sub-questions help? (issue 12, item 1)
+
+The plan is held fixed at GSM8K's Socratic sub-questions (written by a model, one per solution step: a
+complete plan), so only the solver's instruction and the cap vary. Items: GSM8K **test**, the first ``--n``
+of the committed ``gsm8k-qwen1.5b`` evaluation (seed 0); single-stage chain of thought on the same items comes
+from that evaluation's run (re-scored from its stored solution with today's extractor). No decomposer we
+compare is evaluated on test items, so choosing the wording here leaks nothing into the final evaluation.
+
+Each condition is ``WORDING:CAP`` (``CAP`` = ``all`` or a number; capped plans keep the first ``CAP - 1`` steps
+and the last, so the step that reaches the answer stays). Resumable: results append to
+``benchmarks/results/solver_wording/results.jsonl`` keyed by (condition, id).
+
+    python -m benchmarks.probe_solver_wording --n 60 --conditions plan:all,brief:all
+    python -m benchmarks.probe_solver_wording --report
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+RESULTS = Path(__file__).parent / "results" / "solver_wording"
+EVAL = Path(__file__).parent / "results" / "eval" / "gsm8k-qwen1.5b"
+GSM8K_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k"
+SOLVER = "qwen2.5-coder-1.5b-instruct"
+MARKER = 'Finish with a line "The answer is: X" where X is only the final answer.'
+
+# Candidate instructions for the two-stage solver (the system message; the user message is the runtime's).
+WORDINGS = {
+    # the wording shipped until now
+    "brief": "Answer the sub-questions below one by one, briefly, then use them to answer the question. " + MARKER,
+    # the issue's probe: the plan is to be followed with full calculations
+    "plan": (
+        "The sub-questions are a plan: answer each one in order, writing out the full calculation with the "
+        "numbers from the problem, then answer the question. " + MARKER
+    ),
+    # chain of thought, with the sub-questions as the steps to work through
+    "steps": (
+        "Solve the problem step by step. The sub-questions below are the steps: for each one, write the "
+        "calculation that answers it, using the numbers from the problem and the earlier results, and its "
+        "result. Then check that you answered the question that was asked. " + MARKER
+    ),
+    # one line per sub-question, an equation on each
+    "equations": (
+        "Work through the sub-questions below in order. For each one write a line with its number, the "
+        "equation that answers it (for example 3 * 4 = 12) and a few words saying what the result is. "
+        "Then answer the question itself. " + MARKER
+    ),
+}
+
+
+def _items(n: int) -> list[dict]:
+    ids = json.loads((EVAL / "manifest.json").read_text())["ids"][:n]
+    test = [json.loads(line) for line in (GSM8K_DIR / "test.jsonl").read_text().splitlines()]
+    socratic = [json.loads(line) for line in (GSM8K_DIR / "test_socratic.jsonl").read_text().splitlines()]
+    from langchain_dod.evaluation.oracle import socratic_subquestions
+
+    out = []
+    for item_id in ids:
+        row = int(item_id.split("-")[1])
+        assert socratic[row]["question"] == test[row]["question"]
+        gold = test[row]["answer"].rsplit("####", 1)[1].strip().replace(",", "")
+        out.append(
+            {
+                "id": item_id,
+                "question": test[row]["question"],
+                "gold": gold,
+                "plan": socratic_subquestions(socratic[row]["answer"]),
+            }
+        )
+    return out
+
+
+def _cap(plan: list[str], cap: str) -> list[str]:
+    if cap == "all" or len(plan) <= int(cap):
+        return plan
+    k = int(cap)
+    return plan[: k - 1] + plan[-1:]
+
+
+def _done() -> set[tuple[str, str]]:
+    path = RESULTS / "results.jsonl"
+    if not path.exists():
+        return set()
+    done = set()
+    for line in path.read_text().splitlines():
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        done.add((r["condition"], r["id"]))
+    return done
+
+
+def run(n: int, conditions: list[str], threads: int) -> None:
+    from langchain_dod import ChatGGUF
+    from langchain_dod.evaluation.metrics import gsm8k_strict
+    from langchain_dod.parsing import extract_answer
+    from langchain_dod.prompts import solver_messages
+
+    for c in conditions:
+        wording, _, cap = c.partition(":")
+        if wording not in WORDINGS or not (cap == "all" or cap.isdigit()):
+            raise SystemExit(f"condition {c!r}: WORDING:CAP with WORDING in {sorted(WORDINGS)}, CAP all or N")
+    llm = ChatGGUF(model=SOLVER, n_threads=threads, max_tokens=400, temperature=0.0)
+    items = _items(n)
+    done = _done()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    todo = [(c, it) for it in items for c in conditions if (c, it["id"]) not in done]
+    with (RESULTS / "results.jsonl").open("a", encoding="utf-8") as fh:
+        for condition, item in tqdm(todo, desc="probe", unit="solve"):
+            wording, _, cap = condition.partition(":")
+            plan = _cap(item["plan"], cap)
+            messages = solver_messages(item["question"], subquestions=plan)
+            messages[0]["content"] = WORDINGS[wording]
+            reply = llm.invoke(messages)
+            answer = extract_answer(str(reply.content))
+            record = {
+                "condition": condition,
+                "id": item["id"],
+                "gold": item["gold"],
+                "subquestions": plan,
+                "solution": reply.content,
+                "prediction": answer,
+                "correct": gsm8k_strict(answer, item["gold"]),
+                "output_tokens": (reply.usage_metadata or {}).get("output_tokens"),
+            }
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def _cot(ids: set[str]) -> dict[str, dict]:
+    from langchain_dod.evaluation.metrics import gsm8k_strict
+    from langchain_dod.parsing import extract_answer
+
+    out = {}
+    for line in (EVAL / "runs" / f"cot__{SOLVER}.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        if r["id"] in ids:
+            answer = extract_answer(r["solution"])
+            out[r["id"]] = {
+                "correct": gsm8k_strict(answer, r["gold"]),
+                "output_tokens": r["usage"]["solver"]["output_tokens"],
+            }
+    return out
+
+
+def report() -> None:
+    from scipy.stats import binomtest
+
+    rows = [json.loads(line) for line in (RESULTS / "results.jsonl").read_text().splitlines() if line.strip()]
+    by: dict[str, dict[str, dict]] = {}
+    for r in rows:
+        by.setdefault(r["condition"], {})[r["id"]] = r
+    common = set.intersection(*(set(v) for v in by.values()))
+    cot = _cot(common)
+    by["cot (single-stage)"] = cot
+    table, summary = [], {}
+    for name, results in sorted(by.items()):
+        rs = [results[i] for i in sorted(common)]
+        correct = sum(bool(r["correct"]) for r in rs)
+        tokens = statistics.mean(r["output_tokens"] or 0 for r in rs)
+        b = sum(1 for i in common if results[i]["correct"] and not cot[i]["correct"])
+        c = sum(1 for i in common if cot[i]["correct"] and not results[i]["correct"])
+        p = binomtest(b, b + c).pvalue if b + c else 1.0
+        summary[name] = {
+            "n": len(rs),
+            "correct": correct,
+            "accuracy": correct / len(rs),
+            "mean_output_tokens": tokens,
+            "vs_cot": {"wins": b, "losses": c, "mcnemar_p": p},
+        }
+        table.append(
+            f"| {name} | {len(rs)} | {correct} | {100 * correct / len(rs):.1f} | {tokens:.0f} | "
+            f"+{b} / −{c} (p = {p:.2g}) |"
+        )
+    (RESULTS / "summary.json").write_text(json.dumps({"wordings": WORDINGS, "results": summary}, indent=1) + "\n")
+    md = [
+        "# Two-stage solver wording, Socratic plans fixed (issue 12, item 1)",
+        "",
+        "GSM8K test, the first items of the `gsm8k-qwen1.5b` evaluation (seed 0), solver Qwen2.5-Coder-1.5B Q4_K_M,",
+        "greedy, ≤ 400 output tokens; plans are GSM8K's Socratic sub-questions (model-written, one per step);",
+        "`CAP` keeps the first CAP − 1 steps and the last. CoT: the committed evaluation's run on the same items.",
+        "`python -m benchmarks.probe_solver_wording --n N --conditions ...` then `--report`; wordings in",
+        "`summary.json`.",
+        "",
+        "| condition | n | correct | strict % | solver tokens out | vs CoT (McNemar) |",
+        "|---|---|---|---|---|---|",
+        *table,
+    ]
+    (RESULTS / "summary.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=60)
+    parser.add_argument("--conditions", default="plan:all")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--report", action="store_true")
+    args = parser.parse_args()
+    if args.report:
+        report()
+    else:
+        run(args.n, args.conditions.split(","), args.threads)
+
+
+if __name__ == "__main__":
+    main()
