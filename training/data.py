@@ -3,7 +3,7 @@
 Formats (``format=`` or guessed from the file):
 
 * ``gsm8k`` — JSONL ``{"question", "answer": "... #### 42"}``; gold is the number after ``####``.
-* ``socratic`` — GSM8K Socratic JSONL (steps ``SUB-QUESTION ** step``): also carries the human sub-questions,
+* ``socratic`` — GSM8K Socratic JSONL (steps ``SUB-QUESTION ** step``): also carries the Socratic sub-questions,
   normalised by :mod:`training.socratic` (teacher ``human`` writes them out as decompositions).
 * ``jsonl`` — generic ``{"id"?, "question", "answer"?, "context"?, "subquestions"?}``.
 * ``bamboogle`` — CSV with ``Question`` and ``Answer`` columns.
@@ -37,7 +37,7 @@ FORMATS = ("gsm8k", "socratic", "jsonl", "bamboogle", "drop")
 
 @dataclass
 class Example:
-    """One question with its gold answer, optional passage and optional human sub-questions."""
+    """One question with its gold answer, optional passage and optional Socratic sub-questions."""
 
     id: str
     question: str
