@@ -1,0 +1,132 @@
+"""Merging a LoRA adapter into its base once (langchain_dod.merge), with the real SmolLM2 base.
+
+The adapter here is a small one the test writes (rank 2 on two weights), so the merge is quick and its result
+can be checked exactly against numpy; the merged file is then loaded and run by llama.cpp for real.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from langchain_dod.merge import MergeError, merge_lora, merged_gguf
+
+ADAPTED = ("blk.0.attn_q.weight", "blk.3.ffn_up.weight")
+
+
+def _write_adapter(
+    path: Path, base: Path, *, rank: int = 2, alpha: float = 4.0, nan: bool = False, names: tuple[str, ...] = ADAPTED
+) -> dict[str, np.ndarray]:
+    """A GGUF LoRA adapter on ``names`` (llama.cpp's layout: lora_a (r, in), lora_b (out, r)); returns the deltas."""
+    from gguf import GGMLQuantizationType, GGUFReader, GGUFWriter
+    from gguf.quants import quant_shape_from_byte_shape
+
+    shapes = {
+        t.name: quant_shape_from_byte_shape(t.data.shape, t.tensor_type)
+        if t.tensor_type not in (GGMLQuantizationType.F32, GGMLQuantizationType.F16)
+        else t.data.shape
+        for t in GGUFReader(str(base)).tensors
+    }
+    rng = np.random.default_rng(0)
+    writer = GGUFWriter(str(path), "llama")
+    writer.add_string("general.type", "adapter")
+    writer.add_string("adapter.type", "lora")
+    writer.add_float32("adapter.lora.alpha", alpha)
+    deltas = {}
+    for name in names:
+        out_dim, in_dim = shapes.get(name, (8, 8))
+        a = (rng.standard_normal((rank, in_dim)) * 0.05).astype(np.float16)
+        b = (rng.standard_normal((out_dim, rank)) * 0.05).astype(np.float16)
+        if nan:
+            a[0, 0] = np.nan
+        writer.add_tensor(name + ".lora_a", a)
+        writer.add_tensor(name + ".lora_b", b)
+        deltas[name] = (alpha / rank) * (b.astype(np.float32) @ a.astype(np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return deltas
+
+
+@pytest.fixture(scope="module")
+def merged(tmp_path_factory, smollm2_path) -> tuple[Path, Path, dict[str, np.ndarray]]:
+    """One adapter merged once through the cache: (adapter, merged file, deltas)."""
+    folder = tmp_path_factory.mktemp("merge")
+    deltas = _write_adapter(folder / "lora.gguf", smollm2_path)
+    return folder / "lora.gguf", merged_gguf(smollm2_path, folder / "lora.gguf", cache=folder / "cache"), deltas
+
+
+def test_merge_adds_the_lora_product_and_copies_the_rest(merged, smollm2_path):
+    from gguf import GGUFReader
+    from gguf.quants import dequantize
+
+    _, out, deltas = merged
+    base = {t.name: t for t in GGUFReader(str(smollm2_path)).tensors}
+    merged = {t.name: t for t in GGUFReader(str(out)).tensors}
+    assert set(merged) == set(base)
+    for name, tensor in merged.items():
+        if name in deltas:
+            expected = dequantize(base[name].data, base[name].tensor_type) + deltas[name]
+            got = dequantize(tensor.data, tensor.tensor_type)
+            assert tensor.tensor_type.name == "Q8_0"
+            assert np.abs(got - expected).max() < 0.02 * np.abs(expected).max()  # Q8_0 rounding only
+        else:
+            assert tensor.tensor_type == base[name].tensor_type
+            assert np.array_equal(np.asarray(tensor.data), np.asarray(base[name].data))  # byte for byte
+
+
+def test_merged_file_is_cached_reused_and_runs_in_llama_cpp(merged, smollm2_path):
+    import hashlib
+
+    from langchain_dod import ChatGGUF
+
+    adapter, first, _ = merged
+    stamp = first.stat().st_mtime_ns
+    assert merged_gguf(smollm2_path, adapter, cache=first.parent) == first
+    assert first.stat().st_mtime_ns == stamp  # reused, not merged again
+    assert hashlib.sha256(adapter.read_bytes()).hexdigest()[:16] in first.name  # another adapter: another file
+    reply = ChatGGUF(model=str(first), max_tokens=4, n_threads=1).invoke("Say hi.")
+    assert isinstance(reply.content, str) and reply.usage_metadata["output_tokens"] >= 1
+
+
+def test_a_damaged_cache_file_is_rebuilt_with_a_warning(tmp_path, smollm2_path):
+    _write_adapter(tmp_path / "lora.gguf", smollm2_path)
+    path = merged_gguf(smollm2_path, tmp_path / "lora.gguf", cache=tmp_path / "cache")
+    size = path.stat().st_size
+    with open(path, "r+b") as fh:
+        fh.truncate(size // 2)
+    with pytest.warns(UserWarning, match="damaged"):
+        again = merged_gguf(smollm2_path, tmp_path / "lora.gguf", cache=tmp_path / "cache")
+    assert again == path and path.stat().st_size == size
+
+
+def test_two_processes_merging_at_once_share_one_file(tmp_path, smollm2_path):
+    _write_adapter(tmp_path / "lora.gguf", smollm2_path)
+    code = (
+        "import sys; from langchain_dod.merge import merged_gguf; "
+        f"print(merged_gguf({str(smollm2_path)!r}, {str(tmp_path / 'lora.gguf')!r}, cache={str(tmp_path / 'c')!r}))"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300)[0].strip() for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert outs[0] == outs[1] and Path(outs[0]).is_file()
+    assert [p.name for p in (tmp_path / "c").iterdir() if p.suffix != ".lock"] == [Path(outs[0]).name]  # no tmp left
+
+
+def test_adapters_that_do_not_fit_are_clear_errors(tmp_path, smollm2_path):
+    _write_adapter(tmp_path / "wrong.gguf", smollm2_path, names=("blk.99.attn_q.weight",))
+    with pytest.raises(MergeError, match="wrong base"):
+        merge_lora(smollm2_path, tmp_path / "wrong.gguf", tmp_path / "m.gguf")
+    _write_adapter(tmp_path / "nan.gguf", smollm2_path, nan=True)
+    with pytest.raises(MergeError, match="not finite"):
+        merge_lora(smollm2_path, tmp_path / "nan.gguf", tmp_path / "m.gguf")
+    with pytest.raises(MergeError, match="not a GGUF LoRA|no adapter.lora.alpha"):
+        merge_lora(smollm2_path, smollm2_path, tmp_path / "m.gguf")
+    with pytest.raises(MergeError, match="qtype"):
+        merge_lora(smollm2_path, tmp_path / "nan.gguf", tmp_path / "m.gguf", qtype="Q4_1")
+    assert not (tmp_path / "m.gguf").exists()  # a refused merge writes nothing
