@@ -40,7 +40,7 @@ from langchain_core.exceptions import OutputParserException
 from langchain_core.runnables import Runnable, RunnableLambda, RunnableMap, RunnablePassthrough
 from langchain_core.utils.function_calling import convert_to_json_schema
 from langchain_core.utils.pydantic import is_basemodel_subclass
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 from langchain_dod.gguf_file import inspect_gguf
 from langchain_dod.models import resolve
@@ -91,11 +91,11 @@ _LOADED: dict[tuple[Any, ...], _Loaded] = {}
 _LOAD_LOCK = threading.Lock()
 
 
-def _load(key: tuple[Any, ...], path: Path, lora: Path | None, params: dict[str, Any]) -> _Loaded:
-    """Load (once per process) the model described by ``key``."""
+def _load(key: tuple[Any, ...], path: Path, lora: Path | None, params: dict[str, Any]) -> tuple[_Loaded, bool]:
+    """Load (once per process) the model described by ``key``; also say whether this call loaded it."""
     with _LOAD_LOCK:
         if key in _LOADED:
-            return _LOADED[key]
+            return _LOADED[key], False
         info = inspect_gguf(path)
         if info.file_type == "adapter":
             raise ModelLoadError(f"{path} is a LoRA adapter, not a model. Pass it as lora_path= with its base.")
@@ -140,7 +140,7 @@ def _load(key: tuple[Any, ...], path: Path, lora: Path | None, params: dict[str,
 
         loaded = _Loaded(llm=llm, lock=threading.Lock(), render=render, n_ctx=llm.n_ctx(), load_seconds=seconds)
         _LOADED[key] = loaded
-        return loaded
+        return loaded, True
 
 
 def _check_adapter(lora: Path, base: Any) -> None:
@@ -262,6 +262,7 @@ class ChatGGUF(BaseChatModel):
     """Extra keyword arguments for ``llama_cpp.Llama`` (e.g. ``flash_attn``, ``type_k``)."""
 
     model_config = ConfigDict(populate_by_name=True, protected_namespaces=())
+    _load_seconds: float | None = PrivateAttr(default=None)
 
     @model_validator(mode="before")
     @classmethod
@@ -325,7 +326,10 @@ class ChatGGUF(BaseChatModel):
             **self.model_kwargs,
         }
         key = (str(path), str(lora) if lora else None, tuple(sorted((k, repr(v)) for k, v in params.items())))
-        return _load(key, path, lora, params)
+        loaded, fresh = _load(key, path, lora, params)
+        if self._load_seconds is None and model in (None, self.model):
+            self._load_seconds = loaded.load_seconds if fresh else 0.0  # this instance's cost, not the first's
+        return loaded
 
     def load(self) -> ChatGGUF:
         """Load the model now rather than on first use (e.g. to measure load time); returns ``self``."""
@@ -340,8 +344,9 @@ class ChatGGUF(BaseChatModel):
 
     @property
     def load_seconds(self) -> float:
-        """Seconds llama.cpp took to load this model (0 when it was already loaded by another instance)."""
-        return self._loaded().load_seconds
+        """Seconds llama.cpp took to load this model for this instance (0.0 when another had loaded it)."""
+        self._loaded()  # on this instance's first use, records what the load cost it
+        return self._load_seconds or 0.0
 
     def get_num_tokens(self, text: str) -> int:
         """Count tokens with the model's own tokenizer."""

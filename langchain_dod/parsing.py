@@ -93,11 +93,17 @@ def parse_subquestions(text: str, max_subquestions: int | None = None) -> list[s
     return []
 
 
-_ANSWER = re.compile(re.escape(ANSWER_MARKER).replace(r"\:", ":?"), re.I)
+# The prompt's marker with its colon optional ("The answer is 18" is common). Without the colon the phrase also
+# occurs in reasoning ("the answer is not 12"), so there it counts only when a number (or \boxed{}) follows.
+_ANSWER = re.compile(re.escape(ANSWER_MARKER.rstrip(":")) + r"\b\s*(:)?", re.I)
 _ANSWER_LOOSE = re.compile(r"(?:final answer|answer)\s*(?:is)?\s*[:=]", re.I)
-_BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
+_BOXED = re.compile(r"\\boxed\s*\{")
 _MATH_DELIMS = re.compile(r"^(\\\[|\\\()\s*|\s*(\\\]|\\\))$")
 _NUMBER = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?")
+_OPENS_WITH_NUMBER = re.compile(r"[-−]?[$€£¥]?\s?[-−]?\.?\d")
+# An answer that opens with a number ends at a bracketed remark or the end of its sentence: what follows
+# ("31 pens (3 boxes of 12, minus 5)", "18 apples. Check: 3*6=18") is working whose numbers are not the answer.
+_NUMBER_ANSWER_END = re.compile(r"\s\(|[.!?](?:\s|$)")
 
 
 def last_number(text: str) -> str | None:
@@ -110,34 +116,52 @@ def last_number(text: str) -> str | None:
 
 
 def extract_answer(text: str) -> str | None:
-    """The final answer from a solver's text.
+    r"""The final answer from a solver's text.
 
-    Order: the last "The answer is: X" line; else the last "answer: X" / "final answer is X"; else the
-    last number; else ``None`` (callers count that as unanswered, never crash).
+    Order: the last "The answer is: X" (colon optional when X is a number); else the last "answer: X" /
+    "final answer is X"; else the last ``\boxed{X}``; else the last number; else ``None`` (callers count
+    that as unanswered, never crash). An X that opens with a number stops before a parenthesis or the end
+    of its sentence.
     """
     if not text:
         return None
     for pattern in (_ANSWER, _ANSWER_LOOSE):
-        matches = list(pattern.finditer(text))
-        if matches:
-            answer = _answer_after(text[matches[-1].end() :])
+        for match in reversed(list(pattern.finditer(text))):
+            need_number = pattern is _ANSWER and not match.group(1)
+            answer = _answer_after(text[match.end() :], need_number)
             if answer is not None:
                 return answer
-    boxed = _BOXED.findall(text)
+    boxed = _boxed(text)
     if boxed:
-        return boxed[-1].strip() or None
+        return boxed[-1] or None
     return last_number(text)
 
 
-def _answer_after(rest: str) -> str | None:
-    """The answer that follows a marker: on the same line, or (math display, ``\\boxed{}``) on the next ones."""
-    boxed = _BOXED.search(rest[:300])
+def _boxed(text: str) -> list[str]:
+    r"""The contents of every ``\boxed{...}``, nested braces included (``\boxed{\frac{1}{2}}``)."""
+    found = []
+    for match in _BOXED.finditer(text):
+        depth = 1
+        for end in range(match.end(), len(text)):
+            depth += {"{": 1, "}": -1}.get(text[end], 0)
+            if depth == 0:
+                found.append(text[match.end() : end].strip())
+                break
+    return found
+
+
+def _answer_after(rest: str, need_number: bool = False) -> str | None:
+    r"""The answer that follows a marker: on the same line, or (math display, ``\boxed{}``) on the next ones."""
+    boxed = _boxed(rest[:300])
     if boxed:
-        return boxed.group(1).strip() or None
+        return boxed[0] or None
     for line in rest.splitlines():
-        answer = _MATH_DELIMS.sub("", line.strip().strip("*").strip()).strip().rstrip(".").strip()
+        answer = _MATH_DELIMS.sub("", line.replace("**", "").strip().strip("*").strip()).strip().rstrip(".").strip()
         if len(answer) > 2 and answer[0] == answer[-1] == "$":  # inline math $...$, not a price
             answer = answer.strip("$").strip()
-        if answer:
-            return answer
+        if not answer:
+            continue
+        if _OPENS_WITH_NUMBER.match(answer):
+            return _NUMBER_ANSWER_END.split(answer, maxsplit=1)[0].strip()
+        return None if need_number else answer
     return None

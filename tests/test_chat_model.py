@@ -184,6 +184,14 @@ def test_response_cache_tells_settings_apart() -> None:
     assert len(cache._cache) == 3
 
 
+def test_load_seconds_is_zero_for_an_instance_that_reused_the_loaded_model() -> None:
+    # n_ctx=320 is used by no other test, so the first instance here really loads (the cache is per process)
+    first = ChatGGUF(model=MODEL, n_ctx=320).load()
+    second = ChatGGUF(model=MODEL, n_ctx=320).load()
+    assert first.load_seconds > 0.0 and second.load_seconds == 0.0
+    assert first.load_seconds > 0.0  # asking again does not change it
+
+
 def test_token_counting(llm: ChatGGUF) -> None:
     assert llm.get_num_tokens("hello world") == 2
     one = llm.get_num_tokens_from_messages([SystemMessage("Be brief."), HumanMessage("hi")])

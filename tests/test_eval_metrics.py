@@ -16,6 +16,7 @@ from langchain_dod.evaluation.metrics import (
     score,
 )
 from langchain_dod.evaluation.report import mcnemar_exact
+from langchain_dod.parsing import extract_answer
 
 
 @pytest.mark.parametrize(
@@ -35,6 +36,19 @@ from langchain_dod.evaluation.report import mcnemar_exact
         ("2024-05-01", [2024.0, 5.0, 1.0]),
         ("eighteen", []),
         (None, []),
+        # a number glued to a letter by a hyphen is an expression with an unknown (or a name), not a number
+        ("L-8", []),
+        ("L\u22128", []),
+        ("COVID-19", []),
+        (".5 of a cup", [0.5]),
+        ("$.50", [0.5]),
+        ("1 1/2 cups", [1.5]),  # a mixed number is one value
+        ("-1 1/2", [-1.5]),
+        ("12 3/2", [12.0, 1.5]),  # not a mixed number (3/2 is not a proper fraction)
+        ("1e3", [1000.0]),
+        ("2.5e-1", [0.25]),
+        ("\\frac{1}{2}", [0.5]),
+        ("-\\dfrac{3}{4} cup", [-0.75]),
     ],
 )
 def test_numbers_in(text, expected):
@@ -59,11 +73,31 @@ def test_numbers_in(text, expected):
         ("eighteen", "18", False, False),
         (None, "18", False, False),
         ("", "18", False, False),
+        ("L-8", "8", False, False),  # an expression with an unknown is not the number 8
+        ("x = L-8", "8", False, False),
+        (".5", "0.5", True, True),
+        ("1 1/2", "1.5", True, True),
+        ("1 1/2", "1", False, False),
+        ("1e3", "1000", True, True),
+        ("1e3", "1", False, False),
+        ("\\frac{1}{2}", "0.5", True, True),
     ],
 )
 def test_gsm8k_strict_and_lenient(prediction, gold, strict, lenient):
     assert gsm8k_strict(prediction, gold) is strict
     assert gsm8k_lenient(prediction, gold) is lenient
+
+
+@pytest.mark.parametrize(
+    ("solution", "gold"),
+    [
+        ("So the answer is 18 apples. Check: 3*6=18, 5 left", "18"),
+        ("The answer is 31 pens (3 boxes of 12, minus 5).", "31"),
+        ("Half of it: \\(\\boxed{\\frac{1}{2}}\\)", "0.5"),
+    ],
+)
+def test_extracted_answers_score_strictly_right(solution, gold):
+    assert gsm8k_strict(extract_answer(solution), gold)
 
 
 @pytest.mark.parametrize(

@@ -34,7 +34,7 @@ def _record(
         "parsed": prediction is not None,
         "scores": stale_scores or {},
         "subquestions": [],
-        "solution": prediction,
+        "solution": None if prediction is None else f"Step by step.\nThe answer is: {prediction}",
         "error": None,
         "usage": {
             "decomposer": decomposer,
@@ -114,6 +114,21 @@ def test_summary_numbers_by_hand(evaluation):
     per_item = (200 * 0.001 + 20 * 0.002) / 1000 * 135e6 / 175e9  # the paper's parameter-ratio scaling
     assert smol.dollars["decomposer"] == pytest.approx(4 * per_item)
     assert smol.dollars["solver"] == pytest.approx(4 * (1200 * 0.001 + 400 * 0.002) / 1000)
+
+
+def test_answers_are_re_extracted_from_the_stored_solutions(evaluation):
+    """An extractor fix reaches old runs: the report reads the stored solution again, not the stored answer."""
+    path = evaluation / "runs" / "cot.jsonl"
+    rows = {r["id"]: r for r in map(json.loads, path.read_text().splitlines())}
+    # what an older extractor stored for a right solution: the last number, unparsed flag and all
+    rows["c"].update(solution="So the answer is 30 apples. Check: 5*6=30, 5 left", prediction="5", parsed=True)
+    rows["b"].update(solution="The answer is:\n\\[ \\boxed{20} \\]", prediction="\\[", parsed=False)
+    rows["a"].update(solution=None, prediction="10")  # no solution stored: the stored prediction counts
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows.values()))
+    ev = load_evaluation(evaluation)
+    cot = summarize("cot", *ev.runs["cot"], ev.fmt)
+    assert cot.metrics == {"strict": 0.75, "lenient": 1.0} and cot.unparsed == 0
+    assert paired_comparison(ev, "cot", "smol", "strict").score_a == 0.75
 
 
 def test_paired_comparison_by_hand(evaluation):

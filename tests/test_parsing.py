@@ -77,6 +77,18 @@ def test_non_string_is_a_clear_error() -> None:
         ("The answer is: $x=5$", "x=5"),
         ("so \\(\\boxed{42}\\) in total", "42"),
         ("", None),
+        # the marker without its colon, followed by a number: the answer is that number's phrase, which ends at a
+        # parenthesis or the end of its sentence (the working after it holds other numbers)
+        ("So the answer is 18 apples. Check: 3*6=18, 5 left", "18 apples"),
+        ("The answer is 31 pens (3 boxes of 12, minus 5).", "31 pens"),
+        ("The answer is: 31 pens (3 boxes of 12, minus 5).", "31 pens"),
+        ("The answer is **18** apples. Indeed 3*6=18.", "18 apples"),
+        ("The answer is 4.50 dollars", "4.50 dollars"),
+        # without the colon and without a number it is prose, not a marker
+        ("The answer is not obvious; 3 + 4 = 7", "7"),
+        # nested braces inside \boxed{}
+        ("\\boxed{\\frac{1}{2}}", "\\frac{1}{2}"),
+        ("The answer is:\n\\[ \\boxed{\\dfrac{3}{4}} \\]", "\\dfrac{3}{4}"),
     ],
 )
 def test_extract_answer(text: str, expected: str | None) -> None:

@@ -100,7 +100,8 @@ def detect_format(path: Path) -> str:
         return "drop"
     if suffix not in (".jsonl", ".ndjson"):
         raise DatasetError(
-            f"Cannot tell the format of {path.name!r} from its extension; pass --format ({', '.join(FORMATS)})."
+            f"Cannot tell the format of {path.name!r} from its extension; pass fmt= one of {', '.join(FORMATS)} "
+            "(--format on the command line)."
         )
     first = next((row for _, row in _read_jsonl(path) if isinstance(row, dict)), None)
     if first is None:
@@ -268,8 +269,8 @@ def load_dataset(path: str | Path, fmt: str = "auto", *, skip_bad: bool = False)
     if bad and not skip_bad:
         shown = "; ".join(bad[:5]) + (f"; … {len(bad) - 5} more" if len(bad) > 5 else "")
         raise DatasetError(
-            f"{path} ({fmt}): {len(bad)} bad row(s): {shown}. Fix them, or pass --skip-bad-items to skip them "
-            "(skipped rows are listed in the manifest)."
+            f"{path} ({fmt}): {len(bad)} bad row(s): {shown}. Fix them, or pass skip_bad=True "
+            "(--skip-bad-items on the command line) to skip them (skipped rows are listed in the manifest)."
         )
     if not items:
         raise DatasetError(f"{path} ({fmt}) holds no usable items.")
@@ -283,7 +284,7 @@ def select_items(items: list[Item], limit: int | None = None, seed: int | None =
     so an evaluation can be extended without redoing work.
     """
     if limit is not None and limit < 1:
-        raise ValueError(f"--limit must be at least 1, got {limit}.")
+        raise ValueError(f"limit must be at least 1 (--limit on the command line), got {limit}.")
     chosen = list(items)
     if seed is not None:
         random.Random(seed).shuffle(chosen)

@@ -41,22 +41,42 @@ METRICS = {
 PRIMARY_METRIC = {"gsm8k": "strict", "drop": "f1", "bamboogle": "acc", "jsonl": "em"}
 
 _NUMBER = re.compile(
-    r"(?<![\w.])(?P<sign>[-−])?(?:[$€£¥]\s?)?(?P<sign2>[-−])?"
-    r"(?P<int>\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?P<frac>\.\d+)?(?:\s*/\s*(?P<den>\d+)(?![\d.]))?"
+    # not inside a word or after a decimal point, and not after "letter-" ("L-8" is an expression, no number)
+    r"(?<![\w.])(?<![^\W\d_][-−])(?P<sign>[-−])?(?:[$€£¥]\s?)?(?P<sign2>[-−])?"
+    r"(?:(?P<int>\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?P<frac>\.\d+)?|(?P<bare>\.\d+))"  # 1,250 / 12.5 / .5
+    r"(?:[eE](?P<exp>[-+]?\d+))?"  # 1e3
+    r"(?:\s+(?P<whole_num>\d+)\s*/\s*(?P<whole_den>\d+)(?![\d.])"  # a mixed number: 1 1/2
+    r"|\s*/\s*(?P<den>\d+)(?![\d.]))?"  # a fraction: 3/4
 )
+_LATEX_FRAC = re.compile(r"\\[dt]?frac\s*\{\s*(\d+)\s*\}\s*\{\s*(\d+)\s*\}")  # \frac{1}{2} → 1/2
 
 
 def numbers_in(text: str | None) -> list[float]:
-    """Every number in ``text``: thousands commas, currency, a leading minus and ``a/b`` fractions understood."""
+    r"""Every number in ``text``, as floats.
+
+    Understood: thousands commas, currency, a leading minus, ``.5``, ``1e3``, fractions ``a/b`` and
+    ``\frac{a}{b}``, mixed numbers (``1 1/2`` is 1.5). A number glued to a letter by a hyphen (``L-8``,
+    ``COVID-19``) is part of an expression or a name, not a number.
+    """
     values = []
-    for m in _NUMBER.finditer(text or ""):
-        value = float(m["int"].replace(",", "") + (m["frac"] or ""))
-        if m["den"] and not m["frac"]:
-            den = float(m["den"])
-            if den == 0:
+    for m in _NUMBER.finditer(_LATEX_FRAC.sub(r"\1/\2", text or "")):
+        digits = (m["int"] or "0").replace(",", "") + (m["frac"] or m["bare"] or "")
+        value = float(f"{digits}e{m['exp'] or 0}")
+        whole = not (m["frac"] or m["bare"] or m["exp"])  # only a whole number takes a fraction after it
+        following = None  # a fraction after this number that is not part of it
+        if m["den"] and whole:
+            if int(m["den"]) == 0:
                 continue
-            value /= den
+            value /= int(m["den"])
+        elif m["whole_den"] and int(m["whole_den"]):
+            part = int(m["whole_num"]) / int(m["whole_den"])
+            if whole and part < 1:  # 1 1/2 is one value; "12 3/2" stays two numbers
+                value += part
+            else:
+                following = part
         values.append(-value if (m["sign"] or m["sign2"]) else value)
+        if following is not None:
+            values.append(following)
     return values
 
 

@@ -54,7 +54,10 @@ class SocraticOracle(RunnableSerializable[Any, Decomposition]):
         """Read the file once, now, so a wrong path fails before any solver call."""
         path = Path(self.path).expanduser()
         if not path.is_file():
-            raise DatasetError(f"Socratic file not found: {path}. Pass --socratic PATH (test_socratic.jsonl).")
+            raise DatasetError(
+                f"Socratic file not found: {path}. Pass path= a Socratic JSONL such as test_socratic.jsonl "
+                "(--socratic PATH on the command line)."
+            )
         with path.open(encoding="utf-8") as fh:
             for number, line in enumerate(fh, 1):
                 if not line.strip():

@@ -1,7 +1,8 @@
 """Reports from an evaluation folder: the paper's Table 1 shape, paired comparisons, accuracy-vs-cost plot.
 
-Scores are recomputed from the stored predictions with the current metrics, and dollars from the stored
-token counts with the given price table, so neither a metric fix nor a new price needs a rerun.
+Answers are re-extracted from the stored solutions with the current ``extract_answer`` and scored with the
+current metrics, and dollars recomputed from the stored token counts with the given price table, so neither
+an extractor or metric fix nor a new price needs a rerun.
 
 Paired comparison of runs A and B on the items both have: the accuracy difference B − A with a 95 %
 confidence interval (Wald interval for paired proportions: SE = sqrt(b + c − (c − b)²/n) / n, b = items
@@ -20,6 +21,7 @@ from typing import Any
 
 from langchain_dod.evaluation.cost import PriceTable
 from langchain_dod.evaluation.metrics import METRICS, PRIMARY_METRIC, score
+from langchain_dod.parsing import extract_answer
 
 __all__ = [
     "Evaluation",
@@ -70,11 +72,12 @@ def load_evaluation(out: str | Path) -> Evaluation:
     return Evaluation(out, manifest, runs)
 
 
-def _rescore(fmt: str, record: dict[str, Any]) -> dict[str, float]:
+def _rescore(fmt: str, record: dict[str, Any]) -> dict[str, Any]:
+    """The record's scores and ``parsed`` with today's extractor and metrics."""
     golds = record.get("golds") or [[record.get("gold", "")]]
-    scores = score(fmt, record.get("prediction"), golds)
-    scores.pop("parsed", None)
-    return scores
+    # the stored prediction was extracted when the run was made: re-extract, so an extractor fix reaches old runs
+    solution = record.get("solution")
+    return score(fmt, extract_answer(solution) if solution else record.get("prediction"), golds)
 
 
 @dataclass
@@ -112,6 +115,7 @@ def summarize(
     prices = prices or PriceTable()
     rows = list(records.values())
     scored = [_rescore(fmt, r) for r in rows]
+    unparsed = sum(1 for s in scored if not s.pop("parsed", False))
     names = sorted(
         {k for s in scored for k in s}, key=lambda k: list(METRICS[fmt]).index(k) if k in METRICS[fmt] else 99
     )
@@ -148,7 +152,7 @@ def summarize(
         solver=str(spec.get("solver", solver_model)),
         n=len(rows),
         errors=sum(1 for r in rows if r.get("error")),
-        unparsed=sum(1 for r in rows if not r.get("parsed")),
+        unparsed=unparsed,
         metrics=metrics,
         tokens=tokens,
         dollars=dollars,
