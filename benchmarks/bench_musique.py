@@ -193,7 +193,12 @@ def build_methods(
         for name in ("dod", "dod_iterative"):
             if name in names:
                 retriever = DecomposingRetriever(
-                    retriever=base, decomposer=decomposer, k=depth, iterative=name == "dod_iterative"
+                    retriever=base,
+                    decomposer=decomposer,
+                    k=depth,
+                    iterative=name == "dod_iterative",
+                    read_top=args.read_top,
+                    read_chars=args.read_chars,
                 )
                 methods[f"{name}:{tag}"] = lambda q, cb, r=retriever: r.invoke(q.question, {"callbacks": cb})
     for name in names:
@@ -340,6 +345,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--adapter", default=None, help="GGUF LoRA adapter for the decomposer")
     parser.add_argument("--tag", default=None, help="label of the dod methods (default: the decomposer's name)")
     parser.add_argument("--max-subquestions", type=int, default=4, help="MuSiQue has up to 4 hops")
+    parser.add_argument("--read-top", type=int, default=2, help="dod_iterative: passages the reader sees per step")
+    parser.add_argument("--read-chars", type=int, default=600, help="dod_iterative: characters kept per passage")
     parser.add_argument("--query-writer", default="smollm2-135m-instruct", help="GGUF writing multiquery's queries")
     parser.add_argument("--threads", type=int, default=1, help="llama.cpp / torch threads (the CPU is shared)")
     parser.add_argument("--embedding-cache", type=Path, default=None, help="folder caching minilm paragraph vectors")
@@ -395,6 +402,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "query_writer": f"{args.query_writer} (ChatGGUF, greedy, max_tokens=64)",
             "decomposer": decomposer or "(not run)",
             "max_subquestions": args.max_subquestions,
+            "reader": f"the decomposer's model, top {args.read_top} passages cut to {args.read_chars} characters",
             "threads": args.threads,
             "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
             "machine": f"{platform.processor() or platform.machine()}, python {platform.python_version()}",
