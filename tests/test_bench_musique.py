@@ -1,0 +1,60 @@
+"""benchmarks/bench_musique.py on the made-up MuSiQue fixtures: BM25 and the gold methods (no model loads)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks import bench_musique
+
+FIXTURES = Path(__file__).parent / "fixtures" / "musique"
+
+
+def run(tmp_path: Path, *extra: str) -> dict:
+    argv = ["--data", str(FIXTURES), "--retriever", "bm25", "--k", "1", "3", "--out", str(tmp_path / "m"), *extra]
+    return bench_musique.main(argv)
+
+
+def test_gold_methods_score_and_write_the_report(tmp_path: Path) -> None:
+    result = run(tmp_path, "--methods", "plain", "gold_keep", "gold_drop", "gold_filled")
+    assert result["meta"]["corpus_paragraphs"] == 5 and result["meta"]["questions"] == 2
+    assert list(result["summary"]) == ["plain", "gold_keep", "gold_drop", "gold_filled"]
+    assert list(result["summary"]["plain"]) == ["all", "2", "3"]
+    filled = next(r for r in result["rows"] if r["method"] == "gold_filled" and r["hops"] == 3)
+    assert filled["queries"][1:] == [
+        "What is the designer of Varnholt Bridge?",
+        "Where was Mira Talloway born?",
+        "What river is Orrin Cove at the mouth of?",
+    ]
+    assert filled["model_calls"] == 0 and filled["seconds"] >= 0 and len(filled["ranked"]) == 3
+    # five paragraphs, three asked for: at k=3 every method finds most of what is there
+    assert 0 < result["summary"]["gold_filled"]["all"]["recall@3"] <= 1
+    report = (tmp_path / "m.md").read_text()
+    assert "| gold_filled | all | 2 |" in report and "CC BY 4.0" in report and "--k 1 3" in report
+    assert json.loads((tmp_path / "m.json").read_text())["meta"]["ks"] == [1, 3]
+    assert (tmp_path / "m.png").stat().st_size > 0
+
+
+def test_a_rerun_resumes_and_adds_methods(tmp_path: Path) -> None:
+    run(tmp_path, "--methods", "plain")
+    rows_file = tmp_path / "m.rows.jsonl"
+    first = rows_file.read_text().splitlines()
+    assert len(first) == 2
+    result = run(tmp_path, "--methods", "plain", "gold_keep")
+    assert rows_file.read_text().splitlines()[:2] == first  # plain was not run again
+    assert len(rows_file.read_text().splitlines()) == 4
+    assert set(result["summary"]) == {"plain", "gold_keep"}
+
+
+def test_rows_of_another_retriever_are_refused(tmp_path: Path) -> None:
+    run(tmp_path, "--methods", "plain")
+    rows_file = tmp_path / "m.rows.jsonl"
+    rows_file.write_text(rows_file.read_text().replace('"retriever": "bm25"', '"retriever": "minilm"'))
+    with pytest.raises(SystemExit, match="use another --out"):
+        run(tmp_path, "--methods", "plain")
+
+
+def test_bm25_tokens_ignore_case_and_punctuation() -> None:
+    assert bench_musique.bm25_tokens("Where was #1 born? Orrin-Cove") == ["where", "was", "1", "born", "orrin", "cove"]
