@@ -162,7 +162,8 @@ class Decomposer(RunnableSerializable[Any, Decomposition]):
     """The model that decomposes: our local ``ChatGGUF`` or any LangChain model. Default: SmolLM2-135M with the
     shipped distilled adapter for the ``math`` profile, without it for the others."""
     max_subquestions: int = Field(default=DEFAULT_MAX_SUBQUESTIONS, ge=1, le=10)
-    max_tokens: int = 256
+    max_tokens: int = Field(default=256, ge=1)
+    """Output limit of one decomposer call (0 or less would mean "no limit" to llama.cpp, hence ``ge=1``)."""
     structured_output: Literal["auto", "json_object", "never"] = "auto"
     """For non-local chat models: ``auto`` sends an OpenAI-compatible local server (``ChatOpenAI(base_url=...)``
     not at api.openai.com) ``response_format={"type": "json_object", "schema": ...}``, which llama.cpp's servers

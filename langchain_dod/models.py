@@ -139,6 +139,8 @@ def resolve(
         name_or_path = ROLE_DEFAULTS[role]
 
     text = os.fspath(name_or_path)
+    if not text.strip():  # Path("") is the current folder: the error would be about its .gguf files
+        raise ValueError(f"The model name is empty; pass a registry name ({', '.join(MODELS)}) or a .gguf path.")
     key = _ALIASES.get(text.lower(), text.lower())
     if key not in MODELS:
         path = Path(text).expanduser()

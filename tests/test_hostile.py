@@ -1,0 +1,69 @@
+"""Hostile inputs (issue 15): each case once gave an abort, a silently wrong result or an unclear error.
+
+Every test here failed before its fix. The real small model (SmolLM2-135M, loads in well under a second) runs
+where a model is involved; files are written into ``tmp_path``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from langchain_dod import ChatGGUF, Decomposer
+
+SMALL = "smollm2-135m-instruct"
+
+
+# -- 1. numeric settings are checked at construction ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("lora_scale", math.nan),  # aborted the process (SIGABRT in llama.cpp's grammar sampler)
+        ("lora_scale", math.inf),
+        ("lora_scale", 1e30),
+        ("lora_scale", -1e30),
+        ("temperature", -0.5),
+        ("temperature", math.nan),
+        ("top_p", 1.5),
+        ("top_p", -0.1),
+        ("n_ctx", -5),  # was "check that the file is a complete GGUF"
+        ("max_tokens", 0),  # was "no limit"
+        ("max_tokens", -5),
+        ("n_threads", 0),
+        ("n_threads", -2),
+        ("repeat_penalty", 0.0),
+        ("timeout", 0),
+    ],
+)
+def test_chat_model_refuses_numbers_out_of_range_naming_the_setting(setting, value):
+    with pytest.raises(ValueError, match=rf"{setting} must be .* (at least|above) .*; got"):
+        ChatGGUF(model=SMALL, **{setting: value})
+
+
+def test_chat_model_refuses_a_per_call_max_tokens_of_zero():
+    with pytest.raises(ValueError, match=r"max_tokens must be an integer at least 1"):
+        ChatGGUF(model=SMALL, max_tokens=8).invoke("Hi", max_tokens=0)
+
+
+def test_chat_model_keeps_the_documented_special_values():
+    ChatGGUF(model=SMALL, n_ctx=0, max_tokens=None, n_threads=None, timeout=None, lora_scale=-1.0, top_k=0)
+
+
+def test_empty_model_name_says_it_is_empty():
+    from langchain_dod.models import resolve
+
+    with pytest.raises(ValueError, match="empty model name"):  # was ". is a directory with 9 .gguf files"
+        ChatGGUF(model="")
+    with pytest.raises(ValueError, match="model name is empty"):
+        resolve("  ")
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"), [("max_tokens", 0), ("max_tokens", -1), ("max_subquestions", 0), ("max_subquestions", 11)]
+)
+def test_decomposer_refuses_limits_out_of_range(setting, value):
+    with pytest.raises(ValueError, match=setting):
+        Decomposer(llm=ChatGGUF(model=SMALL), **{setting: value})
