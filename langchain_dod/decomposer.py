@@ -249,18 +249,27 @@ class Decomposer(RunnableSerializable[Any, Decomposition]):
             items = _valid_reply(raw, self.max_subquestions)
             if items is None:
                 return None
+        cut = _cut_off(message)
         if items is None and how == "grammar":
             try:
                 items = json.loads(raw)["subquestions"]
-            except (json.JSONDecodeError, KeyError, TypeError):
+            except (json.JSONDecodeError, KeyError, TypeError) as err:
                 items = _strings_from_partial_json(raw)  # cut off by max_tokens mid-list
+                # the grammar allows only valid JSON: an invalid reply was cut off, whatever the metadata says
+                cut = cut or isinstance(err, json.JSONDecodeError)
         if items is None:
             items = parse_subquestions(raw)
-            if not items and raw.strip() and not _says_none(raw):
+            if not items and raw.strip() and not _says_none(raw) and not cut:
                 raise DecompositionError(
                     f"The decomposer ({self.model_name}) replied with no sub-questions and did not say none are "
                     f"needed: {raw[:200]!r}. Use a model that follows the instruction, or our local decomposer."
                 )
+        if cut and not items:
+            # not an empty plan: that means "answer directly" and would hide the cut from the caller
+            raise DecompositionError(
+                f"The decomposer's reply was cut off by max_tokens={self.max_tokens} before its first sub-question "
+                f"was complete ({raw[:80]!r}). Raise max_tokens (the default is 256)."
+            )
         usage = getattr(message, "usage_metadata", None) or {}
         return Decomposition(
             subquestions=normalize_subquestions(
@@ -321,6 +330,12 @@ def _valid_reply(raw: str, max_subquestions: int) -> list[str] | None:
     if not all(isinstance(i, str) and 0 < len(i) <= _MAX_SUBQUESTION_CHARS for i in items):
         return None
     return items
+
+
+def _cut_off(message: Any) -> bool:
+    """Whether the model stopped at its token limit (``finish_reason``: OpenAI, llama.cpp; Anthropic: ``stop_reason``)."""
+    meta = getattr(message, "response_metadata", None) or {}
+    return meta.get("finish_reason") == "length" or meta.get("stop_reason") == "max_tokens"
 
 
 def _with_first_attempt(result: Decomposition | None, first: Any) -> Decomposition:

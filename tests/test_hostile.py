@@ -67,3 +67,38 @@ def test_empty_model_name_says_it_is_empty():
 def test_decomposer_refuses_limits_out_of_range(setting, value):
     with pytest.raises(ValueError, match=setting):
         Decomposer(llm=ChatGGUF(model=SMALL), **{setting: value})
+
+
+# -- 2. a reply cut off by max_tokens is not an empty plan ---------------------------------------------------
+
+PENS = "Tom has 3 boxes of 12 pens and gives away 5. How many are left?"
+
+
+def test_reply_cut_off_before_its_first_subquestion_is_an_error_not_an_empty_plan():
+    from langchain_dod.decomposer import DecompositionError, default_decomposer_llm
+
+    # was Decomposition(subquestions=[]): the chain then answered single-stage without a word
+    with pytest.raises(DecompositionError, match=r"cut off by max_tokens=5 .* Raise max_tokens"):
+        Decomposer(llm=default_decomposer_llm(), max_tokens=5).invoke(PENS)
+    with pytest.raises(DecompositionError, match=r"cut off by max_tokens=5"):
+        Decomposer(llm=ChatGGUF(model=SMALL), max_tokens=5).invoke(PENS)  # under the grammar from the start
+
+
+async def test_cut_off_reply_is_an_error_in_async_too():
+    from langchain_dod.decomposer import DecompositionError
+
+    with pytest.raises(DecompositionError, match=r"cut off by max_tokens=5"):
+        await Decomposer(llm=ChatGGUF(model=SMALL), max_tokens=5).ainvoke(PENS)
+
+
+def test_cut_off_free_text_reply_is_an_error_too():
+    """Any chat model that reports ``finish_reason="length"`` (OpenAI, llama.cpp's server) is read the same way."""
+    from langchain_core.language_models import GenericFakeChatModel
+    from langchain_core.messages import AIMessage
+
+    from langchain_dod.decomposer import DecompositionError
+
+    cut = AIMessage(content="Sure! Here are the", response_metadata={"finish_reason": "length"})
+    llm = GenericFakeChatModel(messages=iter([cut]))
+    with pytest.raises(DecompositionError, match="cut off by max_tokens"):
+        Decomposer(llm=llm, structured_output="never").invoke(PENS)
