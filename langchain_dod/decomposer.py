@@ -333,7 +333,7 @@ def _valid_reply(raw: str, max_subquestions: int) -> list[str] | None:
 
 
 def _cut_off(message: Any) -> bool:
-    """Whether the model stopped at its token limit (``finish_reason``: OpenAI, llama.cpp; Anthropic: ``stop_reason``)."""
+    """Whether the model stopped at its token limit: OpenAI's and llama.cpp's ``finish_reason``, Anthropic's."""
     meta = getattr(message, "response_metadata", None) or {}
     return meta.get("finish_reason") == "length" or meta.get("stop_reason") == "max_tokens"
 
