@@ -102,3 +102,48 @@ def test_cut_off_free_text_reply_is_an_error_too():
     llm = GenericFakeChatModel(messages=iter([cut]))
     with pytest.raises(DecompositionError, match="cut off by max_tokens"):
         Decomposer(llm=llm, structured_output="never").invoke(PENS)
+
+
+# -- 3. questions the model cannot read ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("question", ["\x00\x00\x01", "?!? ...", "\u200b\t\x7f", "🙂🙂"])
+def test_question_without_letters_or_digits_is_an_error(question):
+    from langchain_dod import DecomposeSolve
+    from langchain_dod.decomposer import normalize_input
+
+    with pytest.raises(ValueError, match="no letters or digits"):  # was the example's "muffins" sub-questions
+        normalize_input(question)
+    with pytest.raises(ValueError, match="no letters or digits"):  # before any model is loaded
+        Decomposer(llm=ChatGGUF(model=SMALL)).invoke(question)
+    with pytest.raises(ValueError, match="no letters or digits"):
+        DecomposeSolve(decomposer=Decomposer(llm=ChatGGUF(model=SMALL)), solver=ChatGGUF(model=SMALL)).invoke(
+            {"question": question}
+        )
+
+
+ARABIC = "🙂 كم عدد التفاحات إذا كان لدي ثلاثة وأكلت واحدة؟"
+
+
+@pytest.mark.parametrize("distilled", [True, False], ids=["adapter", "untuned-grammar"])
+def test_question_the_model_cannot_read_gets_no_plan_rather_than_the_examples(distilled):
+    from langchain_dod.decomposer import default_decomposer_llm
+
+    llm = default_decomposer_llm() if distilled else ChatGGUF(model=SMALL)
+    result = Decomposer(llm=llm).invoke(ARABIC)
+    assert "muffin" in (result.raw or "")  # precondition: SmolLM2 copied the prompt's example
+    assert result.subquestions == []  # was ["How many muffins does ...", "How many muffins are left ..."]
+    # a question it can read keeps its plan
+    assert Decomposer(llm=llm).invoke(PENS).subquestions
+
+
+def test_question_about_the_examples_subject_keeps_the_examples_words():
+    from langchain_core.language_models import GenericFakeChatModel
+    from langchain_core.messages import AIMessage
+
+    reply = '{"subquestions": ["How many muffins does she bake?", "How many muffins are left after she sells 5?"]}'
+    llm = GenericFakeChatModel(messages=iter([AIMessage(content=reply)] * 2))
+    decomposer = Decomposer(llm=llm, structured_output="never")
+    kept = decomposer.invoke("A baker bakes 20 muffins and sells 5 muffins. How many muffins are left?")
+    assert len(kept.subquestions) == 2
+    assert decomposer.invoke("I have 20 apples and eat 5. How many apples are left?").subquestions == []
