@@ -147,3 +147,58 @@ def test_question_about_the_examples_subject_keeps_the_examples_words():
     kept = decomposer.invoke("A baker bakes 20 muffins and sells 5 muffins. How many muffins are left?")
     assert len(kept.subquestions) == 2
     assert decomposer.invoke("I have 20 apples and eat 5. How many apples are left?").subquestions == []
+
+
+# -- 4. DOD_ALLOW_DOWNLOAD reads yes/no values ---------------------------------------------------------------
+
+
+@pytest.fixture
+def ghost_model(monkeypatch):
+    """A registry entry that is installed nowhere, whose hub download must not be attempted here."""
+    import huggingface_hub
+
+    from langchain_dod.models import MODELS, ModelSpec
+
+    spec = ModelSpec(
+        name="ghost-hostile",
+        filename="g.gguf",
+        license="none",
+        package=("dod_absent_hostile_pkg", "g.gguf"),
+        install="pip install dod-absent-hostile-pkg",
+        hub=("someone/g", "g.gguf"),
+    )
+    monkeypatch.setitem(MODELS, spec.name, spec)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("a download was attempted")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_download)
+    return spec.name
+
+
+@pytest.mark.parametrize("value", ["False", "NO", "off", "0", "", " false "])
+def test_download_switch_off_values_mean_off(ghost_model, monkeypatch, value):
+    from langchain_dod.models import ModelNotFoundError, resolve
+
+    monkeypatch.setenv("DOD_ALLOW_DOWNLOAD", value)  # "False", "NO", "off" turned downloads on
+    with pytest.raises(ModelNotFoundError, match="downloads not allowed; set DOD_ALLOW_DOWNLOAD=1"):
+        resolve(ghost_model)
+
+
+@pytest.mark.parametrize("value", ["1", "TRUE", "Yes", "on"])
+def test_download_switch_on_values_mean_on(ghost_model, monkeypatch, value):
+    from langchain_dod.models import ModelNotFoundError, resolve
+
+    monkeypatch.setenv("DOD_ALLOW_DOWNLOAD", value)
+    with pytest.raises(ModelNotFoundError, match="failed: AssertionError: a download was attempted"):
+        resolve(ghost_model)
+
+
+@pytest.mark.parametrize("value", ["maybe", "2", "enable"])
+def test_download_switch_other_values_are_an_error(ghost_model, monkeypatch, value):
+    from langchain_dod.models import resolve
+
+    monkeypatch.setenv("DOD_ALLOW_DOWNLOAD", value)
+    with pytest.raises(ValueError, match=f"DOD_ALLOW_DOWNLOAD='{value}' is not a yes/no value"):
+        resolve(ghost_model)
