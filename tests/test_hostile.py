@@ -202,3 +202,27 @@ def test_download_switch_other_values_are_an_error(ghost_model, monkeypatch, val
     monkeypatch.setenv("DOD_ALLOW_DOWNLOAD", value)
     with pytest.raises(ValueError, match=f"DOD_ALLOW_DOWNLOAD='{value}' is not a yes/no value"):
         resolve(ghost_model)
+
+
+# -- 5. run names stay inside --out --------------------------------------------------------------------------
+
+
+def test_eval_label_that_leaves_the_out_folder_is_refused(tmp_path, capsys):
+    from langchain_dod.cli import main
+
+    out = tmp_path / "deep" / "out"
+    argv = ["eval", "run", "--data", str(tmp_path / "none.jsonl"), "--out", str(out), "--no-progress"]
+    argv += ["--decomposer", "llamacpp:smollm2-135m-instruct", "--solver", "llamacpp:smollm2-135m-instruct"]
+    with pytest.raises(SystemExit) as exit_:
+        main([*argv, "--label", "x/../../../escaped"])  # wrote runs/dec-x/../../../escaped__... above --out
+    assert exit_.value.code == 2
+    assert "is not a safe label; use letters, digits and . _ + - only" in capsys.readouterr().err
+    assert not list(tmp_path.rglob("*escaped*"))
+
+
+@pytest.mark.parametrize("name", ["../escaped", "a/b", ".hidden", ""])
+def test_run_name_must_be_a_file_name(name):
+    from langchain_dod.evaluation.runner import RunSpec
+
+    with pytest.raises(ValueError, match="not a safe file name"):
+        RunSpec(solver="llamacpp:smollm2-135m-instruct", mode="cot", name=name)

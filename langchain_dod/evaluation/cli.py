@@ -22,6 +22,17 @@ from typing import Any
 __all__ = ["register"]
 
 
+def _label(value: str) -> str:
+    """``--label`` goes into file names under ``--out``: a slug, so that "x/../../y" cannot write outside it."""
+    from langchain_dod.evaluation.runner import SAFE_NAME
+
+    if not SAFE_NAME.fullmatch(value):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a safe label; use letters, digits and . _ + - only (e.g. v3 or adapter-r16)"
+        )
+    return value
+
+
 def _prices(path: str | None) -> Any:
     from langchain_dod.evaluation.cost import PriceTable
 
@@ -139,6 +150,7 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--label",
         default=None,
+        type=_label,
         help="append -LABEL to the two-stage run names (keeps e.g. a second adapter's 'default' run apart)",
     )
     p.add_argument("--single-stage", action="append", choices=["direct", "cot"], help="repeatable baseline")

@@ -55,6 +55,10 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]+", "-", text).strip("-") or "x"
 
 
+#: A run name (and a ``--label`` inside one) becomes a file name under ``OUT/runs``: no path separators, no leading dot.
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+
+
 def _spec_label(spec: str) -> str:
     provider, sep, model = spec.partition(":")
     label = model if sep and not spec.startswith(("/", ".")) else spec
@@ -108,6 +112,11 @@ class RunSpec:
             raise ValueError("The oracle decomposer needs socratic=PATH (e.g. test_socratic.jsonl).")
         if self.name is None:
             self.name = _slug(f"{self.stage_label}__{self.solver_label}")
+        if not SAFE_NAME.fullmatch(self.name):
+            raise ValueError(
+                f"Run name {self.name!r} is not a safe file name; use letters, digits and . _ + - only (it names "
+                "the run's files in OUT/runs)."
+            )
 
     @property
     def solver_label(self) -> str:
