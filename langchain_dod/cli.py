@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 __all__ = ["main"]
@@ -19,6 +19,22 @@ EXAMPLE_QUESTION = (
     "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
     "How many clips did Natalia sell altogether in April and May?"
 )
+
+
+def int_in(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer from ``low`` to ``high``; out of range is a usage error, never "unlimited"."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low or (high is not None and value > high):
+            allowed = f"at least {low}" + (f" and at most {high}" if high is not None else "")
+            raise argparse.ArgumentTypeError(f"must be an integer {allowed}, got {value}")
+        return value
+
+    return parse
 
 
 def _questions(value: str) -> Iterator[str]:
@@ -146,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--context", default=None, help="a passage the question is about")
         p.add_argument("--decomposer", default=None, help="NAME|PATH of a GGUF, or a SPEC such as openai:gpt-4o-mini")
         p.add_argument("--adapter", default=None, help="GGUF LoRA adapter for the decomposer")
-        p.add_argument("--max-subquestions", type=int, default=3)
+        p.add_argument("--max-subquestions", type=int_in(1, 10), default=3)
         p.add_argument("--profile", default="math", choices=["math", "reading", "multihop"])
         p.add_argument("--json", action="store_true", help="print one JSON object per line")
 
@@ -162,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--single-stage", action="store_true", help="no decomposition (baseline)")
     p.add_argument("--mode", default="cot", choices=["cot", "direct"], help="single-stage prompt")
     p.add_argument("--fallback", action="store_true", help="answer single-stage if the decomposer fails")
-    p.add_argument("--max-tokens", type=int, default=512, help="solver output limit (local solvers)")
+    p.add_argument("--max-tokens", type=int_in(1), default=512, help="solver output limit (local solvers)")
     p.add_argument("--stream", action="store_true", help="print the solver's tokens as they come")
     p.set_defaults(func=cmd_ask)
 
@@ -181,9 +197,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``dod``."""
     args = build_parser().parse_args(argv)
-    if getattr(args, "max_subquestions", 1) is not None and getattr(args, "max_subquestions", 1) < 1:
-        print("error: --max-subquestions must be at least 1", file=sys.stderr)
-        return 2
     try:
         return int(args.func(args) or 0)
     except (ValueError, TypeError, RuntimeError, FileNotFoundError, ImportError) as err:

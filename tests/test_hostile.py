@@ -226,3 +226,35 @@ def test_run_name_must_be_a_file_name(name):
 
     with pytest.raises(ValueError, match="not a safe file name"):
         RunSpec(solver="llamacpp:smollm2-135m-instruct", mode="cot", name=name)
+
+
+# -- 6. numeric command-line flags are checked --------------------------------------------------------------
+
+ASK = ["ask", "What is 2 + 3?", "--single-stage", "--solver", "llamacpp:smollm2-135m-instruct"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag", "allowed"),
+    [
+        ([*ASK, "--max-tokens", "0"], "--max-tokens", "at least 1"),  # was "no limit"
+        ([*ASK, "--max-tokens", "-5"], "--max-tokens", "at least 1"),
+        ([*ASK, "--max-tokens", "lots"], "--max-tokens", "not an integer"),
+        (["decompose", "q", "--max-subquestions", "0"], "--max-subquestions", "at least 1 and at most 10"),
+        (["decompose", "q", "--max-subquestions", "11"], "--max-subquestions", "at least 1 and at most 10"),
+        (["eval", "run", "--data", "d.jsonl", "--out", "o", "--max-tokens", "0"], "--max-tokens", "at least 1"),
+        (["eval", "run", "--data", "d.jsonl", "--out", "o", "--limit", "0"], "--limit", "at least 1"),
+        (["eval", "run", "--data", "d.jsonl", "--out", "o", "--seed", "-2"], "--seed", "at least -1"),
+        (["eval", "run", "--data", "d.jsonl", "--out", "o", "--chunk", "0"], "--chunk", "at least 1"),
+        (["eval", "run", "--data", "d.jsonl", "--out", "o", "--max-concurrency", "0"], "--max-concurrency", "1"),
+        (["eval", "run", "--data", "d.jsonl", "--out", "o", "--n-threads", "-1"], "--n-threads", "at least 1"),
+    ],
+)
+def test_cli_numbers_out_of_range_are_usage_errors(argv, flag, allowed, capsys, tmp_path, monkeypatch):
+    from langchain_dod.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}:" in err and allowed in err
