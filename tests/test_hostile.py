@@ -258,3 +258,61 @@ def test_cli_numbers_out_of_range_are_usage_errors(argv, flag, allowed, capsys, 
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert f"argument {flag}:" in err and allowed in err
+
+
+# -- 7. resuming dod-train generate after a cut-off last line ------------------------------------------------
+
+
+def _examples(n: int = 3) -> list:
+    from training.data import Example
+
+    return [
+        Example(
+            id=f"e{i}",
+            question=f"Café {i}: how many crêpes for {i} people? 🙂",
+            answer=str(i),
+            subquestions=[f"How many crêpes does one person eat at café {i}?"],
+        )
+        for i in range(n)
+    ]
+
+
+def test_resume_keeps_a_last_record_that_lacks_only_its_newline(tmp_path):
+    from training.generate import generate
+    from training.store import read_jsonl
+
+    out = tmp_path / "d.jsonl"
+    generate(_examples(), "human", out, progress=False)
+    lines = out.read_bytes().splitlines(keepends=True)
+    out.write_bytes(b"".join(lines[:2])[:-1])  # `head -n2 d.jsonl | head -c-1`: a crash before the newline
+    report = generate(_examples(), "human", out, progress=False)
+    assert (report.already_done, report.written) == (2, 1)
+    rows = read_jsonl(out, tolerate_torn_tail=False)
+    assert [r["id"] for r in rows] == ["e0", "e1", "e2"]  # e1 was counted as done, then cut off: lost
+    assert out.read_bytes().count(b"\n") == 3
+
+
+def test_resume_redoes_a_last_line_torn_inside_a_utf8_character(tmp_path):
+    from training.generate import generate
+    from training.store import read_jsonl, read_records
+
+    out = tmp_path / "d.jsonl"
+    generate(_examples(), "human", out, progress=False)
+    data = out.read_bytes()
+    third = data.rfind(b"\n", 0, len(data) - 1) + 1
+    cut = data.index("ê".encode(), third) + 1  # inside the two bytes of "ê"
+    out.write_bytes(data[:cut])
+    assert set(read_records(out)) == {"e0", "e1"}  # was UnicodeDecodeError
+    report = generate(_examples(), "human", out, progress=False)
+    assert (report.already_done, report.written) == (2, 1)
+    assert [r["id"] for r in read_jsonl(out, tolerate_torn_tail=False)] == ["e0", "e1", "e2"]
+
+
+def test_invalid_utf8_inside_the_file_names_its_line(tmp_path):
+    from training.errors import TrainingError
+    from training.store import read_records
+
+    out = tmp_path / "d.jsonl"
+    out.write_bytes(b'{"id": "a"}\n{"id": "\xff"}\n{"id": "c"}\n')
+    with pytest.raises(TrainingError, match=r"d.jsonl:2 is not valid UTF-8"):
+        read_records(out)
