@@ -6,6 +6,7 @@ where a model is involved; files are written into ``tmp_path``.
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -316,3 +317,52 @@ def test_invalid_utf8_inside_the_file_names_its_line(tmp_path):
     out.write_bytes(b'{"id": "a"}\n{"id": "\xff"}\n{"id": "c"}\n')
     with pytest.raises(TrainingError, match=r"d.jsonl:2 is not valid UTF-8"):
         read_records(out)
+
+
+# -- 8. one output file, one set of generate settings ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"max_subquestions": 2}, "holds records made with max_subquestions=3, but this run has max_subquestions=2"),
+        ({"profile": "reading"}, "holds records made with profile=math, but this run has profile=reading"),
+    ],
+)
+def test_generate_refuses_to_mix_settings_in_one_output(tmp_path, change, message):
+    from training.errors import TrainingError
+    from training.generate import generate
+    from training.store import read_jsonl
+
+    out = tmp_path / "d.jsonl"
+    generate(_examples(2), "human", out, progress=False)
+    with pytest.raises(TrainingError, match=rf"{message}; use another --out or the same settings"):
+        generate(_examples(3), "human", out, progress=False, **change)  # was: a silent mix
+    with pytest.raises(TrainingError, match=message):
+        generate(_examples(2), "human", out, progress=False, **change)  # nothing to do, but not what was asked
+    assert len(read_jsonl(out)) == 2
+
+
+def test_generate_refuses_another_teacher_in_one_output(tmp_path):
+    from langchain_core.language_models import GenericFakeChatModel
+    from langchain_core.messages import AIMessage
+
+    from training.errors import TrainingError
+    from training.generate import generate
+
+    out = tmp_path / "d.jsonl"
+    generate(_examples(2), "human", out, progress=False)
+    teacher = GenericFakeChatModel(messages=iter([AIMessage(content='{"subquestions": ["How many crêpes?"]}')]))
+    with pytest.raises(TrainingError, match="made with teacher=human, but this run has teacher=GenericFakeChatModel"):
+        generate(_examples(3), teacher, out, progress=False)
+
+
+def test_generate_cli_reports_mixed_settings_with_exit_2(tmp_path, capsys):
+    from training.cli import main
+
+    data = tmp_path / "q.jsonl"
+    data.write_text("".join(json.dumps(e.to_dict(), ensure_ascii=False) + "\n" for e in _examples(3)), encoding="utf-8")
+    argv = ["generate", "--data", str(data), "--teacher", "human", "--out", str(tmp_path / "d.jsonl"), "--no-progress"]
+    assert main(argv) == 0
+    assert main([*argv, "--max-subquestions", "2"]) == 2
+    assert "use another --out or the same settings" in capsys.readouterr().err
