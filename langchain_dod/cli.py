@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -37,13 +38,29 @@ def int_in(low: int, high: int | None = None) -> Callable[[str], int]:
     return parse
 
 
-def _questions(value: str) -> Iterator[str]:
+def _questions(value: str) -> Iterator[tuple[str, str | None]]:
+    """``(question, None)`` per question, or ``(readable text, error)`` for one that is not valid UTF-8.
+
+    Python hands undecodable bytes over as lone surrogates, which fail much later ("surrogates not allowed") and
+    would make the ``--json`` error line itself invalid UTF-8: decode strictly here instead.
+    """
     if value != "-":
-        yield value
+        yield _decoded(os.fsencode(value), "the question")
         return
-    for line in sys.stdin:
+    stdin = getattr(sys.stdin, "buffer", None)
+    lines = stdin if stdin is not None else (line.encode("utf-8", "surrogateescape") for line in sys.stdin)
+    for number, line in enumerate(lines, 1):
         if line.strip():
-            yield line.rstrip("\n")
+            yield _decoded(line.rstrip(b"\r\n"), f"line {number} of stdin")
+
+
+def _decoded(raw: bytes, where: str) -> tuple[str, str | None]:
+    try:
+        return raw.decode("utf-8"), None
+    except UnicodeDecodeError as err:
+        return raw.decode("utf-8", "replace"), (
+            f"{where} is not valid UTF-8 (byte 0x{raw[err.start]:02x} at offset {err.start}); save the input as UTF-8."
+        )
 
 
 def _decomposer(args: argparse.Namespace) -> Any:
@@ -69,8 +86,10 @@ def _print(obj: dict[str, Any]) -> None:
 
 def _run_each(args: argparse.Namespace, handle: Any) -> int:
     status = 0
-    for question in _questions(args.question):
+    for question, bad in _questions(args.question):
         try:
+            if bad:
+                raise ValueError(bad)
             handle(question)
         except (ValueError, TypeError, RuntimeError, FileNotFoundError, ImportError) as err:
             status = 1

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -366,3 +370,60 @@ def test_generate_cli_reports_mixed_settings_with_exit_2(tmp_path, capsys):
     assert main(argv) == 0
     assert main([*argv, "--max-subquestions", "2"]) == 2
     assert "use another --out or the same settings" in capsys.readouterr().err
+
+
+# -- 9. errors that say what is wrong ------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _dod(*args: str | bytes, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    """The real ``dod`` command line of this checkout, bytes in and out (the point here is the encoding)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "langchain_dod.cli", *args], input=stdin, capture_output=True, cwd=ROOT, env=env
+    )
+
+
+def test_invalid_utf8_on_stdin_is_reported_per_line_as_valid_json():
+    run = _dod("decompose", "-", "--json", stdin=b"caf\xe9 au lait: how many cups?\n" + PENS.encode() + b"\n")
+    assert run.returncode == 1
+    bad, good = (json.loads(line.decode("utf-8")) for line in run.stdout.splitlines())  # was not valid UTF-8
+    assert bad["error"] == (
+        "ValueError: line 1 of stdin is not valid UTF-8 (byte 0xe9 at offset 3); save the input as UTF-8."
+    )  # was "surrogates not allowed"
+    assert bad["question"] == "caf\ufffd au lait: how many cups?"
+    assert good["question"] == PENS and good["subquestions"]  # the other lines are answered
+
+
+def test_invalid_utf8_question_argument_is_a_clear_error():
+    run = _dod("decompose", b"caf\xe9?")
+    assert run.returncode == 1
+    assert run.stderr.decode("utf-8").strip() == (
+        "error: the question is not valid UTF-8 (byte 0xe9 at offset 3); save the input as UTF-8."
+    )
+
+
+def test_hosted_solver_without_its_key_is_a_one_line_error(monkeypatch, capsys):
+    pytest.importorskip("langchain_openai")
+    from langchain_dod.cli import main
+
+    for name in ("OPENAI_API_KEY", "OPENAI_ADMIN_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    assert main(["ask", PENS, "--single-stage", "--solver", "openai:gpt-4o-mini"]) == 1  # was an OpenAIError traceback
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: Could not create the model 'openai:gpt-4o-mini'")
+    assert "OPENAI_API_KEY" in err
+
+
+def test_empty_manifest_error_names_the_file(tmp_path, capsys):
+    from langchain_dod.cli import main
+
+    out = tmp_path / "eval"
+    out.mkdir()
+    (out / "manifest.json").write_text("")
+    data = Path(__file__).parent / "fixtures" / "eval" / "gsm8k_mini.jsonl"
+    argv = ["eval", "run", "--data", str(data), "--out", str(out), "--single-stage", "cot", "--no-progress"]
+    assert main([*argv, "--solver", "llamacpp:smollm2-135m-instruct"]) == 1
+    err = capsys.readouterr().err  # was "error: Expecting value: line 1 column 1 (char 0)"
+    assert f"{out / 'manifest.json'} is empty or not valid JSON" in err and "use another --out" in err

@@ -492,6 +492,16 @@ def _write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def _read_json(path: Path) -> Any:
+    """A JSON file this runner wrote; an empty or damaged one is an error naming it (not "Expecting value")."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise EvaluationError(
+            f"{path} is empty or not valid JSON ({err}). Restore it, or use another --out to start again."
+        ) from None
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -512,7 +522,7 @@ def _manifest(out: Path, dataset: LoadedDataset, items: list[Item], seed: int | 
         "created": _now(),
     }
     if path.exists():
-        old = json.loads(path.read_text(encoding="utf-8"))
+        old = _read_json(path)
         same_data = (old["dataset"]["sha256"], old["dataset"]["format"], old.get("seed")) == (
             dataset.sha256,
             dataset.fmt,
@@ -552,7 +562,7 @@ def _open_run(out: Path, spec: RunSpec, dataset: LoadedDataset, retry_errors: bo
     meta_path = runs / f"{spec.name}.meta.json"
     described = spec.describe()
     if meta_path.exists():
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        meta = _read_json(meta_path)
         if meta.get("spec") != described:
             changed = {
                 k: (meta.get("spec", {}).get(k), v) for k, v in described.items() if meta.get("spec", {}).get(k) != v
