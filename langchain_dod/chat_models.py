@@ -241,10 +241,13 @@ def check_range(name: str, value: Any) -> None:
     low, high, exclusive = _RANGES[name]
     kind = "an integer" if isinstance(low, int) else "a number"
     bounds = f"{'above' if exclusive else 'at least'} {low}" + (f" and at most {high}" if high is not None else "")
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if ok and isinstance(low, int) and not isinstance(value, int):
-        ok = False
-    ok = ok and (value > low if exclusive else value >= low) and (high is None or value <= high)
+    ok = (
+        isinstance(value, int if isinstance(low, int) else (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and (value > low if exclusive else value >= low)
+        and (high is None or value <= high)
+    )
     if not ok:
         raise ValueError(f"{name} must be {kind} {bounds}{_MAY_BE_NONE.get(name, '')}; got {value!r}.")
 
