@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
 import threading
 import time
@@ -45,7 +46,7 @@ from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 from langchain_dod.gguf_file import inspect_gguf
 from langchain_dod.models import resolve
 
-__all__ = ["ChatGGUF", "ContextWindowExceededError", "ModelLoadError", "physical_cores"]
+__all__ = ["ChatGGUF", "ContextWindowExceededError", "ModelLoadError", "check_range", "physical_cores"]
 
 
 class ContextWindowExceededError(ValueError):
@@ -211,6 +212,46 @@ def _reused_prefix(llm: Any, prompt: list[int]) -> int:
     return same
 
 
+#: Allowed values of the numeric settings, ``(low, high, low_is_exclusive)``. The bounds are wide: they refuse what
+#: llama.cpp cannot use, not unusual choices.
+_RANGES: dict[str, tuple[float, float | None, bool]] = {
+    "lora_scale": (-100.0, 100.0, False),
+    "temperature": (0.0, 100.0, False),
+    "top_p": (0.0, 1.0, False),
+    "top_k": (0, None, False),
+    "repeat_penalty": (0.0, 100.0, True),
+    "n_ctx": (0, 1 << 24, False),  # 0 means the GGUF's own training context
+    "n_threads": (1, 4096, False),
+    "n_batch": (1, None, False),
+    "max_tokens": (1, None, False),
+    "timeout": (0.0, None, True),
+}
+
+_MAY_BE_NONE = {
+    "n_threads": " (or None: one per physical core)",
+    "max_tokens": " (or None: up to the context window)",
+    "timeout": " (or None: no limit)",
+}
+
+
+def check_range(name: str, value: Any) -> None:
+    """Raise a ``ValueError`` naming ``name`` and its allowed range unless ``value`` is a finite number in it."""
+    if value is None and name in _MAY_BE_NONE:
+        return
+    low, high, exclusive = _RANGES[name]
+    kind = "an integer" if isinstance(low, int) else "a number"
+    bounds = f"{'above' if exclusive else 'at least'} {low}" + (f" and at most {high}" if high is not None else "")
+    ok = (
+        isinstance(value, int if isinstance(low, int) else (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and (value > low if exclusive else value >= low)
+        and (high is None or value <= high)
+    )
+    if not ok:
+        raise ValueError(f"{name} must be {kind} {bounds}{_MAY_BE_NONE.get(name, '')}; got {value!r}.")
+
+
 def _text(content: Any) -> str:
     """Flatten OpenAI-style content blocks to text (local models here are text-only)."""
     if isinstance(content, str):
@@ -276,6 +317,22 @@ class ChatGGUF(BaseChatModel):
                     "llama_cpp.Llama itself go in model_kwargs={...}."
                 )
         return values
+
+    @model_validator(mode="after")
+    def _check_values(self) -> ChatGGUF:
+        """Refuse unusable settings now, not at the first call.
+
+        Later they fail obscurely (``n_ctx=-5`` as a load error, an empty name as "a directory with 9 .gguf
+        files") or abort the whole process (a NaN ``lora_scale`` makes llama.cpp's grammar sampler call abort()).
+        """
+        if not self.model.strip():
+            raise ValueError(
+                "ChatGGUF got an empty model name; pass a registry name (e.g. 'smollm2-135m-instruct') or the path "
+                "of a .gguf file."
+            )
+        for name in _RANGES:
+            check_range(name, getattr(self, name))
+        return self
 
     @property
     def _llm_type(self) -> str:
@@ -392,6 +449,9 @@ class ChatGGUF(BaseChatModel):
         deadline: float | None = None,
     ) -> tuple[_Loaded, dict[str, Any], str]:
         model = kwargs.pop("model", None) or self.model
+        for name in ("max_tokens", "temperature", "top_p", "top_k", "repeat_penalty"):
+            if name in kwargs:  # a per-call override (``bind``) is checked like the field
+                check_range(name, kwargs[name])
         loaded, tokens, template_stops = self._prompt(messages, model, deadline)
         max_tokens = kwargs.pop("max_tokens", self.max_tokens)
         room = loaded.n_ctx - len(tokens)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 __all__ = ["main"]
@@ -21,13 +22,45 @@ EXAMPLE_QUESTION = (
 )
 
 
-def _questions(value: str) -> Iterator[str]:
+def int_in(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer from ``low`` to ``high``; out of range is a usage error, never "unlimited"."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low or (high is not None and value > high):
+            allowed = f"at least {low}" + (f" and at most {high}" if high is not None else "")
+            raise argparse.ArgumentTypeError(f"must be an integer {allowed}, got {value}")
+        return value
+
+    return parse
+
+
+def _questions(value: str) -> Iterator[tuple[str, str | None]]:
+    """``(question, None)`` per question, or ``(readable text, error)`` for one that is not valid UTF-8.
+
+    Python hands undecodable bytes over as lone surrogates, which fail much later ("surrogates not allowed") and
+    would make the ``--json`` error line itself invalid UTF-8: decode strictly here instead.
+    """
     if value != "-":
-        yield value
+        yield _decoded(os.fsencode(value), "the question")
         return
-    for line in sys.stdin:
+    stdin = getattr(sys.stdin, "buffer", None)
+    lines = stdin if stdin is not None else (line.encode("utf-8", "surrogateescape") for line in sys.stdin)
+    for number, line in enumerate(lines, 1):
         if line.strip():
-            yield line.rstrip("\n")
+            yield _decoded(line.rstrip(b"\r\n"), f"line {number} of stdin")
+
+
+def _decoded(raw: bytes, where: str) -> tuple[str, str | None]:
+    try:
+        return raw.decode("utf-8"), None
+    except UnicodeDecodeError as err:
+        return raw.decode("utf-8", "replace"), (
+            f"{where} is not valid UTF-8 (byte 0x{raw[err.start]:02x} at offset {err.start}); save the input as UTF-8."
+        )
 
 
 def _decomposer(args: argparse.Namespace) -> Any:
@@ -53,8 +86,10 @@ def _print(obj: dict[str, Any]) -> None:
 
 def _run_each(args: argparse.Namespace, handle: Any) -> int:
     status = 0
-    for question in _questions(args.question):
+    for question, bad in _questions(args.question):
         try:
+            if bad:
+                raise ValueError(bad)
             handle(question)
         except (ValueError, TypeError, RuntimeError, FileNotFoundError, ImportError) as err:
             status = 1
@@ -146,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--context", default=None, help="a passage the question is about")
         p.add_argument("--decomposer", default=None, help="NAME|PATH of a GGUF, or a SPEC such as openai:gpt-4o-mini")
         p.add_argument("--adapter", default=None, help="GGUF LoRA adapter for the decomposer")
-        p.add_argument("--max-subquestions", type=int, default=3)
+        p.add_argument("--max-subquestions", type=int_in(1, 10), default=3)
         p.add_argument("--profile", default="math", choices=["math", "reading", "multihop"])
         p.add_argument("--json", action="store_true", help="print one JSON object per line")
 
@@ -162,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--single-stage", action="store_true", help="no decomposition (baseline)")
     p.add_argument("--mode", default="cot", choices=["cot", "direct"], help="single-stage prompt")
     p.add_argument("--fallback", action="store_true", help="answer single-stage if the decomposer fails")
-    p.add_argument("--max-tokens", type=int, default=512, help="solver output limit (local solvers)")
+    p.add_argument("--max-tokens", type=int_in(1), default=512, help="solver output limit (local solvers)")
     p.add_argument("--stream", action="store_true", help="print the solver's tokens as they come")
     p.set_defaults(func=cmd_ask)
 
@@ -181,9 +216,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``dod``."""
     args = build_parser().parse_args(argv)
-    if getattr(args, "max_subquestions", 1) is not None and getattr(args, "max_subquestions", 1) < 1:
-        print("error: --max-subquestions must be at least 1", file=sys.stderr)
-        return 2
     try:
         return int(args.func(args) or 0)
     except (ValueError, TypeError, RuntimeError, FileNotFoundError, ImportError) as err:

@@ -118,6 +118,8 @@ def normalize_input(value: Any) -> tuple[str, str | None]:
         raise TypeError(f"The question must be a string, got {type(question).__name__}.")
     if not question.strip():
         raise ValueError("The question is empty; pass a non-empty question.")
+    if not any(ch.isalnum() for ch in question):  # only symbols or control characters: nothing to decompose
+        raise ValueError(f"The question has no letters or digits ({question[:40]!r}); pass a question in words.")
     if context is not None and not isinstance(context, str):
         raise TypeError(f"The context must be a string or None, got {type(context).__name__}.")
     return question.strip(), (context.strip() or None) if context else None
@@ -162,7 +164,8 @@ class Decomposer(RunnableSerializable[Any, Decomposition]):
     """The model that decomposes: our local ``ChatGGUF`` or any LangChain model. Default: SmolLM2-135M with the
     shipped distilled adapter for the ``math`` profile, without it for the others."""
     max_subquestions: int = Field(default=DEFAULT_MAX_SUBQUESTIONS, ge=1, le=10)
-    max_tokens: int = 256
+    max_tokens: int = Field(default=256, ge=1)
+    """Output limit of one decomposer call (0 or less would mean "no limit" to llama.cpp, hence ``ge=1``)."""
     structured_output: Literal["auto", "json_object", "never"] = "auto"
     """For non-local chat models: ``auto`` sends an OpenAI-compatible local server (``ChatOpenAI(base_url=...)``
     not at api.openai.com) ``response_format={"type": "json_object", "schema": ...}``, which llama.cpp's servers
@@ -233,7 +236,7 @@ class Decomposer(RunnableSerializable[Any, Decomposition]):
                 pass
         return llm, "text"
 
-    def _read(self, output: Any, how: str, seconds: float) -> Decomposition | None:
+    def _read(self, output: Any, how: str, seconds: float, question: str, context: str | None) -> Decomposition | None:
         """The decomposition in ``output``; ``None`` for a free reply that is not valid JSON (decode again)."""
         message: Any = output
         items: list[str] | None = None
@@ -248,23 +251,37 @@ class Decomposer(RunnableSerializable[Any, Decomposition]):
             items = _valid_reply(raw, self.max_subquestions)
             if items is None:
                 return None
+        cut = _cut_off(message)
         if items is None and how == "grammar":
             try:
                 items = json.loads(raw)["subquestions"]
-            except (json.JSONDecodeError, KeyError, TypeError):
+            except (json.JSONDecodeError, KeyError, TypeError) as err:
                 items = _strings_from_partial_json(raw)  # cut off by max_tokens mid-list
+                # the grammar allows only valid JSON: an invalid reply was cut off, whatever the metadata says
+                cut = cut or isinstance(err, json.JSONDecodeError)
         if items is None:
             items = parse_subquestions(raw)
-            if not items and raw.strip() and not _says_none(raw):
+            if not items and raw.strip() and not _says_none(raw) and not cut:
                 raise DecompositionError(
                     f"The decomposer ({self.model_name}) replied with no sub-questions and did not say none are "
                     f"needed: {raw[:200]!r}. Use a model that follows the instruction, or our local decomposer."
                 )
+        if cut and not items:
+            # not an empty plan: that means "answer directly" and would hide the cut from the caller
+            raise DecompositionError(
+                f"The decomposer's reply was cut off by max_tokens={self.max_tokens} before its first sub-question "
+                f"was complete ({raw[:80]!r}). Raise max_tokens (the default is 256)."
+            )
+        subquestions = normalize_subquestions(
+            [i[:_MAX_SUBQUESTION_CHARS] if isinstance(i, str) else i for i in items], self.max_subquestions
+        )
+        if _copies_example(subquestions, question, context, self.profile):
+            # a model that cannot read the question (another language, only symbols) copies the prompt's example:
+            # no plan (the solver answers the question itself) beats a plan about the example's muffins
+            subquestions = []
         usage = getattr(message, "usage_metadata", None) or {}
         return Decomposition(
-            subquestions=normalize_subquestions(
-                [i[:_MAX_SUBQUESTION_CHARS] if isinstance(i, str) else i for i in items], self.max_subquestions
-            ),
+            subquestions=subquestions,
             model=self.model_name,
             input_tokens=usage.get("input_tokens"),
             output_tokens=usage.get("output_tokens"),
@@ -280,11 +297,11 @@ class Decomposer(RunnableSerializable[Any, Decomposition]):
         if self._free_first():
             runnable, how = self._bound(free=True)
             first = runnable.invoke(messages, child)
-            if (result := self._read(first, how, time.perf_counter() - started)) is not None:
+            if (result := self._read(first, how, time.perf_counter() - started, question, context)) is not None:
                 return result
         runnable, how = self._bound()
         output = runnable.invoke(messages, child)
-        return _with_first_attempt(self._read(output, how, time.perf_counter() - started), first)
+        return _with_first_attempt(self._read(output, how, time.perf_counter() - started, question, context), first)
 
     async def _adecompose(self, value: Any, run_manager: Any, config: RunnableConfig) -> Decomposition:
         question, context = normalize_input(value)
@@ -293,11 +310,11 @@ class Decomposer(RunnableSerializable[Any, Decomposition]):
         if self._free_first():
             runnable, how = self._bound(free=True)
             first = await runnable.ainvoke(messages, child)
-            if (result := self._read(first, how, time.perf_counter() - started)) is not None:
+            if (result := self._read(first, how, time.perf_counter() - started, question, context)) is not None:
                 return result
         runnable, how = self._bound()
         output = await runnable.ainvoke(messages, child)
-        return _with_first_attempt(self._read(output, how, time.perf_counter() - started), first)
+        return _with_first_attempt(self._read(output, how, time.perf_counter() - started, question, context), first)
 
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Decomposition:
         """Decompose one question."""
@@ -320,6 +337,34 @@ def _valid_reply(raw: str, max_subquestions: int) -> list[str] | None:
     if not all(isinstance(i, str) and 0 < len(i) <= _MAX_SUBQUESTION_CHARS for i in items):
         return None
     return items
+
+
+_WORD = re.compile(r"[^\W\d_]+")
+
+
+def _words(text: str, min_length: int = 1) -> set[str]:
+    """Lower-case words without a final "s", so that "sells" matches "sell" and "muffins" "muffin"."""
+    return {w.casefold().rstrip("s") for w in _WORD.findall(text) if len(w) >= min_length}
+
+
+def _copies_example(subquestions: list[str], question: str, context: str | None, profile: str) -> bool:
+    """Whether a sub-question names the prompt example's subject where the question does not.
+
+    A small model that cannot read a question (another language, symbols) copies the example's sub-questions,
+    often reworded: "How many muffins does the baker make?". Only the example's words of 5+ letters count (its
+    subject: muffins, the Bears, the Eiffel Tower), so that "many" or "make" never do. Checked on GSM8K: none of
+    the 1,319 human (Socratic) test plans is flagged; the plans flagged among our models' were all copies.
+    """
+    example = PROFILES[profile]
+    subject = _words(f"{example.example_question} {example.example_context or ''}", 5)
+    asked = _words(f"{question} {context or ''}")
+    return any((_words(s, 5) & subject) - asked for s in subquestions)
+
+
+def _cut_off(message: Any) -> bool:
+    """Whether the model stopped at its token limit: OpenAI's and llama.cpp's ``finish_reason``, Anthropic's."""
+    meta = getattr(message, "response_metadata", None) or {}
+    return meta.get("finish_reason") == "length" or meta.get("stop_reason") == "max_tokens"
 
 
 def _with_first_attempt(result: Decomposition | None, first: Any) -> Decomposition:

@@ -115,11 +115,12 @@ def resolve(
             ``None`` means "the default for ``role``" (its environment variable first).
         role: ``"decomposer"`` or ``"solver"``; picks the environment variable and default name.
         allow_download: permit a Hugging Face hub download as a last resort. ``None`` reads
-            ``DOD_ALLOW_DOWNLOAD``. Never done when ``HF_HUB_OFFLINE`` is set.
+            ``DOD_ALLOW_DOWNLOAD`` (1/true/yes/on, any case; unset or 0/false/no/off is off). Never done when
+            ``HF_HUB_OFFLINE`` is set.
 
     Raises:
         ModelNotFoundError: nothing found; the message lists every place looked and the fix.
-        ValueError: an unknown role.
+        ValueError: an unknown role, an empty name, or a ``DOD_ALLOW_DOWNLOAD`` that is not a yes/no value.
 
     """
     looked: list[str] = []
@@ -139,6 +140,8 @@ def resolve(
         name_or_path = ROLE_DEFAULTS[role]
 
     text = os.fspath(name_or_path)
+    if not text.strip():  # Path("") is the current folder: the error would be about its .gguf files
+        raise ValueError(f"The model name is empty; pass a registry name ({', '.join(MODELS)}) or a .gguf path.")
     key = _ALIASES.get(text.lower(), text.lower())
     if key not in MODELS:
         path = Path(text).expanduser()
@@ -269,12 +272,25 @@ def _assemble(spec: ModelSpec, parts: list[Path], target: Path) -> Path:
     return target
 
 
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("", "0", "false", "no", "off")
+
+
+def _env_flag(name: str) -> bool:
+    """A yes/no environment variable, any case; a value that is neither is an error rather than a guess."""
+    value = os.environ.get(name, "").strip().lower()
+    if value not in _TRUE + _FALSE:
+        raise ValueError(f"{name}={os.environ[name]!r} is not a yes/no value; set it to 1 or 0 (or true/false).")
+    return value in _TRUE
+
+
 def _from_hub(spec: ModelSpec, looked: list[str], allow_download: bool | None) -> Path | None:
     if spec.hub is None:
         return None
     if allow_download is None:
-        allow_download = os.environ.get("DOD_ALLOW_DOWNLOAD", "") not in ("", "0", "false", "no")
-    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "no")
+        allow_download = _env_flag("DOD_ALLOW_DOWNLOAD")
+    # huggingface_hub's own reading: only 1/true/yes/on (any case) is offline, so that we agree with it
+    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE
     repo, filename = spec.hub
     if not allow_download or offline:
         reason = "HF_HUB_OFFLINE is set" if offline else "downloads not allowed; set DOD_ALLOW_DOWNLOAD=1"

@@ -42,6 +42,9 @@ def load_chat_model(spec: str, **kwargs: Any) -> BaseChatModel:
         return init_chat_model(model, model_provider=provider, **kwargs)
     except ImportError as err:
         raise ImportError(f"Solver {spec!r} needs its integration package: pip install langchain-{provider}") from err
+    except Exception as err:  # each provider's own class (openai.OpenAIError for a missing OPENAI_API_KEY): one line
+        message = " ".join(str(err).split())
+        raise ValueError(f"Could not create the model {spec!r}: {message}") from err
 
 
 def model_label(llm: Any) -> str:

@@ -28,7 +28,7 @@ pytest.importorskip("langchain_openai", reason="needs langchain-openai")
 from langchain_openai import ChatOpenAI  # noqa: E402
 
 from langchain_dod import ChatGGUF, Decomposer  # noqa: E402
-from langchain_dod.decomposer import subquestion_schema  # noqa: E402
+from langchain_dod.decomposer import DecompositionError, subquestion_schema  # noqa: E402
 
 QUESTIONS = [
     "In which country was the architect of the Sydney Opera House born?",
@@ -136,12 +136,19 @@ async def test_remote_decomposer_async_and_concurrent(server_url: str) -> None:
     assert results[0].subquestions == (await decomposer.ainvoke(QUESTIONS[0])).subquestions
 
 
-def test_reply_cut_off_by_max_tokens_keeps_complete_items(server_url: str) -> None:
-    """A reply that hits max_tokens mid-list is read up to its last complete sub-question, never an error."""
+def test_reply_cut_off_by_max_tokens_keeps_complete_items(server_url: str, smollm2_path: Path) -> None:
+    """A reply that hits max_tokens mid-list is read up to its last complete sub-question; one cut before its first
+    sub-question is an error, never an empty plan (which would mean "answer directly")."""
     full = remote_decomposer(server_url).invoke(QUESTIONS[0])
-    short = Decomposer(llm=remote_decomposer(server_url).llm, profile="multihop", max_tokens=12).invoke(QUESTIONS[0])
-    assert short.output_tokens == 12
+    assert full.raw and len(full.subquestions) >= 2
+    with pytest.raises(DecompositionError, match="cut off by max_tokens=12"):
+        Decomposer(llm=remote_decomposer(server_url).llm, profile="multihop", max_tokens=12).invoke(QUESTIONS[0])
+    first = full.raw[: full.raw.index(json.dumps(full.subquestions[0])) + len(json.dumps(full.subquestions[0]))]
+    limit = ChatGGUF(model=str(smollm2_path)).get_num_tokens(first) + 2  # the first item and a little more
+    short = Decomposer(llm=remote_decomposer(server_url).llm, profile="multihop", max_tokens=limit).invoke(QUESTIONS[0])
+    assert short.output_tokens == limit
     assert short.raw and short.raw in full.raw  # greedy: the cut reply is a prefix of the full one
+    assert 1 <= len(short.subquestions) < len(full.subquestions)
     assert short.subquestions == full.subquestions[: len(short.subquestions)]
 
 

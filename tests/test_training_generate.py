@@ -77,14 +77,14 @@ def test_human_teacher_writes_socratic_steps_and_refuses_data_without_them(tmp_p
 
 def test_fatal_teacher_error_stops_and_keeps_earlier_records(tmp_path):
     out = tmp_path / "dec.jsonl"
-    generate(
-        load_examples(FIX / "generic.jsonl", limit=1),
-        scripted('{"subquestions": ["A?"]}'),
-        out,
-        progress=False,
+    missing = str(tmp_path / "missing.gguf")
+    # an earlier run by the same teacher (its model file since deleted): a rerun may only add that teacher's records
+    out.write_text(
+        json.dumps({"id": "q1", "subquestions": ["A?"], "teacher": missing, "profile": "math", "max_subquestions": 3})
+        + "\n"
     )
     with pytest.raises(TrainingError, match="generate stopped: ModelNotFoundError"):
-        generate(load_examples(FIX / "generic.jsonl"), f"llamacpp:{tmp_path / 'missing.gguf'}", out, progress=False)
+        generate(load_examples(FIX / "generic.jsonl"), f"llamacpp:{missing}", out, progress=False)
     assert [r["id"] for r in read_jsonl(out)] == ["q1"]
     with pytest.raises(TrainingError, match="is not a SPEC"):
         generate(load_examples(FIX / "generic.jsonl"), "not-a-spec", out, progress=False)

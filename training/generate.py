@@ -157,6 +157,17 @@ def _human_record(example: Example) -> dict[str, Any]:
     }
 
 
+def _check_same_settings(out: Path, done: dict[str, dict[str, Any]], **settings: Any) -> None:
+    """Refuse to add records made with other settings to ``out``: the file would mix two data sets silently."""
+    for name, value in settings.items():
+        before = sorted({str(r[name]) for r in done.values() if r.get(name) is not None})
+        if before and before != [str(value)]:
+            raise TrainingError(
+                f"{out} holds records made with {name}={', '.join(before)}, but this run has {name}={value}; use "
+                "another --out or the same settings."
+            )
+
+
 def _bounded(
     pool: ThreadPoolExecutor, work: Callable[[Example], Any], todo: Sequence[Example], width: int
 ) -> Iterator[tuple[Example, Future]]:
@@ -204,6 +215,7 @@ def generate(
         raise TrainingError(f"max_concurrency must be at least 1, got {max_concurrency}.")
     out = Path(out)
     done = read_records(out)
+    _check_same_settings(out, done, profile=profile, max_subquestions=max_subquestions)
     todo = [e for e in examples if e.id not in done]
     report = GenerateReport(out=str(out), total=len(examples), already_done=len(examples) - len(todo))
     if not todo:
@@ -226,6 +238,7 @@ def generate(
         )
     )
     label = HUMAN if human else decomposer.model_name
+    _check_same_settings(out, done, teacher=label)
 
     def work(example: Example) -> dict[str, Any]:
         if human:

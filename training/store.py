@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,20 +19,26 @@ from training.errors import TrainingError
 __all__ = ["JsonlWriter", "read_jsonl", "read_records"]
 
 
-def _parse_lines(path: Path, text: str) -> Iterator[tuple[int, dict[str, Any] | None, bool]]:
-    lines = text.split("\n")
-    for number, line in enumerate(lines, 1):
-        last = number == len(lines)
-        if not line.strip():
-            continue
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError:
-            yield number, None, last
-            continue
-        if not isinstance(value, dict):
-            raise TrainingError(f"{path}:{number} is not a JSON object; each line must be one record.")
-        yield number, value, last
+def _split_tail(data: bytes) -> tuple[bytes, bytes]:
+    """``(complete lines, last line without its newline)``; the latter is ``b""`` when the file ends in one."""
+    cut = data.rfind(b"\n") + 1
+    return data[:cut], data[cut:]
+
+
+def _tail_record(path: Path, tail: bytes) -> dict[str, Any] | None:
+    """The record on a last line that lacks only its newline, or ``None`` for a torn line.
+
+    A crash mid-write leaves a prefix of a record and its newline: never valid JSON (the object closes only at
+    its end), possibly cut inside a UTF-8 character. A crash between the record and its newline leaves a whole
+    record.
+    """
+    try:
+        value = json.loads(tail.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(value, dict):
+        raise TrainingError(f"{path}: the last line is not a JSON object; each line must be one record.")
+    return value
 
 
 def read_jsonl(path: str | os.PathLike[str], *, tolerate_torn_tail: bool = True) -> list[dict[str, Any]]:
@@ -41,16 +46,36 @@ def read_jsonl(path: str | os.PathLike[str], *, tolerate_torn_tail: bool = True)
     path = Path(path)
     if not path.is_file():
         raise TrainingError(f"{path} does not exist; check the path (or run the stage that writes it first).")
-    text = path.read_text(encoding="utf-8")
+    body, tail = _split_tail(path.read_bytes())
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as err:
+        number = body[: err.start].count(b"\n") + 1
+        raise TrainingError(
+            f"{path}:{number} is not valid UTF-8. Fix or delete that line; the other lines are kept."
+        ) from None
     records = []
-    for number, value, last in _parse_lines(path, text):
-        if value is None:
-            if last and tolerate_torn_tail and not text.endswith("\n"):
-                continue
+    for number, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError:
+            raise TrainingError(
+                f"{path}:{number} is not valid JSON. Fix or delete that line; the other lines are kept."
+            ) from None
+        if not isinstance(value, dict):
+            raise TrainingError(f"{path}:{number} is not a JSON object; each line must be one record.")
+        records.append(value)
+    if tail.strip():
+        record = _tail_record(path, tail)
+        if record is not None:
+            records.append(record)
+        elif not tolerate_torn_tail:
+            number = body.count(b"\n") + 1
             raise TrainingError(
                 f"{path}:{number} is not valid JSON. Fix or delete that line; the other lines are kept."
             )
-        records.append(value)
     return records
 
 
@@ -77,15 +102,21 @@ class JsonlWriter:
         self._handle = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
 
     def _repair_tail(self) -> None:
-        """Cut a torn last line (no trailing newline) so the next record starts on a line of its own."""
+        """End the last line so the next record starts on a line of its own: cut it if torn, else add its newline.
+
+        A whole record that lacks only its newline is kept: ``read_records`` counts it as done, so cutting it
+        would lose it for good.
+        """
         if not self.path.exists() or self.path.stat().st_size == 0:
             return
         with open(self.path, "rb+") as handle:
-            data = handle.read()
-            if data.endswith(b"\n"):
+            body, tail = _split_tail(handle.read())
+            if not tail:
                 return
-            cut = data.rfind(b"\n") + 1
-            handle.truncate(cut)
+            if _tail_record(self.path, tail) is not None:
+                handle.write(b"\n")
+            else:
+                handle.truncate(len(body))
             handle.flush()
             os.fsync(handle.fileno())
 

@@ -22,6 +22,17 @@ from typing import Any
 __all__ = ["register"]
 
 
+def _label(value: str) -> str:
+    """``--label`` goes into file names under ``--out``: a slug, so that "x/../../y" cannot write outside it."""
+    from langchain_dod.evaluation.runner import SAFE_NAME
+
+    if not SAFE_NAME.fullmatch(value):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a safe label; use letters, digits and . _ + - only (e.g. v3 or adapter-r16)"
+        )
+    return value
+
+
 def _prices(path: str | None) -> Any:
     from langchain_dod.evaluation.cost import PriceTable
 
@@ -119,6 +130,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def register(subparsers: Any) -> None:
     """Add ``dod eval`` to the ``dod`` parser (called by ``langchain_dod.cli``)."""
+    from langchain_dod.cli import int_in
     from langchain_dod.evaluation.datasets import FORMATS
 
     ev = subparsers.add_parser("eval", help="evaluate decomposer x solver pipelines (the paper's Table 1)")
@@ -128,8 +140,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--data", required=True, help="data set file (GSM8K JSONL, DROP JSON, Bamboogle CSV/JSONL, JSONL)")
     p.add_argument("--format", default="auto", choices=["auto", *FORMATS])
     p.add_argument("--out", required=True, help="evaluation folder (manifest.json, runs/*.jsonl)")
-    p.add_argument("--limit", type=int, default=None, help="evaluate the first N items after shuffling")
-    p.add_argument("--seed", type=int, default=0, help="shuffle seed; -1 keeps file order")
+    p.add_argument("--limit", type=int_in(1), default=None, help="evaluate the first N items after shuffling")
+    p.add_argument("--seed", type=int_in(-1), default=0, help="shuffle seed; -1 keeps file order")
     p.add_argument("--solver", action="append", help="SPEC, repeatable (default: the local Qwen 1.5B)")
     p.add_argument(
         "--decomposer",
@@ -139,6 +151,7 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--label",
         default=None,
+        type=_label,
         help="append -LABEL to the two-stage run names (keeps e.g. a second adapter's 'default' run apart)",
     )
     p.add_argument("--single-stage", action="append", choices=["direct", "cot"], help="repeatable baseline")
@@ -149,21 +162,23 @@ def register(subparsers: Any) -> None:
         choices=["math", "reading", "multihop"],
         help="decomposer prompt profile (default: from the data set format)",
     )
-    p.add_argument("--max-tokens", type=int, default=400, help="solver output limit")
-    p.add_argument("--max-subquestions", type=int, default=3)
+    p.add_argument("--max-tokens", type=int_in(1), default=400, help="solver output limit")
+    p.add_argument("--max-subquestions", type=int_in(1, 10), default=3)
     p.add_argument(
         "--max-concurrency",
-        type=int,
+        type=int_in(1),
         default=1,
         help="items in flight per run (one in-process llama.cpp model serves one at a time: keep 1-2)",
     )
     p.add_argument(
         "--n-threads",
-        type=int,
+        type=int_in(1),
         default=None,
         help="llama.cpp threads for local models (on a busy shared CPU 1 can beat 2 several times over)",
     )
-    p.add_argument("--chunk", type=int, default=None, help="interleave runs every N items (same n for all if stopped)")
+    p.add_argument(
+        "--chunk", type=int_in(1), default=None, help="interleave runs every N items (same n for all if stopped)"
+    )
     p.add_argument("--retry-errors", action="store_true", help="redo items recorded with an error")
     p.add_argument("--skip-bad-items", action="store_true", help="skip malformed rows (listed in the manifest)")
     p.add_argument("--prices", default=None, help="price table JSON (default: the paper's $0.001/$0.002 per 1K)")

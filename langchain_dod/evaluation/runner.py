@@ -55,6 +55,10 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]+", "-", text).strip("-") or "x"
 
 
+#: A run name (and a ``--label`` inside one) becomes a file name under ``OUT/runs``: no path separators, no leading dot.
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+
+
 def _spec_label(spec: str) -> str:
     provider, sep, model = spec.partition(":")
     label = model if sep and not spec.startswith(("/", ".")) else spec
@@ -108,6 +112,11 @@ class RunSpec:
             raise ValueError("The oracle decomposer needs socratic=PATH (e.g. test_socratic.jsonl).")
         if self.name is None:
             self.name = _slug(f"{self.stage_label}__{self.solver_label}")
+        if not SAFE_NAME.fullmatch(self.name):
+            raise ValueError(
+                f"Run name {self.name!r} is not a safe file name; use letters, digits and . _ + - only (it names "
+                "the run's files in OUT/runs)."
+            )
 
     @property
     def solver_label(self) -> str:
@@ -483,6 +492,16 @@ def _write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def _read_json(path: Path) -> Any:
+    """A JSON file this runner wrote; an empty or damaged one is an error naming it (not "Expecting value")."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise EvaluationError(
+            f"{path} is empty or not valid JSON ({err}). Restore it, or use another --out to start again."
+        ) from None
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -503,7 +522,7 @@ def _manifest(out: Path, dataset: LoadedDataset, items: list[Item], seed: int | 
         "created": _now(),
     }
     if path.exists():
-        old = json.loads(path.read_text(encoding="utf-8"))
+        old = _read_json(path)
         same_data = (old["dataset"]["sha256"], old["dataset"]["format"], old.get("seed")) == (
             dataset.sha256,
             dataset.fmt,
@@ -543,7 +562,7 @@ def _open_run(out: Path, spec: RunSpec, dataset: LoadedDataset, retry_errors: bo
     meta_path = runs / f"{spec.name}.meta.json"
     described = spec.describe()
     if meta_path.exists():
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        meta = _read_json(meta_path)
         if meta.get("spec") != described:
             changed = {
                 k: (meta.get("spec", {}).get(k), v) for k, v in described.items() if meta.get("spec", {}).get(k) != v

@@ -1,0 +1,429 @@
+"""Hostile inputs (issue 15): each case once gave an abort, a silently wrong result or an unclear error.
+
+Every test here failed before its fix. The real small model (SmolLM2-135M, loads in well under a second) runs
+where a model is involved; files are written into ``tmp_path``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from langchain_dod import ChatGGUF, Decomposer
+
+SMALL = "smollm2-135m-instruct"
+
+
+# -- 1. numeric settings are checked at construction ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("lora_scale", math.nan),  # aborted the process (SIGABRT in llama.cpp's grammar sampler)
+        ("lora_scale", math.inf),
+        ("lora_scale", 1e30),
+        ("lora_scale", -1e30),
+        ("temperature", -0.5),
+        ("temperature", math.nan),
+        ("top_p", 1.5),
+        ("top_p", -0.1),
+        ("n_ctx", -5),  # was "check that the file is a complete GGUF"
+        ("max_tokens", 0),  # was "no limit"
+        ("max_tokens", -5),
+        ("n_threads", 0),
+        ("n_threads", -2),
+        ("repeat_penalty", 0.0),
+        ("timeout", 0),
+    ],
+)
+def test_chat_model_refuses_numbers_out_of_range_naming_the_setting(setting, value):
+    with pytest.raises(ValueError, match=rf"{setting} must be .* (at least|above) .*; got"):
+        ChatGGUF(model=SMALL, **{setting: value})
+
+
+def test_chat_model_refuses_a_per_call_max_tokens_of_zero():
+    with pytest.raises(ValueError, match=r"max_tokens must be an integer at least 1"):
+        ChatGGUF(model=SMALL, max_tokens=8).invoke("Hi", max_tokens=0)
+
+
+def test_chat_model_keeps_the_documented_special_values():
+    ChatGGUF(model=SMALL, n_ctx=0, max_tokens=None, n_threads=None, timeout=None, lora_scale=-1.0, top_k=0)
+
+
+def test_empty_model_name_says_it_is_empty():
+    from langchain_dod.models import resolve
+
+    with pytest.raises(ValueError, match="empty model name"):  # was ". is a directory with 9 .gguf files"
+        ChatGGUF(model="")
+    with pytest.raises(ValueError, match="model name is empty"):
+        resolve("  ")
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"), [("max_tokens", 0), ("max_tokens", -1), ("max_subquestions", 0), ("max_subquestions", 11)]
+)
+def test_decomposer_refuses_limits_out_of_range(setting, value):
+    with pytest.raises(ValueError, match=setting):
+        Decomposer(llm=ChatGGUF(model=SMALL), **{setting: value})
+
+
+# -- 2. a reply cut off by max_tokens is not an empty plan ---------------------------------------------------
+
+PENS = "Tom has 3 boxes of 12 pens and gives away 5. How many are left?"
+
+
+def test_reply_cut_off_before_its_first_subquestion_is_an_error_not_an_empty_plan():
+    from langchain_dod.decomposer import DecompositionError, default_decomposer_llm
+
+    # was Decomposition(subquestions=[]): the chain then answered single-stage without a word
+    with pytest.raises(DecompositionError, match=r"cut off by max_tokens=5 .* Raise max_tokens"):
+        Decomposer(llm=default_decomposer_llm(), max_tokens=5).invoke(PENS)
+    with pytest.raises(DecompositionError, match=r"cut off by max_tokens=5"):
+        Decomposer(llm=ChatGGUF(model=SMALL), max_tokens=5).invoke(PENS)  # under the grammar from the start
+
+
+async def test_cut_off_reply_is_an_error_in_async_too():
+    from langchain_dod.decomposer import DecompositionError
+
+    with pytest.raises(DecompositionError, match=r"cut off by max_tokens=5"):
+        await Decomposer(llm=ChatGGUF(model=SMALL), max_tokens=5).ainvoke(PENS)
+
+
+def test_cut_off_free_text_reply_is_an_error_too():
+    """Any chat model that reports ``finish_reason="length"`` (OpenAI, llama.cpp's server) is read the same way."""
+    from langchain_core.language_models import GenericFakeChatModel
+    from langchain_core.messages import AIMessage
+
+    from langchain_dod.decomposer import DecompositionError
+
+    cut = AIMessage(content="Sure! Here are the", response_metadata={"finish_reason": "length"})
+    llm = GenericFakeChatModel(messages=iter([cut]))
+    with pytest.raises(DecompositionError, match="cut off by max_tokens"):
+        Decomposer(llm=llm, structured_output="never").invoke(PENS)
+
+
+# -- 3. questions the model cannot read ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("question", ["\x00\x00\x01", "?!? ...", "\u200b\t\x7f", "🙂🙂"])
+def test_question_without_letters_or_digits_is_an_error(question):
+    from langchain_dod import DecomposeSolve
+    from langchain_dod.decomposer import normalize_input
+
+    with pytest.raises(ValueError, match="no letters or digits"):  # was the example's "muffins" sub-questions
+        normalize_input(question)
+    with pytest.raises(ValueError, match="no letters or digits"):  # before any model is loaded
+        Decomposer(llm=ChatGGUF(model=SMALL)).invoke(question)
+    with pytest.raises(ValueError, match="no letters or digits"):
+        DecomposeSolve(decomposer=Decomposer(llm=ChatGGUF(model=SMALL)), solver=ChatGGUF(model=SMALL)).invoke(
+            {"question": question}
+        )
+
+
+ARABIC = "🙂 كم عدد التفاحات إذا كان لدي ثلاثة وأكلت واحدة؟"
+
+
+@pytest.mark.parametrize("distilled", [True, False], ids=["adapter", "untuned-grammar"])
+def test_question_the_model_cannot_read_gets_no_plan_rather_than_the_examples(distilled):
+    from langchain_dod.decomposer import default_decomposer_llm
+
+    llm = default_decomposer_llm() if distilled else ChatGGUF(model=SMALL)
+    result = Decomposer(llm=llm).invoke(ARABIC)
+    assert "muffin" in (result.raw or "")  # precondition: SmolLM2 copied the prompt's example
+    assert result.subquestions == []  # was ["How many muffins does ...", "How many muffins are left ..."]
+    # a question it can read keeps its plan
+    assert Decomposer(llm=llm).invoke(PENS).subquestions
+
+
+def test_question_about_the_examples_subject_keeps_the_examples_words():
+    from langchain_core.language_models import GenericFakeChatModel
+    from langchain_core.messages import AIMessage
+
+    reply = '{"subquestions": ["How many muffins does she bake?", "How many muffins are left after she sells 5?"]}'
+    llm = GenericFakeChatModel(messages=iter([AIMessage(content=reply)] * 2))
+    decomposer = Decomposer(llm=llm, structured_output="never")
+    kept = decomposer.invoke("A baker bakes 20 muffins and sells 5 muffins. How many muffins are left?")
+    assert len(kept.subquestions) == 2
+    assert decomposer.invoke("I have 20 apples and eat 5. How many apples are left?").subquestions == []
+
+
+# -- 4. DOD_ALLOW_DOWNLOAD reads yes/no values ---------------------------------------------------------------
+
+
+@pytest.fixture
+def ghost_model(monkeypatch):
+    """A registry entry that is installed nowhere, whose hub download must not be attempted here."""
+    import huggingface_hub
+
+    from langchain_dod.models import MODELS, ModelSpec
+
+    spec = ModelSpec(
+        name="ghost-hostile",
+        filename="g.gguf",
+        license="none",
+        package=("dod_absent_hostile_pkg", "g.gguf"),
+        install="pip install dod-absent-hostile-pkg",
+        hub=("someone/g", "g.gguf"),
+    )
+    monkeypatch.setitem(MODELS, spec.name, spec)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("a download was attempted")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_download)
+    return spec.name
+
+
+@pytest.mark.parametrize("value", ["False", "NO", "off", "0", "", " false "])
+def test_download_switch_off_values_mean_off(ghost_model, monkeypatch, value):
+    from langchain_dod.models import ModelNotFoundError, resolve
+
+    monkeypatch.setenv("DOD_ALLOW_DOWNLOAD", value)  # "False", "NO", "off" turned downloads on
+    with pytest.raises(ModelNotFoundError, match="downloads not allowed; set DOD_ALLOW_DOWNLOAD=1"):
+        resolve(ghost_model)
+
+
+@pytest.mark.parametrize("value", ["1", "TRUE", "Yes", "on"])
+def test_download_switch_on_values_mean_on(ghost_model, monkeypatch, value):
+    from langchain_dod.models import ModelNotFoundError, resolve
+
+    monkeypatch.setenv("DOD_ALLOW_DOWNLOAD", value)
+    with pytest.raises(ModelNotFoundError, match="failed: AssertionError: a download was attempted"):
+        resolve(ghost_model)
+
+
+@pytest.mark.parametrize("value", ["maybe", "2", "enable"])
+def test_download_switch_other_values_are_an_error(ghost_model, monkeypatch, value):
+    from langchain_dod.models import resolve
+
+    monkeypatch.setenv("DOD_ALLOW_DOWNLOAD", value)
+    with pytest.raises(ValueError, match=f"DOD_ALLOW_DOWNLOAD='{value}' is not a yes/no value"):
+        resolve(ghost_model)
+
+
+# -- 5. run names stay inside --out --------------------------------------------------------------------------
+
+
+def test_eval_label_that_leaves_the_out_folder_is_refused(tmp_path, capsys):
+    from langchain_dod.cli import main
+
+    out = tmp_path / "deep" / "out"
+    argv = ["eval", "run", "--data", str(tmp_path / "none.jsonl"), "--out", str(out), "--no-progress"]
+    argv += ["--decomposer", "llamacpp:smollm2-135m-instruct", "--solver", "llamacpp:smollm2-135m-instruct"]
+    with pytest.raises(SystemExit) as exit_:
+        main([*argv, "--label", "x/../../../escaped"])  # wrote runs/dec-x/../../../escaped__... above --out
+    assert exit_.value.code == 2
+    assert "is not a safe label; use letters, digits and . _ + - only" in capsys.readouterr().err
+    assert not list(tmp_path.rglob("*escaped*"))
+
+
+@pytest.mark.parametrize("name", ["../escaped", "a/b", ".hidden", ""])
+def test_run_name_must_be_a_file_name(name):
+    from langchain_dod.evaluation.runner import RunSpec
+
+    with pytest.raises(ValueError, match="not a safe file name"):
+        RunSpec(solver="llamacpp:smollm2-135m-instruct", mode="cot", name=name)
+
+
+# -- 6. numeric command-line flags are checked --------------------------------------------------------------
+
+ASK = ["ask", "What is 2 + 3?", "--single-stage", "--solver", "llamacpp:smollm2-135m-instruct"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag", "allowed"),
+    [
+        ([*ASK, "--max-tokens", "0"], "--max-tokens", "at least 1"),  # was "no limit"
+        ([*ASK, "--max-tokens", "-5"], "--max-tokens", "at least 1"),
+        ([*ASK, "--max-tokens", "lots"], "--max-tokens", "not an integer"),
+        (["decompose", "q", "--max-subquestions", "0"], "--max-subquestions", "at least 1 and at most 10"),
+        (["decompose", "q", "--max-subquestions", "11"], "--max-subquestions", "at least 1 and at most 10"),
+        (["eval", "run", "--data", "d.jsonl", "--out", "o", "--max-tokens", "0"], "--max-tokens", "at least 1"),
+        (["eval", "run", "--data", "d.jsonl", "--out", "o", "--limit", "0"], "--limit", "at least 1"),
+        (["eval", "run", "--data", "d.jsonl", "--out", "o", "--seed", "-2"], "--seed", "at least -1"),
+        (["eval", "run", "--data", "d.jsonl", "--out", "o", "--chunk", "0"], "--chunk", "at least 1"),
+        (["eval", "run", "--data", "d.jsonl", "--out", "o", "--max-concurrency", "0"], "--max-concurrency", "1"),
+        (["eval", "run", "--data", "d.jsonl", "--out", "o", "--n-threads", "-1"], "--n-threads", "at least 1"),
+    ],
+)
+def test_cli_numbers_out_of_range_are_usage_errors(argv, flag, allowed, capsys, tmp_path, monkeypatch):
+    from langchain_dod.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}:" in err and allowed in err
+
+
+# -- 7. resuming dod-train generate after a cut-off last line ------------------------------------------------
+
+
+def _examples(n: int = 3) -> list:
+    from training.data import Example
+
+    return [
+        Example(
+            id=f"e{i}",
+            question=f"Café {i}: how many crêpes for {i} people? 🙂",
+            answer=str(i),
+            subquestions=[f"How many crêpes does one person eat at café {i}?"],
+        )
+        for i in range(n)
+    ]
+
+
+def test_resume_keeps_a_last_record_that_lacks_only_its_newline(tmp_path):
+    from training.generate import generate
+    from training.store import read_jsonl
+
+    out = tmp_path / "d.jsonl"
+    generate(_examples(), "human", out, progress=False)
+    lines = out.read_bytes().splitlines(keepends=True)
+    out.write_bytes(b"".join(lines[:2])[:-1])  # `head -n2 d.jsonl | head -c-1`: a crash before the newline
+    report = generate(_examples(), "human", out, progress=False)
+    assert (report.already_done, report.written) == (2, 1)
+    rows = read_jsonl(out, tolerate_torn_tail=False)
+    assert [r["id"] for r in rows] == ["e0", "e1", "e2"]  # e1 was counted as done, then cut off: lost
+    assert out.read_bytes().count(b"\n") == 3
+
+
+def test_resume_redoes_a_last_line_torn_inside_a_utf8_character(tmp_path):
+    from training.generate import generate
+    from training.store import read_jsonl, read_records
+
+    out = tmp_path / "d.jsonl"
+    generate(_examples(), "human", out, progress=False)
+    data = out.read_bytes()
+    third = data.rfind(b"\n", 0, len(data) - 1) + 1
+    cut = data.index("ê".encode(), third) + 1  # inside the two bytes of "ê"
+    out.write_bytes(data[:cut])
+    assert set(read_records(out)) == {"e0", "e1"}  # was UnicodeDecodeError
+    report = generate(_examples(), "human", out, progress=False)
+    assert (report.already_done, report.written) == (2, 1)
+    assert [r["id"] for r in read_jsonl(out, tolerate_torn_tail=False)] == ["e0", "e1", "e2"]
+
+
+def test_invalid_utf8_inside_the_file_names_its_line(tmp_path):
+    from training.errors import TrainingError
+    from training.store import read_records
+
+    out = tmp_path / "d.jsonl"
+    out.write_bytes(b'{"id": "a"}\n{"id": "\xff"}\n{"id": "c"}\n')
+    with pytest.raises(TrainingError, match=r"d.jsonl:2 is not valid UTF-8"):
+        read_records(out)
+
+
+# -- 8. one output file, one set of generate settings ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"max_subquestions": 2}, "holds records made with max_subquestions=3, but this run has max_subquestions=2"),
+        ({"profile": "reading"}, "holds records made with profile=math, but this run has profile=reading"),
+    ],
+)
+def test_generate_refuses_to_mix_settings_in_one_output(tmp_path, change, message):
+    from training.errors import TrainingError
+    from training.generate import generate
+    from training.store import read_jsonl
+
+    out = tmp_path / "d.jsonl"
+    generate(_examples(2), "human", out, progress=False)
+    with pytest.raises(TrainingError, match=rf"{message}; use another --out or the same settings"):
+        generate(_examples(3), "human", out, progress=False, **change)  # was: a silent mix
+    with pytest.raises(TrainingError, match=message):
+        generate(_examples(2), "human", out, progress=False, **change)  # nothing to do, but not what was asked
+    assert len(read_jsonl(out)) == 2
+
+
+def test_generate_refuses_another_teacher_in_one_output(tmp_path):
+    from langchain_core.language_models import GenericFakeChatModel
+    from langchain_core.messages import AIMessage
+
+    from training.errors import TrainingError
+    from training.generate import generate
+
+    out = tmp_path / "d.jsonl"
+    generate(_examples(2), "human", out, progress=False)
+    teacher = GenericFakeChatModel(messages=iter([AIMessage(content='{"subquestions": ["How many crêpes?"]}')]))
+    with pytest.raises(TrainingError, match="made with teacher=human, but this run has teacher=GenericFakeChatModel"):
+        generate(_examples(3), teacher, out, progress=False)
+
+
+def test_generate_cli_reports_mixed_settings_with_exit_2(tmp_path, capsys):
+    from training.cli import main
+
+    data = tmp_path / "q.jsonl"
+    data.write_text("".join(json.dumps(e.to_dict(), ensure_ascii=False) + "\n" for e in _examples(3)), encoding="utf-8")
+    argv = ["generate", "--data", str(data), "--teacher", "human", "--out", str(tmp_path / "d.jsonl"), "--no-progress"]
+    assert main(argv) == 0
+    assert main([*argv, "--max-subquestions", "2"]) == 2
+    assert "use another --out or the same settings" in capsys.readouterr().err
+
+
+# -- 9. errors that say what is wrong ------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _dod(*args: str | bytes, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    """The real ``dod`` command line of this checkout, bytes in and out (the point here is the encoding)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "langchain_dod.cli", *args], input=stdin, capture_output=True, cwd=ROOT, env=env
+    )
+
+
+def test_invalid_utf8_on_stdin_is_reported_per_line_as_valid_json():
+    run = _dod("decompose", "-", "--json", stdin=b"caf\xe9 au lait: how many cups?\n" + PENS.encode() + b"\n")
+    assert run.returncode == 1
+    bad, good = (json.loads(line.decode("utf-8")) for line in run.stdout.splitlines())  # was not valid UTF-8
+    assert bad["error"] == (
+        "ValueError: line 1 of stdin is not valid UTF-8 (byte 0xe9 at offset 3); save the input as UTF-8."
+    )  # was "surrogates not allowed"
+    assert bad["question"] == "caf\ufffd au lait: how many cups?"
+    assert good["question"] == PENS and good["subquestions"]  # the other lines are answered
+
+
+def test_invalid_utf8_question_argument_is_a_clear_error():
+    run = _dod("decompose", b"caf\xe9?")
+    assert run.returncode == 1
+    assert run.stderr.decode("utf-8").strip() == (
+        "error: the question is not valid UTF-8 (byte 0xe9 at offset 3); save the input as UTF-8."
+    )
+
+
+def test_hosted_solver_without_its_key_is_a_one_line_error(monkeypatch, capsys):
+    pytest.importorskip("langchain_openai")
+    from langchain_dod.cli import main
+
+    for name in ("OPENAI_API_KEY", "OPENAI_ADMIN_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    assert main(["ask", PENS, "--single-stage", "--solver", "openai:gpt-4o-mini"]) == 1  # was an OpenAIError traceback
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: Could not create the model 'openai:gpt-4o-mini'")
+    assert "OPENAI_API_KEY" in err
+
+
+def test_empty_manifest_error_names_the_file(tmp_path, capsys):
+    from langchain_dod.cli import main
+
+    out = tmp_path / "eval"
+    out.mkdir()
+    (out / "manifest.json").write_text("")
+    data = Path(__file__).parent / "fixtures" / "eval" / "gsm8k_mini.jsonl"
+    argv = ["eval", "run", "--data", str(data), "--out", str(out), "--single-stage", "cot", "--no-progress"]
+    assert main([*argv, "--solver", "llamacpp:smollm2-135m-instruct"]) == 1
+    err = capsys.readouterr().err  # was "error: Expecting value: line 1 column 1 (char 0)"
+    assert f"{out / 'manifest.json'} is empty or not valid JSON" in err and "use another --out" in err
