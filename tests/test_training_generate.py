@@ -227,6 +227,7 @@ def test_screen_learned_skip_keeps_an_empty_plan_only_where_chain_of_thought_win
     assert skipped["sample"] == "skip" and skipped["subquestions"] == [] and skipped["correct"]
     assert skipped["first"]["predicted"] == "19" and skipped["first"]["subquestions"]
     assert not rows["socratic_tiny-2"]["correct"] and rows["socratic_tiny-2"]["predicted"] == "7"
+    assert rows["socratic_tiny-2"]["cot"] == {"predicted": "8"}  # what the solver alone said, for the analysis
     built = build(tmp_path / "data", screened=out, kinds=["SD-R"], val_fraction=0.0)
     assert built.train == 2
     targets = {r["id"]: r["messages"][-1]["content"] for r in read_jsonl(tmp_path / "data" / "train.jsonl")}

@@ -184,6 +184,8 @@ def screen(
                 tried = {k: result[k] for k in ("subquestions", "predicted")}
                 earlier = {k: result[k] for k in ("second",) if k in result}
                 result = {**alone, "sample": "skip", "first": tried, **earlier}
+            else:  # kept for the analysis: neither a plan nor the solver alone reached the gold answer
+                result["cot"] = {"predicted": alone["predicted"]}
         keep = ("id", "question", "context", "answer", "teacher", "profile", "max_subquestions")
         return {**{k: record.get(k) for k in keep}, **result, "solver": label}
 
