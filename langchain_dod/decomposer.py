@@ -353,7 +353,7 @@ def _copies_example(subquestions: list[str], question: str, context: str | None,
     A small model that cannot read a question (another language, symbols) copies the example's sub-questions,
     often reworded: "How many muffins does the baker make?". Only the example's words of 5+ letters count (its
     subject: muffins, the Bears, the Eiffel Tower), so that "many" or "make" never do. Checked on GSM8K: none of
-    the 1,319 human (Socratic) test plans is flagged; the plans flagged among our models' were all copies.
+    the 1,319 Socratic (model-written) test plans is flagged; the plans flagged among our models' were all copies.
     """
     example = PROFILES[profile]
     subject = _words(f"{example.example_question} {example.example_context or ''}", 5)
