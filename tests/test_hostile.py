@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -427,3 +428,99 @@ def test_empty_manifest_error_names_the_file(tmp_path, capsys):
     assert main([*argv, "--solver", "llamacpp:smollm2-135m-instruct"]) == 1
     err = capsys.readouterr().err  # was "error: Expecting value: line 1 column 1 (char 0)"
     assert f"{out / 'manifest.json'} is empty or not valid JSON" in err and "use another --out" in err
+
+
+# -- 10. weights that are not numbers: a Python error, not abort() --------------------------------------------
+
+sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
+from fake_gguf import write_lora  # noqa: E402
+
+NAN_F16, INF_F16 = b"\x00\x7e", b"\x00\x7c"
+
+
+def _tensor(path: Path, name: str) -> tuple[int, int]:
+    """(absolute data offset, byte size) of one tensor of a GGUF."""
+    from langchain_dod.gguf_file import inspect_gguf
+
+    return next((offset, size) for n, _, offset, size in inspect_gguf(path).tensor_data if n == name)
+
+
+def _damaged(src: Path, dst: Path, name: str, at: int, data: bytes) -> Path:
+    """A copy of ``src`` with ``data`` written ``at`` bytes into tensor ``name``."""
+    blob = bytearray(src.read_bytes())
+    offset, _ = _tensor(src, name)
+    blob[offset + at : offset + at + len(data)] = data
+    dst.write_bytes(bytes(blob))
+    return dst
+
+
+def _decompose_in_a_child(**chat: str) -> subprocess.CompletedProcess[str]:
+    """One grammar-constrained decomposition in its own process: an abort() fails the test, not pytest."""
+    code = (
+        "from langchain_dod import ChatGGUF, Decomposer\n"
+        f"Decomposer(llm=ChatGGUF(n_threads=1, **{chat!r})).invoke({PENS!r})\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+
+
+@pytest.mark.parametrize(
+    ("tensor", "at", "data"),
+    [
+        ("blk.0.attn_q.weight", 5 * 20, NAN_F16),  # the scale d of the 6th Q4_1 block
+        ("blk.3.ffn_up.weight", 7 * 20 + 2, INF_F16),  # the minimum m of a Q4_1 block
+        ("token_embd.weight", 34 * 1000, NAN_F16),  # the scale of a Q8_0 block
+        ("blk.0.attn_norm.weight", 4 * 17, struct.pack("<f", math.nan)),  # an F32 weight
+    ],
+    ids=["q4_1-scale", "q4_1-min", "q8_0-scale", "f32"],
+)
+def test_model_with_nan_weights_is_a_clear_error_not_an_abort(smollm2_path, tmp_path, tensor, at, data):
+    bad = _damaged(smollm2_path, tmp_path / "bad.gguf", tensor, at, data)
+    run = _decompose_in_a_child(model=str(bad))
+    assert run.returncode == 1, run.stderr[-2000:]  # was -6 (SIGABRT in the grammar sampler), or a silent answer
+    assert f"tensor {tensor} holds NaN or Inf weights" in run.stderr
+    assert "download or export it again" in run.stderr
+
+
+def test_adapter_with_nan_weights_is_a_clear_error_not_an_abort(tmp_path):
+    adapter = write_lora(tmp_path / "nan-lora.gguf", b_scale=math.nan)
+    run = _decompose_in_a_child(model=SMALL, lora_path=str(adapter))
+    assert run.returncode == 1, run.stderr[-2000:]  # was -6
+    assert "nan-lora.gguf: tensor blk.0.attn_q.weight.lora_b holds NaN or Inf weights" in run.stderr
+
+
+def test_garbage_weights_are_refused_in_process(smollm2_path, tmp_path):
+    from langchain_dod.gguf_file import GGUFError, check_finite
+
+    offset, size = _tensor(smollm2_path, "blk.5.ffn_down.weight")
+    blob = bytearray(smollm2_path.read_bytes())
+    blob[offset : offset + size] = os.urandom(size)  # random bytes: some block scales are NaN or Inf
+    (tmp_path / "garbage.gguf").write_bytes(bytes(blob))
+    with pytest.raises(GGUFError, match="tensor blk.5.ffn_down.weight holds NaN or Inf"):
+        ChatGGUF(model=str(tmp_path / "garbage.gguf")).load()
+    check_finite(smollm2_path)  # the real model passes
+
+
+def test_float_field_table_matches_gguf_py_dequantize():
+    """Every float field of each block layout, found by writing a NaN at each offset of a zero block."""
+    import warnings
+
+    import numpy as np
+    from gguf import GGML_QUANT_SIZES
+    from gguf.quants import dequantize
+
+    from langchain_dod.gguf_file import FLOAT_FIELDS
+
+    for qtype, fields in FLOAT_FIELDS.items():
+        block_size, type_size = GGML_QUANT_SIZES[qtype]
+        if block_size == 1 or qtype.name == "Q8_K":  # plain floats; gguf-py cannot dequantise Q8_K
+            continue
+        found = []
+        for at in range(type_size - 1):
+            block = np.zeros(type_size, np.uint8)
+            block[at : at + 2] = np.frombuffer(NAN_F16, np.uint8)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                if not np.isfinite(dequantize(block, qtype)).all():
+                    found.append(at)
+        assert found == [at for at, _ in fields], qtype.name
