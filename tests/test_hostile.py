@@ -524,3 +524,169 @@ def test_float_field_table_matches_gguf_py_dequantize():
                 if not np.isfinite(dequantize(block, qtype)).all():
                     found.append(at)
         assert found == [at for at, _ in fields], qtype.name
+
+
+# -- 11. a stage that never returns: chain-level time limits ---------------------------------------------------
+
+HANG = 3600.0  # "never" for a test
+
+
+def _plan(seconds: float = 0.0):
+    """A decomposer stand-in that takes ``seconds`` and plans one sub-question (the model is not under test)."""
+    import time
+
+    from langchain_core.runnables import RunnableLambda
+
+    return RunnableLambda(lambda _: time.sleep(seconds) or ["How many pens are there?"], name="plan")
+
+
+def _run_path(chain, path: str):
+    """One question through the chain by ``path``; batch paths return their single result or raise it."""
+    import asyncio
+
+    async def astream():
+        return [chunk async for chunk in chain.astream(PENS)]
+
+    runs = {
+        "invoke": lambda: chain.invoke(PENS),
+        "stream": lambda: list(chain.stream(PENS)),
+        "ainvoke": lambda: asyncio.run(chain.ainvoke(PENS)),
+        "astream": lambda: asyncio.run(astream()),
+        "batch": lambda: chain.batch([PENS], return_exceptions=True)[0],
+        "abatch": lambda: asyncio.run(chain.abatch([PENS], return_exceptions=True))[0],
+    }
+    result = runs[path]()
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
+PATHS = ["invoke", "stream", "ainvoke", "astream", "batch", "abatch"]
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_solver_that_never_returns_times_out_on_every_path(path):
+    import time
+
+    from langchain_dod import DecomposeSolve
+    from langchain_dod.chains import StageTimeoutError
+    from tests.scripted import ScriptedSolver
+
+    chain = DecomposeSolve(decomposer=_plan(), solver=ScriptedSolver(delay=HANG), solver_timeout=0.3)
+    started = time.monotonic()
+    with pytest.raises(StageTimeoutError, match=r"The solver stage timed out after solver_timeout=0.3s\. Raise"):
+        _run_path(chain, path)  # was: blocked for ever
+    assert time.monotonic() - started < 5
+    # the limits leave a call that finishes in time alone
+    quick = DecomposeSolve(decomposer=_plan(), solver=ScriptedSolver(), timeout=30, solver_timeout=30)
+    result = _run_path(quick, path)
+    answer = "".join(c.get("answer", "") for c in result) if isinstance(result, list) else result["answer"]
+    assert answer == "5"
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_total_timeout_names_the_stage_it_ran_out_in(path):
+    from langchain_dod import DecomposeSolve, SingleStage
+    from langchain_dod.chains import StageTimeoutError
+    from tests.scripted import ScriptedSolver
+
+    slow_plan = DecomposeSolve(decomposer=_plan(0.3), solver=ScriptedSolver(delay=HANG), timeout=0.8)
+    with pytest.raises(StageTimeoutError, match=r"The chain timed out after timeout=0.8s, in the solver stage"):
+        _run_path(slow_plan, path)
+    stuck_plan = DecomposeSolve(decomposer=_plan(HANG), solver=ScriptedSolver(), timeout=0.3, solver_timeout=9)
+    with pytest.raises(StageTimeoutError, match=r"timeout=0.3s, in the decomposer stage"):
+        _run_path(stuck_plan, path)
+    with pytest.raises(StageTimeoutError, match=r"The solver stage timed out after solver_timeout=0.3s"):
+        _run_path(SingleStage(solver=ScriptedSolver(delay=HANG), solver_timeout=0.3), path)
+
+
+def test_decomposer_timeout_falls_back_when_asked_but_the_total_does_not():
+    from langchain_dod import DecomposeSolve
+    from langchain_dod.chains import StageTimeoutError
+    from tests.scripted import ScriptedSolver
+
+    settings = {"decomposer": _plan(HANG), "solver": ScriptedSolver(), "fallback_to_single_stage": True}
+    result = DecomposeSolve(**settings, decomposer_timeout=0.3).invoke(PENS)
+    assert (result["mode"], result["answer"]) == ("fallback", "5")
+    assert "decomposer_timeout=0.3s" in result["decomposer_error"]
+    with pytest.raises(StageTimeoutError, match="in the decomposer stage"):
+        DecomposeSolve(**settings, timeout=0.3).invoke(PENS)
+
+
+@pytest.mark.parametrize("path", ["ainvoke", "astream"])
+def test_model_with_its_own_async_client_is_cancelled_not_abandoned(path):
+    """A model with native ``_agenerate``/``_astream`` (a network client) is awaited under ``wait_for``."""
+    import asyncio
+
+    from langchain_dod import DecomposeSolve
+    from langchain_dod.chains import StageTimeoutError
+    from tests.scripted import ScriptedSolver
+
+    cancelled = []
+
+    class AsyncHang(ScriptedSolver):
+        async def _agenerate(self, *args, **kwargs):
+            try:
+                await asyncio.sleep(HANG)
+            finally:
+                cancelled.append("agenerate")
+
+        async def _astream(self, *args, **kwargs):
+            try:
+                await asyncio.sleep(HANG)
+            finally:
+                cancelled.append("astream")
+            yield  # pragma: no cover
+
+    chain = DecomposeSolve(decomposer=_plan(), solver=AsyncHang(), solver_timeout=0.3)
+    with pytest.raises(StageTimeoutError, match="solver_timeout=0.3s"):
+        _run_path(chain, path)
+    assert cancelled  # the coroutine was cancelled, no thread left behind
+
+
+@pytest.mark.parametrize("setting", ["timeout", "decomposer_timeout", "solver_timeout"])
+@pytest.mark.parametrize("value", [0, -1, math.nan, math.inf])
+def test_time_limits_must_be_positive_seconds(setting, value):
+    from pydantic import ValidationError
+
+    from langchain_dod import DecomposeSolve
+    from tests.scripted import ScriptedSolver
+
+    with pytest.raises(ValidationError, match=setting):
+        DecomposeSolve(decomposer=_plan(), solver=ScriptedSolver(), **{setting: value})
+
+
+HANGING_CHAIN = """
+import asyncio, sys, time
+sys.path.insert(0, {root!r})
+from langchain_core.runnables import RunnableLambda
+from langchain_dod import DecomposeSolve
+from tests.scripted import ScriptedSolver
+chain = DecomposeSolve(decomposer=RunnableLambda(lambda _: ["How many?"]), solver=ScriptedSolver(delay=3600),
+                       solver_timeout=0.3)
+for run in (lambda: chain.invoke("How many pens?"), lambda: asyncio.run(chain.ainvoke("How many pens?")),
+            lambda: list(chain.stream("How many pens?"))):
+    try:
+        run()
+    except TimeoutError as err:
+        print(type(err).__name__, flush=True)
+"""
+
+
+def test_process_exits_promptly_after_a_timeout():
+    """asyncio.run waits for the loop's default executor and the interpreter joins pool threads at exit: a
+    stage abandoned in either would keep the process alive for the solver's full hour."""
+    import time
+
+    started = time.monotonic()
+    run = subprocess.run(
+        [sys.executable, "-c", HANGING_CHAIN.format(root=str(ROOT))],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        timeout=60,  # was: TimeoutExpired (no chain-level limit; wait_for left a thread that blocked exit)
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split() == ["StageTimeoutError"] * 3
+    assert time.monotonic() - started < 30
