@@ -183,7 +183,7 @@ def ghost_model(monkeypatch):
     return spec.name
 
 
-@pytest.mark.parametrize("value", ["False", "NO", "off", "0", "", " false "])
+@pytest.mark.parametrize("value", ["False", "NO", "off", "0", " false "])
 def test_download_switch_off_values_mean_off(ghost_model, monkeypatch, value):
     from langchain_dod.models import ModelNotFoundError, resolve
 
@@ -192,11 +192,14 @@ def test_download_switch_off_values_mean_off(ghost_model, monkeypatch, value):
         resolve(ghost_model)
 
 
-@pytest.mark.parametrize("value", ["1", "TRUE", "Yes", "on"])
+@pytest.mark.parametrize("value", ["1", "TRUE", "Yes", "on", "", None])  # unset or empty: on, as users expect
 def test_download_switch_on_values_mean_on(ghost_model, monkeypatch, value):
     from langchain_dod.models import ModelNotFoundError, resolve
 
-    monkeypatch.setenv("DOD_ALLOW_DOWNLOAD", value)
+    if value is None:
+        monkeypatch.delenv("DOD_ALLOW_DOWNLOAD", raising=False)
+    else:
+        monkeypatch.setenv("DOD_ALLOW_DOWNLOAD", value)
     with pytest.raises(ModelNotFoundError, match="failed: AssertionError: a download was attempted"):
         resolve(ghost_model)
 
