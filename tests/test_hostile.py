@@ -693,3 +693,70 @@ def test_process_exits_promptly_after_a_timeout():
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.split() == ["StageTimeoutError"] * 3
     assert time.monotonic() - started < 30
+
+
+# -- 12. dod eval run: wall time survives a kill ---------------------------------------------------------------
+
+SLOW_EVAL = """
+import sys, time
+import langchain_dod.evaluation.runner as runner
+from langchain_dod.chat_models import ChatGGUF
+from langchain_dod.cli import main
+
+runner.HEARTBEAT_SECONDS = 0.25
+generate = ChatGGUF._generate
+
+
+def slow(self, *args, **kwargs):  # a slow item, so that the kill lands while one is in flight
+    result = generate(self, *args, **kwargs)
+    time.sleep(float(sys.argv[1]))
+    return result
+
+
+ChatGGUF._generate = slow
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_eval_meta_keeps_the_wall_time_of_a_killed_session(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "eval"
+    data = Path(__file__).parent / "fixtures" / "eval" / "gsm8k_mini.jsonl"
+    argv = ["eval", "run", "--data", str(data), "--out", str(out), "--single-stage", "cot", "--no-progress"]
+    argv += ["--solver", f"llamacpp:{SMALL}", "--max-tokens", "32", "--n-threads", "1", "--label", "k"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_EVAL, "4", *argv], cwd=ROOT, env=env, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 240
+        meta_path, first = None, None
+        while time.monotonic() < deadline and proc.poll() is None:
+            metas = list((out / "runs").glob("*.meta.json")) if (out / "runs").is_dir() else []
+            if metas:
+                meta_path = metas[0]
+                meta = json.loads(meta_path.read_text())
+                if meta["segments"] and meta["segments"][0]["items"] >= 1:
+                    first = (time.monotonic(), meta["wall_seconds"])
+                    break
+            time.sleep(0.05)
+        assert first is not None and proc.poll() is None, proc.stderr.read().decode()[-2000:] if proc.stderr else ""
+        time.sleep(2.5)  # mid second item (each takes over 4 s)
+        proc.send_signal(signal.SIGKILL)
+        lived = time.monotonic() - first[0]
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    killed = json.loads(meta_path.read_text())
+    assert killed["segments"][0]["items"] == 1
+    # was: the 2.5 s of the item in flight were lost (the segment grew only when an item finished)
+    assert killed["wall_seconds"] - first[1] >= lived - 1.0, (killed, lived)
+    assert killed["wall_seconds"] - first[1] <= lived + 0.5
+    # the next session adds its own segment and finishes the rest
+    fast = [sys.executable, "-c", SLOW_EVAL, "0", *argv]
+    done = subprocess.run(fast, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    meta = json.loads(meta_path.read_text())
+    assert [s["items"] for s in meta["segments"]] == [1, 4]
+    assert meta["segments"][0]["seconds"] == killed["segments"][0]["seconds"]
