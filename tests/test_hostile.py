@@ -492,6 +492,22 @@ def test_adapter_with_nan_weights_is_a_clear_error_not_an_abort(tmp_path):
     assert "nan-lora.gguf: tensor blk.0.attn_q.weight.lora_b holds NaN or Inf weights" in run.stderr
 
 
+def test_finite_weights_that_overflow_are_a_clear_error_not_an_abort(smollm2_path, tmp_path):
+    """Every Q4_1 scale of three layers at 6e4: finite, so the file check passes, but the scores come out NaN."""
+    import numpy as np
+
+    blob = bytearray(smollm2_path.read_bytes())
+    for name in ("blk.0.attn_q.weight", "blk.0.attn_k.weight", "blk.0.ffn_up.weight"):
+        offset, size = _tensor(smollm2_path, name)
+        blocks = np.frombuffer(blob, np.uint8, size, offset).reshape(-1, 20).copy()
+        blocks[:, 0:2] = np.frombuffer(np.float16(60000).tobytes(), np.uint8)
+        blob[offset : offset + size] = blocks.tobytes()
+    (tmp_path / "huge.gguf").write_bytes(bytes(blob))
+    run = _decompose_in_a_child(model=str(tmp_path / "huge.gguf"))
+    assert run.returncode == 1, run.stderr[-2000:]  # was -6: SIGABRT in the grammar sampler
+    assert "NonFiniteLogitsError: " in run.stderr and "computed NaN or Inf scores" in run.stderr
+
+
 def test_garbage_weights_are_refused_in_process(smollm2_path, tmp_path):
     from langchain_dod.gguf_file import GGUFError, check_finite
 
