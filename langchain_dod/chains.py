@@ -9,16 +9,25 @@ nest (a LangSmith trace shows the decomposer and solver runs under the chain), `
 honoured by ``batch``/``abatch``, and a custom event ``dod_subquestions`` fires as soon as the
 sub-questions are known. Streaming yields ``AddableDict`` chunks: first the sub-questions, then the solver's
 tokens under ``solution``, then ``answer`` and ``usage``.
+
+Time limits (``timeout`` for the whole run, ``decomposer_timeout`` and ``solver_timeout`` per stage) hold in
+every path. A stage past its limit raises :class:`StageTimeoutError` and is abandoned: it runs in a daemon thread
+(or, for a model with its own async client, as a cancelled coroutine), so a call that never returns cannot keep
+the process from exiting. Without limits the stages run in the caller's thread, as before.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import queue
+import threading
 import time
-from collections.abc import AsyncIterator, Iterator
-from typing import Any, Literal
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any, Literal, TypeVar
 
 from langchain_core.callbacks import adispatch_custom_event, dispatch_custom_event
-from langchain_core.language_models import BaseLanguageModel
+from langchain_core.language_models import BaseChatModel, BaseLanguageModel
 from langchain_core.messages import BaseMessage
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableSerializable
 from langchain_core.runnables.config import patch_config
@@ -30,7 +39,14 @@ from langchain_dod.parsing import extract_answer
 from langchain_dod.prompts import solver_messages
 from langchain_dod.solvers import DEFAULT_SOLVER, load_chat_model, model_label
 
-__all__ = ["DecomposeSolve", "SingleStage", "StageError", "create_dod_chain", "SUBQUESTIONS_EVENT"]
+__all__ = [
+    "DecomposeSolve",
+    "SingleStage",
+    "StageError",
+    "StageTimeoutError",
+    "create_dod_chain",
+    "SUBQUESTIONS_EVENT",
+]
 
 SUBQUESTIONS_EVENT = "dod_subquestions"
 
@@ -46,6 +62,226 @@ class StageError(RuntimeError):
             else ""
         )
         super().__init__(f"The {stage} stage failed: {type(error).__name__}: {error}.{hint}")
+
+
+class StageTimeoutError(TimeoutError):
+    """A stage ran past ``setting`` (``decomposer_timeout``, ``solver_timeout`` or the total ``timeout``)."""
+
+    def __init__(self, stage: str, setting: str, seconds: float) -> None:
+        self.stage, self.setting, self.seconds = stage, setting, seconds
+        if setting == "timeout":
+            head = f"The chain timed out after timeout={seconds:g}s, in the {stage} stage"
+        else:
+            head = f"The {stage} stage timed out after {setting}={seconds:g}s"
+        super().__init__(
+            f"{head}. Raise {setting} (None waits as long as it takes) or use a faster {stage}; the abandoned call "
+            "is left to finish in a daemon thread."
+        )
+
+
+T = TypeVar("T")
+_DONE = object()
+
+
+class _Failed:
+    """An exception raised in a stage's thread, carried to the caller."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+class _Clock:
+    """The time limits of one run: the total deadline, and for each stage the limit that binds first."""
+
+    def __init__(self, chain: _SolveBase) -> None:
+        self.chain = chain
+        self.deadline = None if chain.timeout is None else time.monotonic() + chain.timeout
+
+    def limit(self, stage: str) -> tuple[float | None, str]:
+        """Seconds the stage may take from now, and the setting that sets them."""
+        own = getattr(self.chain, f"{stage}_timeout", None)
+        left = None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
+        if left is None or (own is not None and own <= left):
+            return own, f"{stage}_timeout"
+        if not left:  # spent by an earlier stage: do not start this one
+            raise self.error(stage, "timeout")
+        return left, "timeout"
+
+    def error(self, stage: str, setting: str) -> StageTimeoutError:
+        return StageTimeoutError(stage, setting, getattr(self.chain, setting))
+
+
+def _daemon(target: Callable[[], None]) -> None:
+    """Start ``target`` in a daemon thread, in a copy of this context (LangChain keeps callbacks there).
+
+    Not a ThreadPoolExecutor: its threads are joined at interpreter exit, so a call that never returns would
+    keep the process alive after its timeout (the loop's default executor is one, hence asyncio.run's hang).
+    """
+    threading.Thread(target=contextvars.copy_context().run, args=(target,), daemon=True, name="dod-stage").start()
+
+
+def _call(fn: Callable[[], T], stage: str, clock: _Clock) -> T:
+    """Run a blocking stage call within its time limit."""
+    limit, setting = clock.limit(stage)
+    if limit is None:
+        return fn()
+    box: list[Any] = []
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            box.append(fn())
+        except BaseException as err:  # re-raised in the caller's thread
+            box.append(_Failed(err))
+        finally:
+            done.set()
+
+    _daemon(run)
+    if not done.wait(limit):
+        raise clock.error(stage, setting)
+    if isinstance(box[0], _Failed):
+        raise box[0].error
+    return box[0]
+
+
+def _iterate(make: Callable[[], Iterator[T]], stage: str, clock: _Clock) -> Iterator[T]:
+    """Iterate a blocking stream within the stage's time limit (for the whole stream, not per chunk)."""
+    limit, setting = clock.limit(stage)
+    if limit is None:
+        yield from make()
+        return
+    end = time.monotonic() + limit
+    items: queue.Queue[Any] = queue.Queue()
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in make():
+                items.put(item)
+                if stop.is_set():  # the consumer gave up or stopped reading
+                    return
+        except BaseException as err:
+            items.put(_Failed(err))
+        finally:
+            items.put(_DONE)
+
+    _daemon(produce)
+    try:
+        while True:
+            try:
+                item = items.get(timeout=max(0.0, end - time.monotonic()))
+            except queue.Empty:
+                raise clock.error(stage, setting) from None
+            if item is _DONE:
+                return
+            if isinstance(item, _Failed):
+                raise item.error
+            yield item
+    finally:
+        stop.set()
+
+
+def _native_async(model: Any) -> bool:
+    """Whether ``model`` brings its own async code (a network client), which a cancel really stops.
+
+    Everything else (a ``Decomposer``, ``ChatGGUF``, a chat model without ``_agenerate``/``_astream``) runs its
+    sync code in the event loop's default executor, whose threads cannot be abandoned.
+    """
+    from langchain_dod.chat_models import ChatGGUF
+
+    if not isinstance(model, BaseChatModel) or isinstance(model, ChatGGUF):
+        return False
+    return any(getattr(type(model), name) is not getattr(BaseChatModel, name) for name in ("_agenerate", "_astream"))
+
+
+def _deliver(loop: asyncio.AbstractEventLoop, put: Callable[[Any], None], item: Any) -> None:
+    """Hand ``item`` to the event loop from a stage thread; after a timeout the loop may be gone."""
+    try:
+        loop.call_soon_threadsafe(put, item)
+    except RuntimeError:  # the loop was closed: nobody is waiting any more
+        pass
+
+
+async def _acall(model: Any, coro: Callable[[], Any], fn: Callable[[], T], stage: str, clock: _Clock) -> T:
+    """Await a stage within its time limit: natively for an async client, else ``fn`` in a daemon thread."""
+    limit, setting = clock.limit(stage)
+    if limit is None:
+        return await coro()
+    try:
+        if _native_async(model):
+            return await asyncio.wait_for(coro(), limit)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+
+        def settle(item: Any) -> None:
+            if not future.done():
+                future.set_exception(item.error) if isinstance(item, _Failed) else future.set_result(item)
+
+        def run() -> None:
+            try:
+                result: Any = fn()
+            except BaseException as err:
+                result = _Failed(err)
+            _deliver(loop, settle, result)
+
+        _daemon(run)
+        return await asyncio.wait_for(future, limit)
+    except asyncio.TimeoutError:  # builtin TimeoutError from 3.11 on, not before
+        raise clock.error(stage, setting) from None
+
+
+async def _aiterate(
+    model: Any, make_async: Callable[[], AsyncIterator[T]], make: Callable[[], Iterator[T]], stage: str, clock: _Clock
+) -> AsyncIterator[T]:
+    """Async :func:`_iterate`: a native async stream under ``wait_for``, else ``make()`` in a daemon thread."""
+    limit, setting = clock.limit(stage)
+    if limit is None:
+        async for item in make_async():
+            yield item
+        return
+    end = time.monotonic() + limit
+    if _native_async(model):
+        stream = make_async()
+        try:
+            while True:
+                try:
+                    item = await asyncio.wait_for(stream.__anext__(), max(0.0, end - time.monotonic()))
+                except StopAsyncIteration:
+                    return
+                except asyncio.TimeoutError:
+                    raise clock.error(stage, setting) from None
+                yield item
+        finally:
+            await stream.aclose()
+    loop = asyncio.get_running_loop()
+    items: asyncio.Queue[Any] = asyncio.Queue()
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in make():
+                _deliver(loop, items.put_nowait, item)
+                if stop.is_set():
+                    return
+        except BaseException as err:
+            _deliver(loop, items.put_nowait, _Failed(err))
+        finally:
+            _deliver(loop, items.put_nowait, _DONE)
+
+    _daemon(produce)
+    try:
+        while True:
+            try:
+                item = await asyncio.wait_for(items.get(), max(0.0, end - time.monotonic()))
+            except asyncio.TimeoutError:
+                raise clock.error(stage, setting) from None
+            if item is _DONE:
+                return
+            if isinstance(item, _Failed):
+                raise item.error
+            yield item
+    finally:
+        stop.set()
 
 
 def _default_solver() -> BaseLanguageModel:
@@ -83,16 +319,25 @@ class _SolveBase(RunnableSerializable[Any, dict[str, Any]]):
 
     solver: BaseLanguageModel = Field(default_factory=_default_solver)
     """Any LangChain chat model or LLM; it gets one call per question."""
+    timeout: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    """Seconds the whole run may take (all stages, streaming included); past it :class:`StageTimeoutError`.
+    ``None`` waits as long as it takes."""
+    solver_timeout: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    """Seconds the solver stage may take (the whole stream when streaming)."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     def _solve_messages(self, question: str, context: str | None, subquestions: list[str]) -> list[dict]:
         raise NotImplementedError
 
-    def _prepare(self, question: str, context: str | None, run_manager: Any, config: RunnableConfig) -> dict:
+    def _prepare(
+        self, question: str, context: str | None, run_manager: Any, config: RunnableConfig, clock: _Clock
+    ) -> dict:
         raise NotImplementedError
 
-    async def _aprepare(self, question: str, context: str | None, run_manager: Any, config: RunnableConfig) -> dict:
+    async def _aprepare(
+        self, question: str, context: str | None, run_manager: Any, config: RunnableConfig, clock: _Clock
+    ) -> dict:
         raise NotImplementedError
 
     def _finish(self, head: dict, text: str, message: Any, seconds: float) -> dict[str, Any]:
@@ -106,25 +351,36 @@ class _SolveBase(RunnableSerializable[Any, dict[str, Any]]):
     # -- invoke ---------------------------------------------------------------------------------------------
 
     def _invoke(self, value: Any, run_manager: Any, config: RunnableConfig) -> dict[str, Any]:
-        question, context = normalize_input(value)
-        head = self._prepare(question, context, run_manager, config)
+        question, context, clock = *normalize_input(value), _Clock(self)
+        head = self._prepare(question, context, run_manager, config, clock)
         started = time.perf_counter()
+        messages = self._solve_messages(question, context, head["subquestions"])
         try:
-            message = self.solver.invoke(
-                self._solve_messages(question, context, head["subquestions"]), _child(config, run_manager, "solver")
+            message = _call(
+                lambda: self.solver.invoke(messages, _child(config, run_manager, "solver")), "solver", clock
             )
+        except StageTimeoutError:
+            raise
         except Exception as err:
             raise StageError("solver", err) from err
         return self._finish(head, _text(message), message, time.perf_counter() - started)
 
     async def _ainvoke(self, value: Any, run_manager: Any, config: RunnableConfig) -> dict[str, Any]:
-        question, context = normalize_input(value)
-        head = await self._aprepare(question, context, run_manager, config)
+        question, context, clock = *normalize_input(value), _Clock(self)
+        head = await self._aprepare(question, context, run_manager, config, clock)
         started = time.perf_counter()
+        messages = self._solve_messages(question, context, head["subquestions"])
+        child = _child(config, run_manager, "solver")
         try:
-            message = await self.solver.ainvoke(
-                self._solve_messages(question, context, head["subquestions"]), _child(config, run_manager, "solver")
+            message = await _acall(
+                self.solver,
+                lambda: self.solver.ainvoke(messages, child),
+                lambda: self.solver.invoke(messages, child),
+                "solver",
+                clock,
             )
+        except StageTimeoutError:
+            raise
         except Exception as err:
             raise StageError("solver", err) from err
         return self._finish(head, _text(message), message, time.perf_counter() - started)
@@ -143,19 +399,22 @@ class _SolveBase(RunnableSerializable[Any, dict[str, Any]]):
         value = None
         for value in inputs:  # noqa: B007 - inputs arrive whole (a question is not streamed); keep the last
             pass
-        question, context = normalize_input(value)
-        head = self._prepare(question, context, run_manager, config)
+        question, context, clock = *normalize_input(value), _Clock(self)
+        head = self._prepare(question, context, run_manager, config, clock)
         yield AddableDict({k: v for k, v in head.items() if k != "usage"}, solution="")
         started, pieces, merged = time.perf_counter(), [], None
+        messages = self._solve_messages(question, context, head["subquestions"])
         try:
-            for chunk in self.solver.stream(
-                self._solve_messages(question, context, head["subquestions"]), _child(config, run_manager, "solver")
+            for chunk in _iterate(
+                lambda: self.solver.stream(messages, _child(config, run_manager, "solver")), "solver", clock
             ):
                 merged = chunk if merged is None or not isinstance(chunk, BaseMessage) else merged + chunk
                 piece = _text(chunk)
                 if piece:
                     pieces.append(piece)
                     yield AddableDict(solution=piece)
+        except StageTimeoutError:
+            raise
         except Exception as err:
             raise StageError("solver", err) from err
         final = self._finish(head, "".join(pieces), merged, time.perf_counter() - started)
@@ -167,19 +426,27 @@ class _SolveBase(RunnableSerializable[Any, dict[str, Any]]):
         value = None
         async for value in inputs:  # noqa: B007
             pass
-        question, context = normalize_input(value)
-        head = await self._aprepare(question, context, run_manager, config)
+        question, context, clock = *normalize_input(value), _Clock(self)
+        head = await self._aprepare(question, context, run_manager, config, clock)
         yield AddableDict({k: v for k, v in head.items() if k != "usage"}, solution="")
         started, pieces, merged = time.perf_counter(), [], None
+        messages = self._solve_messages(question, context, head["subquestions"])
+        child = _child(config, run_manager, "solver")
         try:
-            async for chunk in self.solver.astream(
-                self._solve_messages(question, context, head["subquestions"]), _child(config, run_manager, "solver")
+            async for chunk in _aiterate(
+                self.solver,
+                lambda: self.solver.astream(messages, child),
+                lambda: self.solver.stream(messages, child),
+                "solver",
+                clock,
             ):
                 merged = chunk if merged is None or not isinstance(chunk, BaseMessage) else merged + chunk
                 piece = _text(chunk)
                 if piece:
                     pieces.append(piece)
                     yield AddableDict(solution=piece)
+        except StageTimeoutError:
+            raise
         except Exception as err:
             raise StageError("solver", err) from err
         final = self._finish(head, "".join(pieces), merged, time.perf_counter() - started)
@@ -229,7 +496,10 @@ class DecomposeSolve(_SolveBase):
     max_subquestions: int | None = Field(default=None, ge=1, le=10)
     """Override the decomposer's cap (also changes its prompt when it is a ``Decomposer``)."""
     fallback_to_single_stage: bool = False
-    """When the decomposer fails, answer single-stage instead of raising (the output's ``mode`` says so)."""
+    """When the decomposer fails, answer single-stage instead of raising (the output's ``mode`` says so); a
+    decomposer past ``decomposer_timeout`` counts as failed, a run past the total ``timeout`` does not."""
+    decomposer_timeout: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    """Seconds the decomposer stage may take."""
 
     def model_post_init(self, context: Any, /) -> None:
         """Carry ``max_subquestions`` into the decomposer's prompt and grammar."""
@@ -265,12 +535,17 @@ class DecomposeSolve(_SolveBase):
     def _dispatch(self, head: dict) -> dict:
         return {"question": head["question"], "subquestions": head["subquestions"], "mode": head["mode"]}
 
-    def _prepare(self, question: str, context: str | None, run_manager: Any, config: RunnableConfig) -> dict:
+    def _prepare(
+        self, question: str, context: str | None, run_manager: Any, config: RunnableConfig, clock: _Clock
+    ) -> dict:
         decomposition, error = None, None
+        value, child = {"question": question, "context": context}, _child(config, run_manager, "decomposer")
         try:
-            decomposition = self.decomposer.invoke(
-                {"question": question, "context": context}, _child(config, run_manager, "decomposer")
-            )
+            decomposition = _call(lambda: self.decomposer.invoke(value, child), "decomposer", clock)
+        except StageTimeoutError as err:
+            if not self.fallback_to_single_stage or err.setting == "timeout":
+                raise
+            error = err
         except Exception as err:
             if not self.fallback_to_single_stage:
                 raise StageError("decomposer", err) from err
@@ -279,12 +554,23 @@ class DecomposeSolve(_SolveBase):
         dispatch_custom_event(SUBQUESTIONS_EVENT, self._dispatch(head), config=_child(config, run_manager, "event"))
         return head
 
-    async def _aprepare(self, question: str, context: str | None, run_manager: Any, config: RunnableConfig) -> dict:
+    async def _aprepare(
+        self, question: str, context: str | None, run_manager: Any, config: RunnableConfig, clock: _Clock
+    ) -> dict:
         decomposition, error = None, None
+        value, child = {"question": question, "context": context}, _child(config, run_manager, "decomposer")
         try:
-            decomposition = await self.decomposer.ainvoke(
-                {"question": question, "context": context}, _child(config, run_manager, "decomposer")
+            decomposition = await _acall(
+                self.decomposer,
+                lambda: self.decomposer.ainvoke(value, child),
+                lambda: self.decomposer.invoke(value, child),
+                "decomposer",
+                clock,
             )
+        except StageTimeoutError as err:
+            if not self.fallback_to_single_stage or err.setting == "timeout":
+                raise
+            error = err
         except Exception as err:
             if not self.fallback_to_single_stage:
                 raise StageError("decomposer", err) from err
@@ -304,7 +590,9 @@ class SingleStage(_SolveBase):
     def _solve_messages(self, question: str, context: str | None, subquestions: list[str]) -> list[dict]:
         return solver_messages(question, context, mode=self.mode)
 
-    def _prepare(self, question: str, context: str | None, run_manager: Any, config: RunnableConfig) -> dict:
+    def _prepare(
+        self, question: str, context: str | None, run_manager: Any, config: RunnableConfig, clock: _Clock
+    ) -> dict:
         return {
             "question": question,
             "context": context,
@@ -313,8 +601,10 @@ class SingleStage(_SolveBase):
             "usage": {"decomposer": None},
         }
 
-    async def _aprepare(self, question: str, context: str | None, run_manager: Any, config: RunnableConfig) -> dict:
-        return self._prepare(question, context, run_manager, config)
+    async def _aprepare(
+        self, question: str, context: str | None, run_manager: Any, config: RunnableConfig, clock: _Clock
+    ) -> dict:
+        return self._prepare(question, context, run_manager, config, clock)
 
 
 def create_dod_chain(

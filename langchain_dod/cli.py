@@ -159,14 +159,17 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    """List the registry and where each model resolves."""
+    """List the registry and where each model resolves, or download one (``--download NAME``)."""
     from langchain_dod.models import MODELS, ModelNotFoundError, resolve
 
+    if args.download:
+        print(resolve(args.download, allow_download=True))  # errors say what to do; main() prints them
+        return 0
     for name, spec in MODELS.items():
         try:
-            where = str(resolve(name))
+            where = str(resolve(name, allow_download=False))  # listing must not start a 1 GB download
         except ModelNotFoundError:
-            where = f"not installed ({spec.install})"
+            where = f"not installed ({spec.install}, or dod models --download {name})"
         print(f"{name}\t{spec.license}\t{where}")
     return 0
 
@@ -202,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_ask)
 
     p = sub.add_parser("models", help="list known models and where they resolve")
+    p.add_argument("--download", metavar="NAME", help="fetch a model from the Hugging Face hub into the cache")
     p.set_defaults(func=cmd_models)
 
     try:

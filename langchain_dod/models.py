@@ -1,4 +1,4 @@
-"""Offline model registry: turn a model name or path into a local, checked GGUF file.
+"""Model registry: turn a model name or path into a local, checked GGUF file.
 
 Lookup order for ``resolve(name_or_path, role=...)``:
 
@@ -6,8 +6,9 @@ Lookup order for ``resolve(name_or_path, role=...)``:
 2. when no name is given, the role's environment variable (``DOD_DECOMPOSER_GGUF``, ``DOD_SOLVER_GGUF``),
    then the role's default name;
 3. installed model packages from the package registry (read in place, or reassembled once into a cache);
-4. a Hugging Face hub download, only when the user allows network (``allow_download=True`` or
-   ``DOD_ALLOW_DOWNLOAD=1``) and ``HF_HUB_OFFLINE`` is not set. Tests never take this path.
+4. a Hugging Face hub download (what a first run needs), unless ``HF_HUB_OFFLINE`` is set, ``DOD_ALLOW_DOWNLOAD``
+   is off (0/false/no/off) or the caller passes ``allow_download=False``. The test suite runs offline (its
+   download tests use a local server).
 
 A miss raises :class:`ModelNotFoundError` naming every place looked and the command that fixes it.
 """
@@ -115,11 +116,12 @@ def resolve(
             ``None`` means "the default for ``role``" (its environment variable first).
         role: ``"decomposer"`` or ``"solver"``; picks the environment variable and default name.
         allow_download: permit a Hugging Face hub download as a last resort. ``None`` reads
-            ``DOD_ALLOW_DOWNLOAD`` (1/true/yes/on, any case; unset or 0/false/no/off is off). Never done when
-            ``HF_HUB_OFFLINE`` is set.
+            ``DOD_ALLOW_DOWNLOAD`` (0/false/no/off, any case, is off; unset, empty or 1/true/yes/on is on). Never
+            done when ``HF_HUB_OFFLINE`` is set.
 
     Raises:
-        ModelNotFoundError: nothing found; the message lists every place looked and the fix.
+        ModelNotFoundError: nothing found, or the download failed; the message lists every place looked and
+            the commands that get the model.
         ValueError: an unknown role, an empty name, or a ``DOD_ALLOW_DOWNLOAD`` that is not a yes/no value.
 
     """
@@ -166,13 +168,27 @@ def resolve(
     found = _from_packages(spec, looked)
     if found is not None:
         return found
-    found = _from_hub(spec, looked, allow_download)
+    failure: list[str] = []
+    found = _from_hub(spec, looked, allow_download, failure)
     if found is not None:
         return found
     places = "\n  - ".join(looked)
+    head = (
+        f"Downloading model {spec.name!r} from the Hugging Face hub failed: {failure[0]}\n"
+        if failure
+        else f"Model {spec.name!r} ({spec.filename}) was not found. "
+    )
+    hub = ""
+    if spec.hub is not None:
+        again = "again " if failure else ""
+        hub = (
+            f"or download it {again}from the Hugging Face hub (needs network):\n"
+            f"  HF_HUB_OFFLINE=0 dod models --download {spec.name}\n"
+        )
     raise ModelNotFoundError(
-        f"Model {spec.name!r} ({spec.filename}) was not found. Looked in:\n  - {places}\n"
+        f"{head}Looked in:\n  - {places}\n"
         f"Install it with:\n  {spec.install}\n"
+        f"{hub}"
         f"or point at a file: resolve('/path/to/model.gguf')"
         + (f" / {ROLE_ENV[role]}=/path/to/model.gguf" if role in ROLE_ENV else "")
         + "."
@@ -273,37 +289,68 @@ def _assemble(spec: ModelSpec, parts: list[Path], target: Path) -> Path:
 
 
 _TRUE = ("1", "true", "yes", "on")
-_FALSE = ("", "0", "false", "no", "off")
+_FALSE = ("0", "false", "no", "off")
 
 
-def _env_flag(name: str) -> bool:
-    """A yes/no environment variable, any case; a value that is neither is an error rather than a guess."""
+def _env_flag(name: str, default: bool) -> bool:
+    """A yes/no environment variable, any case (unset or empty: ``default``); any other value is an error."""
     value = os.environ.get(name, "").strip().lower()
+    if not value:
+        return default
     if value not in _TRUE + _FALSE:
         raise ValueError(f"{name}={os.environ[name]!r} is not a yes/no value; set it to 1 or 0 (or true/false).")
     return value in _TRUE
 
 
-def _from_hub(spec: ModelSpec, looked: list[str], allow_download: bool | None) -> Path | None:
+def _from_hub(spec: ModelSpec, looked: list[str], allow_download: bool | None, failure: list[str]) -> Path | None:
+    """Download ``spec`` from the hub into our cache, or say in ``looked`` why not (``failure``: why it failed)."""
     if spec.hub is None:
         return None
-    if allow_download is None:
-        allow_download = _env_flag("DOD_ALLOW_DOWNLOAD")
+    if allow_download is None:  # on by default: a first run should work for a user who installed only the code
+        allow_download = _env_flag("DOD_ALLOW_DOWNLOAD", default=True)
     # huggingface_hub's own reading: only 1/true/yes/on (any case) is offline, so that we agree with it
     offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE
     repo, filename = spec.hub
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError:
+        looked.append(f"Hugging Face hub {repo}/{filename} (skipped: huggingface_hub is not installed)")
+        return None
+    try:  # downloaded before: found without the network, whatever the settings say now
+        return Path(hf_hub_download(repo, filename, cache_dir=cache_dir() / "hub", local_files_only=True))
+    except Exception:  # not in the cache (LocalEntryNotFoundError and friends)
+        pass
     if not allow_download or offline:
         reason = "HF_HUB_OFFLINE is set" if offline else "downloads not allowed; set DOD_ALLOW_DOWNLOAD=1"
         looked.append(f"Hugging Face hub {repo}/{filename} (skipped: {reason})")
         return None
     looked.append(f"Hugging Face hub {repo}/{filename}")
     try:
-        from huggingface_hub import hf_hub_download
-    except ImportError:
-        looked[-1] += " (skipped: huggingface_hub is not installed)"
-        return None
-    try:
-        return Path(hf_hub_download(repo, filename, cache_dir=cache_dir() / "hub"))
+        # huggingface_hub writes into a ``.incomplete`` blob and links the file in only once every byte is there
+        # (it resumes that blob next time), so an interrupted download never leaves a file we would pick up
+        path = Path(hf_hub_download(repo, filename, cache_dir=cache_dir() / "hub"))
     except Exception as err:  # network errors come in many classes; report and fall through
-        looked[-1] += f" (failed: {type(err).__name__}: {err})"
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        failure.append(
+            f"{type(err).__name__}: {reason} Check the network (and HF_ENDPOINT if set), then run the same command "
+            "again: the download resumes where it stopped."
+        )
+        looked[-1] += " (download failed)"
         return None
+    from langchain_dod.gguf_file import GGUFError, check_finite
+
+    try:
+        check_finite(path)  # also reads the header: a login page, an error page or a damaged transfer is refused
+    except GGUFError as err:
+        _remove_download(path)
+        failure.append(f"{err} The bad copy was removed; run the same command again to download it anew.")
+        looked[-1] += " (downloaded file unusable)"
+        return None
+    return path
+
+
+def _remove_download(path: Path) -> None:
+    """Delete a downloaded file from the hub cache: the snapshot link and the blob it points at."""
+    blob = path.resolve()
+    path.unlink(missing_ok=True)
+    blob.unlink(missing_ok=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -182,7 +183,7 @@ def ghost_model(monkeypatch):
     return spec.name
 
 
-@pytest.mark.parametrize("value", ["False", "NO", "off", "0", "", " false "])
+@pytest.mark.parametrize("value", ["False", "NO", "off", "0", " false "])
 def test_download_switch_off_values_mean_off(ghost_model, monkeypatch, value):
     from langchain_dod.models import ModelNotFoundError, resolve
 
@@ -191,11 +192,14 @@ def test_download_switch_off_values_mean_off(ghost_model, monkeypatch, value):
         resolve(ghost_model)
 
 
-@pytest.mark.parametrize("value", ["1", "TRUE", "Yes", "on"])
+@pytest.mark.parametrize("value", ["1", "TRUE", "Yes", "on", "", None])  # unset or empty: on, as users expect
 def test_download_switch_on_values_mean_on(ghost_model, monkeypatch, value):
     from langchain_dod.models import ModelNotFoundError, resolve
 
-    monkeypatch.setenv("DOD_ALLOW_DOWNLOAD", value)
+    if value is None:
+        monkeypatch.delenv("DOD_ALLOW_DOWNLOAD", raising=False)
+    else:
+        monkeypatch.setenv("DOD_ALLOW_DOWNLOAD", value)
     with pytest.raises(ModelNotFoundError, match="failed: AssertionError: a download was attempted"):
         resolve(ghost_model)
 
@@ -427,3 +431,348 @@ def test_empty_manifest_error_names_the_file(tmp_path, capsys):
     assert main([*argv, "--solver", "llamacpp:smollm2-135m-instruct"]) == 1
     err = capsys.readouterr().err  # was "error: Expecting value: line 1 column 1 (char 0)"
     assert f"{out / 'manifest.json'} is empty or not valid JSON" in err and "use another --out" in err
+
+
+# -- 10. weights that are not numbers: a Python error, not abort() --------------------------------------------
+
+sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
+from fake_gguf import write_lora  # noqa: E402
+
+NAN_F16, INF_F16 = b"\x00\x7e", b"\x00\x7c"
+
+
+def _tensor(path: Path, name: str) -> tuple[int, int]:
+    """(absolute data offset, byte size) of one tensor of a GGUF."""
+    from langchain_dod.gguf_file import inspect_gguf
+
+    return next((offset, size) for n, _, offset, size in inspect_gguf(path).tensor_data if n == name)
+
+
+def _damaged(src: Path, dst: Path, name: str, at: int, data: bytes) -> Path:
+    """A copy of ``src`` with ``data`` written ``at`` bytes into tensor ``name``."""
+    blob = bytearray(src.read_bytes())
+    offset, _ = _tensor(src, name)
+    blob[offset + at : offset + at + len(data)] = data
+    dst.write_bytes(bytes(blob))
+    return dst
+
+
+def _decompose_in_a_child(**chat: str) -> subprocess.CompletedProcess[str]:
+    """One grammar-constrained decomposition in its own process: an abort() fails the test, not pytest."""
+    code = (
+        "from langchain_dod import ChatGGUF, Decomposer\n"
+        f"Decomposer(llm=ChatGGUF(n_threads=1, **{chat!r})).invoke({PENS!r})\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+
+
+@pytest.mark.parametrize(
+    ("tensor", "at", "data"),
+    [
+        ("blk.0.attn_q.weight", 5 * 20, NAN_F16),  # the scale d of the 6th Q4_1 block
+        ("blk.3.ffn_up.weight", 7 * 20 + 2, INF_F16),  # the minimum m of a Q4_1 block
+        ("token_embd.weight", 34 * 1000, NAN_F16),  # the scale of a Q8_0 block
+        ("blk.0.attn_norm.weight", 4 * 17, struct.pack("<f", math.nan)),  # an F32 weight
+    ],
+    ids=["q4_1-scale", "q4_1-min", "q8_0-scale", "f32"],
+)
+def test_model_with_nan_weights_is_a_clear_error_not_an_abort(smollm2_path, tmp_path, tensor, at, data):
+    bad = _damaged(smollm2_path, tmp_path / "bad.gguf", tensor, at, data)
+    run = _decompose_in_a_child(model=str(bad))
+    assert run.returncode == 1, run.stderr[-2000:]  # was -6 (SIGABRT in the grammar sampler), or a silent answer
+    assert f"tensor {tensor} holds NaN or Inf weights" in run.stderr
+    assert "download or export it again" in run.stderr
+
+
+def test_adapter_with_nan_weights_is_a_clear_error_not_an_abort(tmp_path):
+    adapter = write_lora(tmp_path / "nan-lora.gguf", b_scale=math.nan)
+    run = _decompose_in_a_child(model=SMALL, lora_path=str(adapter))
+    assert run.returncode == 1, run.stderr[-2000:]  # was -6
+    assert "nan-lora.gguf: tensor blk.0.attn_q.weight.lora_b holds NaN or Inf weights" in run.stderr
+
+
+def test_finite_weights_that_overflow_are_a_clear_error_not_an_abort(smollm2_path, tmp_path):
+    """Every Q4_1 scale of three layers at 6e4: finite, so the file check passes, but the scores come out NaN."""
+    import numpy as np
+
+    blob = bytearray(smollm2_path.read_bytes())
+    for name in ("blk.0.attn_q.weight", "blk.0.attn_k.weight", "blk.0.ffn_up.weight"):
+        offset, size = _tensor(smollm2_path, name)
+        blocks = np.frombuffer(blob, np.uint8, size, offset).reshape(-1, 20).copy()
+        blocks[:, 0:2] = np.frombuffer(np.float16(60000).tobytes(), np.uint8)
+        blob[offset : offset + size] = blocks.tobytes()
+    (tmp_path / "huge.gguf").write_bytes(bytes(blob))
+    run = _decompose_in_a_child(model=str(tmp_path / "huge.gguf"))
+    assert run.returncode == 1, run.stderr[-2000:]  # was -6: SIGABRT in the grammar sampler
+    assert "NonFiniteLogitsError: " in run.stderr and "computed NaN or Inf scores" in run.stderr
+
+
+def test_garbage_weights_are_refused_in_process(smollm2_path, tmp_path):
+    from langchain_dod.gguf_file import GGUFError, check_finite
+
+    offset, size = _tensor(smollm2_path, "blk.5.ffn_down.weight")
+    blob = bytearray(smollm2_path.read_bytes())
+    blob[offset : offset + size] = os.urandom(size)  # random bytes: some block scales are NaN or Inf
+    (tmp_path / "garbage.gguf").write_bytes(bytes(blob))
+    with pytest.raises(GGUFError, match="tensor blk.5.ffn_down.weight holds NaN or Inf"):
+        ChatGGUF(model=str(tmp_path / "garbage.gguf")).load()
+    check_finite(smollm2_path)  # the real model passes
+
+
+def test_float_field_table_matches_gguf_py_dequantize():
+    """Every float field of each block layout, found by writing a NaN at each offset of a zero block."""
+    import warnings
+
+    import numpy as np
+    from gguf import GGML_QUANT_SIZES
+    from gguf.quants import dequantize
+
+    from langchain_dod.gguf_file import FLOAT_FIELDS
+
+    for qtype, fields in FLOAT_FIELDS.items():
+        block_size, type_size = GGML_QUANT_SIZES[qtype]
+        if block_size == 1 or qtype.name == "Q8_K":  # plain floats; gguf-py cannot dequantise Q8_K
+            continue
+        found = []
+        for at in range(type_size - 1):
+            block = np.zeros(type_size, np.uint8)
+            block[at : at + 2] = np.frombuffer(NAN_F16, np.uint8)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                if not np.isfinite(dequantize(block, qtype)).all():
+                    found.append(at)
+        assert found == [at for at, _ in fields], qtype.name
+
+
+# -- 11. a stage that never returns: chain-level time limits ---------------------------------------------------
+
+HANG = 3600.0  # "never" for a test
+
+
+def _plan(seconds: float = 0.0):
+    """A decomposer stand-in that takes ``seconds`` and plans one sub-question (the model is not under test)."""
+    import time
+
+    from langchain_core.runnables import RunnableLambda
+
+    return RunnableLambda(lambda _: time.sleep(seconds) or ["How many pens are there?"], name="plan")
+
+
+def _run_path(chain, path: str):
+    """One question through the chain by ``path``; batch paths return their single result or raise it."""
+    import asyncio
+
+    async def astream():
+        return [chunk async for chunk in chain.astream(PENS)]
+
+    runs = {
+        "invoke": lambda: chain.invoke(PENS),
+        "stream": lambda: list(chain.stream(PENS)),
+        "ainvoke": lambda: asyncio.run(chain.ainvoke(PENS)),
+        "astream": lambda: asyncio.run(astream()),
+        "batch": lambda: chain.batch([PENS], return_exceptions=True)[0],
+        "abatch": lambda: asyncio.run(chain.abatch([PENS], return_exceptions=True))[0],
+    }
+    result = runs[path]()
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
+PATHS = ["invoke", "stream", "ainvoke", "astream", "batch", "abatch"]
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_solver_that_never_returns_times_out_on_every_path(path):
+    import time
+
+    from langchain_dod import DecomposeSolve
+    from langchain_dod.chains import StageTimeoutError
+    from tests.scripted import ScriptedSolver
+
+    chain = DecomposeSolve(decomposer=_plan(), solver=ScriptedSolver(delay=HANG), solver_timeout=0.3)
+    started = time.monotonic()
+    with pytest.raises(StageTimeoutError, match=r"The solver stage timed out after solver_timeout=0.3s\. Raise"):
+        _run_path(chain, path)  # was: blocked for ever
+    assert time.monotonic() - started < 5
+    # the limits leave a call that finishes in time alone
+    quick = DecomposeSolve(decomposer=_plan(), solver=ScriptedSolver(), timeout=30, solver_timeout=30)
+    result = _run_path(quick, path)
+    answer = "".join(c.get("answer", "") for c in result) if isinstance(result, list) else result["answer"]
+    assert answer == "5"
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_total_timeout_names_the_stage_it_ran_out_in(path):
+    from langchain_dod import DecomposeSolve, SingleStage
+    from langchain_dod.chains import StageTimeoutError
+    from tests.scripted import ScriptedSolver
+
+    slow_plan = DecomposeSolve(decomposer=_plan(0.3), solver=ScriptedSolver(delay=HANG), timeout=0.8)
+    with pytest.raises(StageTimeoutError, match=r"The chain timed out after timeout=0.8s, in the solver stage"):
+        _run_path(slow_plan, path)
+    stuck_plan = DecomposeSolve(decomposer=_plan(HANG), solver=ScriptedSolver(), timeout=0.3, solver_timeout=9)
+    with pytest.raises(StageTimeoutError, match=r"timeout=0.3s, in the decomposer stage"):
+        _run_path(stuck_plan, path)
+    with pytest.raises(StageTimeoutError, match=r"The solver stage timed out after solver_timeout=0.3s"):
+        _run_path(SingleStage(solver=ScriptedSolver(delay=HANG), solver_timeout=0.3), path)
+
+
+def test_decomposer_timeout_falls_back_when_asked_but_the_total_does_not():
+    from langchain_dod import DecomposeSolve
+    from langchain_dod.chains import StageTimeoutError
+    from tests.scripted import ScriptedSolver
+
+    settings = {"decomposer": _plan(HANG), "solver": ScriptedSolver(), "fallback_to_single_stage": True}
+    result = DecomposeSolve(**settings, decomposer_timeout=0.3).invoke(PENS)
+    assert (result["mode"], result["answer"]) == ("fallback", "5")
+    assert "decomposer_timeout=0.3s" in result["decomposer_error"]
+    with pytest.raises(StageTimeoutError, match="in the decomposer stage"):
+        DecomposeSolve(**settings, timeout=0.3).invoke(PENS)
+
+
+@pytest.mark.parametrize("path", ["ainvoke", "astream"])
+def test_model_with_its_own_async_client_is_cancelled_not_abandoned(path):
+    """A model with native ``_agenerate``/``_astream`` (a network client) is awaited under ``wait_for``."""
+    import asyncio
+
+    from langchain_dod import DecomposeSolve
+    from langchain_dod.chains import StageTimeoutError
+    from tests.scripted import ScriptedSolver
+
+    cancelled = []
+
+    class AsyncHang(ScriptedSolver):
+        async def _agenerate(self, *args, **kwargs):
+            try:
+                await asyncio.sleep(HANG)
+            finally:
+                cancelled.append("agenerate")
+
+        async def _astream(self, *args, **kwargs):
+            try:
+                await asyncio.sleep(HANG)
+            finally:
+                cancelled.append("astream")
+            yield  # pragma: no cover
+
+    chain = DecomposeSolve(decomposer=_plan(), solver=AsyncHang(), solver_timeout=0.3)
+    with pytest.raises(StageTimeoutError, match="solver_timeout=0.3s"):
+        _run_path(chain, path)
+    assert cancelled  # the coroutine was cancelled, no thread left behind
+
+
+@pytest.mark.parametrize("setting", ["timeout", "decomposer_timeout", "solver_timeout"])
+@pytest.mark.parametrize("value", [0, -1, math.nan, math.inf])
+def test_time_limits_must_be_positive_seconds(setting, value):
+    from pydantic import ValidationError
+
+    from langchain_dod import DecomposeSolve
+    from tests.scripted import ScriptedSolver
+
+    with pytest.raises(ValidationError, match=setting):
+        DecomposeSolve(decomposer=_plan(), solver=ScriptedSolver(), **{setting: value})
+
+
+HANGING_CHAIN = """
+import asyncio, sys, time
+sys.path.insert(0, {root!r})
+from langchain_core.runnables import RunnableLambda
+from langchain_dod import DecomposeSolve
+from tests.scripted import ScriptedSolver
+chain = DecomposeSolve(decomposer=RunnableLambda(lambda _: ["How many?"]), solver=ScriptedSolver(delay=3600),
+                       solver_timeout=0.3)
+for run in (lambda: chain.invoke("How many pens?"), lambda: asyncio.run(chain.ainvoke("How many pens?")),
+            lambda: list(chain.stream("How many pens?"))):
+    try:
+        run()
+    except TimeoutError as err:
+        print(type(err).__name__, flush=True)
+"""
+
+
+def test_process_exits_promptly_after_a_timeout():
+    """asyncio.run waits for the loop's default executor and the interpreter joins pool threads at exit: a
+    stage abandoned in either would keep the process alive for the solver's full hour."""
+    import time
+
+    started = time.monotonic()
+    run = subprocess.run(
+        [sys.executable, "-c", HANGING_CHAIN.format(root=str(ROOT))],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        timeout=60,  # was: TimeoutExpired (no chain-level limit; wait_for left a thread that blocked exit)
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split() == ["StageTimeoutError"] * 3
+    assert time.monotonic() - started < 30
+
+
+# -- 12. dod eval run: wall time survives a kill ---------------------------------------------------------------
+
+SLOW_EVAL = """
+import sys, time
+import langchain_dod.evaluation.runner as runner
+from langchain_dod.chat_models import ChatGGUF
+from langchain_dod.cli import main
+
+runner.HEARTBEAT_SECONDS = 0.25
+generate = ChatGGUF._generate
+
+
+def slow(self, *args, **kwargs):  # a slow item, so that the kill lands while one is in flight
+    result = generate(self, *args, **kwargs)
+    time.sleep(float(sys.argv[1]))
+    return result
+
+
+ChatGGUF._generate = slow
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_eval_meta_keeps_the_wall_time_of_a_killed_session(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "eval"
+    data = Path(__file__).parent / "fixtures" / "eval" / "gsm8k_mini.jsonl"
+    argv = ["eval", "run", "--data", str(data), "--out", str(out), "--single-stage", "cot", "--no-progress"]
+    argv += ["--solver", f"llamacpp:{SMALL}", "--max-tokens", "32", "--n-threads", "1", "--label", "k"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_EVAL, "4", *argv], cwd=ROOT, env=env, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 240
+        meta_path, first = None, None
+        while time.monotonic() < deadline and proc.poll() is None:
+            metas = list((out / "runs").glob("*.meta.json")) if (out / "runs").is_dir() else []
+            if metas:
+                meta_path = metas[0]
+                meta = json.loads(meta_path.read_text())
+                if meta["segments"] and meta["segments"][0]["items"] >= 1:
+                    first = (time.monotonic(), meta["wall_seconds"])
+                    break
+            time.sleep(0.05)
+        assert first is not None and proc.poll() is None, proc.stderr.read().decode()[-2000:] if proc.stderr else ""
+        time.sleep(2.5)  # mid second item (each takes over 4 s)
+        proc.send_signal(signal.SIGKILL)
+        lived = time.monotonic() - first[0]
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    killed = json.loads(meta_path.read_text())
+    assert killed["segments"][0]["items"] == 1
+    # was: the 2.5 s of the item in flight were lost (the segment grew only when an item finished)
+    assert killed["wall_seconds"] - first[1] >= lived - 1.0, (killed, lived)
+    assert killed["wall_seconds"] - first[1] <= lived + 0.5
+    # the next session adds its own segment and finishes the rest
+    fast = [sys.executable, "-c", SLOW_EVAL, "0", *argv]
+    done = subprocess.run(fast, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    meta = json.loads(meta_path.read_text())
+    assert [s["items"] for s in meta["segments"]] == [1, 4]
+    assert meta["segments"][0]["seconds"] == killed["segments"][0]["seconds"]

@@ -116,12 +116,13 @@ def test_missing_package_error_names_every_place_and_the_fix(monkeypatch: pytest
     assert "pip install --no-deps dod-no-such-package-xyz==1.0" in message
 
 
-def test_hub_needs_explicit_permission(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_hub_download_can_be_switched_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Downloads are on by default (issue 15: a first run must work); DOD_ALLOW_DOWNLOAD=0 turns them off."""
     spec = ModelSpec(name="ghost-2m", filename="g.gguf", license="none", package=("dod_absent_pkg", "g.gguf"),
                      install="pip install dod-absent-pkg", hub=("someone/g", "g.gguf"))
     monkeypatch.setitem(MODELS, spec.name, spec)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.delenv("DOD_ALLOW_DOWNLOAD", raising=False)
+    monkeypatch.setenv("DOD_ALLOW_DOWNLOAD", "0")
     with pytest.raises(ModelNotFoundError, match="downloads not allowed; set DOD_ALLOW_DOWNLOAD=1"):
         resolve("ghost-2m")
 

@@ -4,7 +4,8 @@ Layout of an output folder::
 
     OUT/manifest.json          data set (path, format, sha256), seed, limit and the exact item ids
     OUT/runs/NAME.jsonl        one record per item (appended as each item finishes, fsync'd)
-    OUT/runs/NAME.meta.json    the run's configuration and its wall-time segments (one per session)
+    OUT/runs/NAME.meta.json    the run's configuration and its wall-time segments (one per session, rewritten
+                               every item and every HEARTBEAT_SECONDS while it runs, so a kill loses little)
 
 A rerun with the same folder continues: items already in ``NAME.jsonl`` are skipped, a torn last line (the
 process was killed mid-write) is cut off and its item redone, and a later record for an id replaces an
@@ -554,6 +555,7 @@ class _RunState:
     done: dict[str, dict[str, Any]]
     chain: Any = None
     segment: dict[str, Any] | None = None
+    mark: float = 0.0  # perf_counter() when the segment's seconds were last brought up to date
 
 
 def _open_run(out: Path, spec: RunSpec, dataset: LoadedDataset, retry_errors: bool) -> _RunState:
@@ -579,7 +581,14 @@ def _open_run(out: Path, spec: RunSpec, dataset: LoadedDataset, retry_errors: bo
     return _RunState(spec, results, meta_path, meta, done)
 
 
-def _save_segment(state: _RunState, started: float, items: int) -> None:
+HEARTBEAT_SECONDS = 2.0
+"""How often a running session's open segment is written even when no item finishes (model loading, a slow item):
+a SIGKILL then loses at most this much of the run's wall time."""
+
+
+def _save_segment(state: _RunState, items: int) -> None:
+    """Add the time since the last save (and ``items`` finished) to this session's segment; write the meta."""
+    now = time.perf_counter()
     if state.segment is None:
         state.segment = {
             "started": _now(),
@@ -591,8 +600,10 @@ def _save_segment(state: _RunState, started: float, items: int) -> None:
             "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         }
         state.meta["segments"].append(state.segment)
-    state.segment["seconds"] = round(state.segment["seconds"] + (time.perf_counter() - started), 3)
+    state.segment["seconds"] = round(state.segment["seconds"] + (now - state.mark), 3)
+    state.mark = now
     state.segment["items"] += items
+    state.segment["updated"] = _now()
     state.meta["wall_seconds"] = round(sum(s["seconds"] for s in state.meta["segments"]), 3)
     _write_json(state.meta_path, state.meta)
 
@@ -601,6 +612,24 @@ async def _run_chunk(state: _RunState, items: list[Item], fmt: str, max_concurre
     todo = [i for i in items if i.id not in state.done]
     if not todo:
         return
+    state.mark = time.perf_counter()  # time between this run's chunks belongs to the other runs
+    _save_segment(state, 0)  # the segment exists from the session's start: a kill while loading still counts
+    heartbeat = asyncio.create_task(_heartbeat(state))
+    try:
+        await _run_items(state, todo, fmt, max_concurrency, bar)
+    finally:
+        heartbeat.cancel()
+        _save_segment(state, 0)
+
+
+async def _heartbeat(state: _RunState) -> None:
+    """Keep the open segment current while items run (llama.cpp works in threads; the loop stays free)."""
+    while True:
+        await asyncio.sleep(HEARTBEAT_SECONDS)
+        _save_segment(state, 0)
+
+
+async def _run_items(state: _RunState, todo: list[Item], fmt: str, max_concurrency: int, bar: Any) -> None:
     if state.chain is None:
         state.chain = state.spec.build()
     chain = state.chain
@@ -618,10 +647,8 @@ async def _run_chunk(state: _RunState, items: list[Item], fmt: str, max_concurre
     cpu_valid = max_concurrency == 1
     if bar is not None:
         bar.set_description(state.spec.name[:40])
-    started = time.perf_counter()
     async for index, output in chain.abatch_as_completed(inputs, configs, return_exceptions=True):
         if isinstance(output, BaseException) and (cause := _config_error(output)) is not None:
-            _save_segment(state, started, 0)
             raise EvaluationError(
                 f"Run {state.spec.name!r} cannot run: {type(cause).__name__}: {cause}. Nothing was recorded for "
                 "this item; fix the configuration and rerun to continue."
@@ -629,8 +656,7 @@ async def _run_chunk(state: _RunState, items: list[Item], fmt: str, max_concurre
         record = _make_record(todo[index], fmt, state.spec, chain, output, recorders[index], cpu_valid)
         state.results.append(record)
         state.done[record["id"]] = record
-        _save_segment(state, started, 1)
-        started = time.perf_counter()
+        _save_segment(state, 1)
         if bar is not None:
             bar.update(1)
 
