@@ -71,12 +71,8 @@ def _decomposer(args: argparse.Namespace) -> Any:
         llm = default_decomposer_llm(profile=args.profile)
         if args.adapter:
             llm = llm.model_copy(update={"lora_path": args.adapter})
-    elif ":" in args.decomposer and not args.decomposer.startswith(("/", ".")):
-        llm = load_chat_model(args.decomposer, **({"lora_path": args.adapter} if args.adapter else {}))
-    else:
-        from langchain_dod.chat_models import ChatGGUF
-
-        llm = ChatGGUF(model=args.decomposer, lora_path=args.adapter)
+    else:  # --decomposer is a SPEC or a bare GGUF name/path
+        llm = load_chat_model(args.decomposer, allow_path=True, **({"lora_path": args.adapter} if args.adapter else {}))
     return Decomposer(llm=llm, max_subquestions=args.max_subquestions, profile=args.profile)
 
 
@@ -122,11 +118,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
     from langchain_dod.chains import DecomposeSolve, SingleStage
     from langchain_dod.solvers import load_chat_model
 
-    solver = (
-        load_chat_model(args.solver, max_tokens=args.max_tokens)
-        if args.solver.startswith(("llamacpp:", "gguf:"))
-        else load_chat_model(args.solver)
-    )
+    # --max-tokens is documented for local solvers; a hosted one keeps its provider's default
+    solver = load_chat_model(args.solver, local_kwargs={"max_tokens": args.max_tokens})
     if args.single_stage:
         chain: Any = SingleStage(solver=solver, mode=args.mode)
     else:

@@ -32,10 +32,19 @@ __all__ = [
     "cache_dir",
     "file_lock",
     "resolve",
+    "role_env_model",
 ]
 
 ROLE_ENV = {"decomposer": "DOD_DECOMPOSER_GGUF", "solver": "DOD_SOLVER_GGUF"}
 ROLE_DEFAULTS = {"decomposer": "smollm2-135m-instruct", "solver": "qwen2.5-coder-1.5b-instruct"}
+
+
+def role_env_model(role: str) -> str | None:
+    """The model a role's environment variable names (``DOD_DECOMPOSER_GGUF``, ``DOD_SOLVER_GGUF``); ``None`` if unset.
+
+    The one reader of these variables: an empty value counts as unset everywhere.
+    """
+    return os.environ.get(ROLE_ENV[role]) or None
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -127,7 +136,7 @@ def resolve(
     if name_or_path is None:
         if role not in ROLE_ENV:
             raise ValueError(f"resolve() needs a model name or path, or role= one of {sorted(ROLE_ENV)}")
-        env_value = os.environ.get(ROLE_ENV[role])
+        env_value = role_env_model(role)
         if env_value:
             path = Path(env_value).expanduser()
             if path.is_file():
@@ -151,12 +160,11 @@ def resolve(
             ggufs = sorted(path.glob("*.gguf"))
             if len(ggufs) == 1:
                 return ggufs[0]
-            raise ModelNotFoundError(
-                f"{path} is a directory with {len(ggufs)} .gguf files; pass the file itself."
-            )
+            raise ModelNotFoundError(f"{path} is a directory with {len(ggufs)} .gguf files; pass the file itself.")
         if _looks_like_path(text):
-            raise ModelNotFoundError(f"No such model file: {path}. Check the path, or use a registry name: "
-                                     f"{', '.join(MODELS)}.")
+            raise ModelNotFoundError(
+                f"No such model file: {path}. Check the path, or use a registry name: {', '.join(MODELS)}."
+            )
         raise ModelNotFoundError(
             f"Unknown model {text!r}: it is neither a file nor a registry name. Known names: "
             f"{', '.join(MODELS)} (aliases: {', '.join(sorted(_ALIASES))})."

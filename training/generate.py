@@ -71,12 +71,12 @@ def failed_path(out: str | Path) -> Path:
 
 
 def _is_local(teacher: Any) -> bool:
-    if isinstance(teacher, str):
-        return teacher == HUMAN or teacher.split(":", 1)[0] in ("llamacpp", "gguf")
-    from langchain_dod.chat_models import ChatGGUF
+    """Whether the teacher costs nothing per token: human sub-questions or a GGUF run here."""
+    from langchain_dod.solvers import is_local_model, is_local_spec
 
-    llm = getattr(teacher, "llm", teacher)
-    return isinstance(llm, ChatGGUF)
+    if isinstance(teacher, str):
+        return teacher == HUMAN or is_local_spec(teacher)
+    return is_local_model(getattr(teacher, "llm", teacher))  # a Decomposer: its model
 
 
 def make_teacher(
@@ -98,10 +98,8 @@ def make_teacher(
         kwargs: dict[str, Any] = {}
         if temperature is not None:
             kwargs["temperature"] = temperature
-        if teacher.split(":", 1)[0] in ("llamacpp", "gguf"):
-            kwargs["seed"] = seed
         try:
-            teacher = load_chat_model(teacher, **kwargs)
+            teacher = load_chat_model(teacher, local_kwargs={"seed": seed}, **kwargs)
         except (ValueError, ImportError) as err:
             raise TrainingError(f"Teacher {teacher!r}: {err}") from None
     return Decomposer(llm=teacher, profile=profile, max_subquestions=max_subquestions, max_tokens=max_tokens)
