@@ -22,6 +22,7 @@ from typing import Any
 from langchain_dod.evaluation.cost import PriceTable
 from langchain_dod.evaluation.metrics import METRICS, PRIMARY_METRIC, score
 from langchain_dod.parsing import extract_answer
+from langchain_dod.solvers import is_local_spec
 
 __all__ = [
     "Evaluation",
@@ -228,8 +229,8 @@ def _num(x: float | None, digits: int = 2) -> str:
 
 
 def _short(label: str) -> str:
-    provider, sep, model = label.partition(":")
-    return model if sep and provider in ("llamacpp", "gguf") else label
+    """A local SPEC without its provider (the table has no room for it); other labels as they are."""
+    return label.partition(":")[2] if is_local_spec(label) else label
 
 
 def _order(name: str, meta: dict[str, Any]) -> tuple[int, str]:

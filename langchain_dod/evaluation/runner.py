@@ -38,6 +38,7 @@ from langchain_core.runnables import Runnable
 
 from langchain_dod.evaluation.datasets import Item, LoadedDataset, select_items
 from langchain_dod.evaluation.metrics import score
+from langchain_dod.jsonl_store import JsonlError, append_jsonl, read_records, repair_tail
 from langchain_dod.solvers import is_local_model, load_chat_model, model_label, spec_label
 
 __all__ = ["EvaluationError", "ResultsFile", "RunSpec", "StageRecorder", "arun_evaluation", "run_evaluation"]
@@ -411,52 +412,30 @@ def _make_record(
 
 
 class ResultsFile:
-    """One run's append-only JSONL of item records, tolerant of a torn last line."""
+    """One run's append-only JSONL of item records (:mod:`langchain_dod.jsonl_store`); a later record for an id wins.
+
+    The last record wins because ``retry_errors`` appends a new record for an item that failed: it replaces the
+    error.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.repaired = False
 
     def load(self) -> dict[str, dict[str, Any]]:
-        """Records by id (a later record for an id wins); cuts off a torn last line, keeping the rest."""
-        if not self.path.exists():
-            return {}
-        records: dict[str, dict[str, Any]] = {}
-        data = self.path.read_bytes()
-        offset = 0
-        for line in data.splitlines(keepends=True):
-            try:
-                record = json.loads(line) if line.strip() else {}
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                record = None
-            ok = isinstance(record, dict) and (not line.strip() or "id" in record)
-            if not line.endswith(b"\n"):  # the last line, written partly when the process died
-                if ok and line.strip():
-                    records[str(record["id"])] = record  # type: ignore[index]
-                    with self.path.open("ab") as fh:
-                        fh.write(b"\n")
-                else:
-                    with self.path.open("r+b") as fh:
-                        fh.truncate(offset)
-                    self.repaired = True
-                break
-            if not ok:
-                raise EvaluationError(
-                    f"{self.path} has a corrupt line at byte {offset} (not the last line, so not a torn write); "
-                    "remove that line and rerun: its item will be redone."
-                )
-            if line.strip():
-                records[str(record["id"])] = record  # type: ignore[index]
-            offset += len(line)
-        return records
+        """Records by id; cuts off a torn last line (its item is redone), keeping the rest."""
+        try:
+            self.repaired = repair_tail(self.path)
+            return read_records(self.path, keep="last")
+        except JsonlError as err:
+            raise EvaluationError(
+                f"{self.path} has a corrupt line (not the last line, so not a torn write): {err} Its item will be "
+                "redone."
+            ) from None
 
     def append(self, record: dict[str, Any]) -> None:
         """Append one record durably."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        append_jsonl(self.path, record)
 
 
 def _write_json(path: Path, data: Any) -> None:
