@@ -12,16 +12,18 @@ them.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
+from langchain_dod.evaluation.cost import PAPER_RATE
 from training.data import Example
 from training.errors import TrainingError
+from training.runs import bounded, failed_path, is_fatal
 from training.store import JsonlWriter, read_records
 
 __all__ = [
@@ -33,8 +35,8 @@ __all__ = [
     "make_teacher",
 ]
 
-#: The paper's cost model for a hosted teacher: dollars per 1K input and output tokens.
-PAPER_PRICES = (0.001, 0.002)
+#: The paper's cost model for a hosted teacher: dollars per 1K input and output tokens (the evaluation's rate).
+PAPER_PRICES = (PAPER_RATE.input_per_1k, PAPER_RATE.output_per_1k)
 HUMAN = "human"
 
 
@@ -62,12 +64,6 @@ class GenerateReport:
         if self.failed:
             text += f"; {self.failed} failed (see {failed_path(self.out)}; rerun to retry them)"
         return text
-
-
-def failed_path(out: str | Path) -> Path:
-    """Where examples that failed after all retries are logged."""
-    out = Path(out)
-    return out.with_name(out.name.removesuffix(".jsonl") + ".failed.jsonl")
 
 
 def _is_local(teacher: Any) -> bool:
@@ -105,14 +101,6 @@ def make_teacher(
     return Decomposer(llm=teacher, profile=profile, max_subquestions=max_subquestions, max_tokens=max_tokens)
 
 
-def _fatal(err: BaseException) -> bool:
-    """Errors that no retry fixes and that hit every example: stop the run instead of logging 1,000 failures."""
-    from langchain_dod.chat_models import ModelLoadError
-    from langchain_dod.models import ModelNotFoundError
-
-    return isinstance(err, (ModelNotFoundError, ModelLoadError, ImportError, TrainingError))
-
-
 def decompose_with_retries(
     decomposer: Any, example: Example, *, retries: int = 2, backoff: float = 1.0
 ) -> tuple[Any, int]:
@@ -132,7 +120,7 @@ def decompose_with_retries(
                 raise DecompositionError("the teacher returned an empty reply")
             return result, attempt + 1
         except Exception as err:  # noqa: BLE001 - logged per example, fatal ones re-raised
-            if _fatal(err):
+            if is_fatal(err):
                 raise
             last = err
     assert last is not None
@@ -164,25 +152,6 @@ def _check_same_settings(out: Path, done: dict[str, dict[str, Any]], **settings:
                 f"{out} holds records made with {name}={', '.join(before)}, but this run has {name}={value}; use "
                 "another --out or the same settings."
             )
-
-
-def _bounded(
-    pool: ThreadPoolExecutor, work: Callable[[Example], Any], todo: Sequence[Example], width: int
-) -> Iterator[tuple[Example, Future]]:
-    """Submit at most ``width`` examples at a time; yield each as it finishes (so a kill loses only those)."""
-    pending: dict[Future, Example] = {}
-    items = iter(todo)
-    while True:
-        while len(pending) < width:
-            example = next(items, None)
-            if example is None:
-                break
-            pending[pool.submit(work, example)] = example
-        if not pending:
-            return
-        done, _ = wait(pending, return_when=FIRST_COMPLETED)
-        for future in done:
-            yield pending.pop(future), future
 
 
 def generate(
@@ -255,11 +224,11 @@ def generate(
     failed_writer: JsonlWriter | None = None
     try:
         with JsonlWriter(out) as writer, ThreadPoolExecutor(max_workers=max_concurrency) as pool:
-            for example, future in _bounded(pool, work, todo, max_concurrency):
+            for example, future in bounded(pool, work, todo, max_concurrency):
                 try:
                     produced = future.result()
                 except Exception as err:  # noqa: BLE001
-                    if _fatal(err):
+                    if is_fatal(err):
                         raise TrainingError(
                             f"generate stopped: {type(err).__name__}: {err} ({report.already_done + report.written} "
                             f"decompositions are safe in {out}; rerun to continue)."

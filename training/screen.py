@@ -28,7 +28,8 @@ from tqdm.auto import tqdm
 
 from training.data import Example
 from training.errors import TrainingError
-from training.generate import _bounded, _fatal, decompose_with_retries, failed_path, make_teacher
+from training.generate import decompose_with_retries, make_teacher
+from training.runs import bounded, failed_path, is_fatal
 from training.store import JsonlWriter, read_jsonl, read_records
 
 __all__ = ["ScreenReport", "answers_match", "screen"]
@@ -160,7 +161,7 @@ def screen(
                     "correct": answers_match(result["answer"], record["answer"]),
                 }
             except Exception as err:  # noqa: BLE001
-                if _fatal(err) or _fatal(getattr(err, "__cause__", None) or err):
+                if is_fatal(err) or is_fatal(getattr(err, "__cause__", None) or err):
                     raise
                 last = err
         assert last is not None
@@ -192,11 +193,11 @@ def screen(
     failed_writer: JsonlWriter | None = None
     try:
         with JsonlWriter(out) as writer, ThreadPoolExecutor(max_workers=max_concurrency) as pool:
-            for record, future in _bounded(pool, work, todo, max_concurrency):
+            for record, future in bounded(pool, work, todo, max_concurrency):
                 try:
                     produced = future.result()
                 except Exception as err:  # noqa: BLE001
-                    if _fatal(err) or _fatal(getattr(err, "__cause__", None) or err):
+                    if is_fatal(err) or is_fatal(getattr(err, "__cause__", None) or err):
                         raise TrainingError(
                             f"screen stopped: {type(err).__name__}: {err} (results so far are safe "
                             f"in {out}; rerun to continue)."

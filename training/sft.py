@@ -19,11 +19,10 @@ from typing import Any
 
 from training.basemodel import load_causal_lm, load_tokenizer, prepare_base
 from training.errors import TrainingError
+from training.runs import training_info_path
 from training.store import read_jsonl
 
 __all__ = ["SFTConfig", "SFTReport", "encode_chat", "last_checkpoint", "load_sft_records", "sft"]
-
-TRAINING_INFO = "dod_training.json"
 
 
 @dataclass
@@ -317,7 +316,7 @@ def sft(
     source = base_dir / "dod_source.json"
     if source.is_file():
         base_info = json.loads(source.read_text())
-    (final / TRAINING_INFO).write_text(
+    training_info_path(final).write_text(
         json.dumps(
             {
                 "base": str(base_dir),

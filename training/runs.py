@@ -1,0 +1,68 @@
+"""What the stages share: running examples through a bounded pool, and the training-info file of a fine-tune.
+
+``generate`` and ``screen`` both pay per example, so both submit only a few at a time (a kill loses only
+those), log an example that still fails after its retries to ``<out>.failed.jsonl``, and stop at the first
+error that no retry fixes. ``sft`` leaves ``dod_training.json`` beside the model it saves; ``export`` and
+``distill`` read it back.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from pathlib import Path
+from typing import Any, TypeVar
+
+from training.errors import TrainingError
+
+__all__ = ["TRAINING_INFO", "bounded", "failed_path", "is_fatal", "read_training_info", "training_info_path"]
+
+T = TypeVar("T")
+
+TRAINING_INFO = "dod_training.json"
+"""The file ``sft`` writes into its ``final`` folder: base, settings, losses, data files."""
+
+
+def training_info_path(model_dir: str | Path) -> Path:
+    """Where a fine-tuned folder keeps its training info."""
+    return Path(model_dir) / TRAINING_INFO
+
+
+def read_training_info(model_dir: str | Path) -> dict[str, Any]:
+    """The training info of a fine-tuned folder; ``{}`` when it has none (a folder ``sft`` did not write)."""
+    path = training_info_path(model_dir)
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def failed_path(out: str | Path) -> Path:
+    """Where examples that failed after all retries are logged."""
+    out = Path(out)
+    return out.with_name(out.name.removesuffix(".jsonl") + ".failed.jsonl")
+
+
+def is_fatal(err: BaseException | None) -> bool:
+    """Errors that no retry fixes and that hit every example: stop the run instead of logging 1,000 failures."""
+    from langchain_dod.chat_models import ModelLoadError
+    from langchain_dod.models import ModelNotFoundError
+
+    return isinstance(err, (ModelNotFoundError, ModelLoadError, ImportError, TrainingError))
+
+
+def bounded(
+    pool: ThreadPoolExecutor, work: Callable[[T], Any], todo: Sequence[T], width: int
+) -> Iterator[tuple[T, Future]]:
+    """Submit at most ``width`` items at a time; yield each as it finishes (so a kill loses only those)."""
+    pending: dict[Future, T] = {}
+    items = iter(todo)
+    while True:
+        while len(pending) < width:
+            item = next(items, None)
+            if item is None:
+                break
+            pending[pool.submit(work, item)] = item
+        if not pending:
+            return
+        done, _ = wait(pending, return_when=FIRST_COMPLETED)
+        for future in done:
+            yield pending.pop(future), future
