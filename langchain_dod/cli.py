@@ -14,7 +14,9 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
-__all__ = ["main"]
+__all__ = ["EVAL_HELP", "build_parser", "int_in", "main"]
+
+EVAL_HELP = "evaluate decomposer x solver pipelines (the paper's Table 1)"
 
 EXAMPLE_QUESTION = (
     "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
@@ -151,6 +153,16 @@ def cmd_ask(args: argparse.Namespace) -> int:
     return _run_each(args, handle)
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    """``dod eval ...``: parse the arguments with the evaluation's own parser, then run its command."""
+    from langchain_dod.evaluation.cli import register
+
+    parser = argparse.ArgumentParser(prog="dod")
+    register(parser.add_subparsers(dest="command", required=True))
+    eval_args = parser.parse_args(["eval", *args.eval_args])
+    return int(eval_args.func(eval_args) or 0)
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     """List the registry and where each model resolves."""
     from langchain_dod.models import MODELS, ModelNotFoundError, resolve
@@ -197,12 +209,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="list known models and where they resolve")
     p.set_defaults(func=cmd_models)
 
-    try:
-        from langchain_dod.evaluation.cli import register
-    except ImportError:
-        pass
-    else:
-        register(sub)
+    # A stand-in that takes everything after "eval" as is: the evaluation (a client of the runtime) is imported
+    # only when `dod eval` runs, never for `dod decompose` or `dod ask`.
+    p = sub.add_parser("eval", help=EVAL_HELP, add_help=False, prefix_chars="\0")
+    p.add_argument("eval_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_eval)
     return parser
 
 
