@@ -12,8 +12,7 @@ them.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,8 @@ from tqdm.auto import tqdm
 from langchain_dod.evaluation.cost import PAPER_RATE
 from training.data import Example
 from training.errors import TrainingError
-from training.runs import bounded, failed_path, is_fatal
-from training.store import JsonlWriter, read_records
+from training.runs import failed_path, is_fatal, write_as_finished
+from training.store import read_records
 
 __all__ = [
     "PAPER_PRICES",
@@ -187,29 +186,75 @@ def generate(
     report = GenerateReport(out=str(out), total=len(examples), already_done=len(examples) - len(todo))
     if not todo:
         return report
-    local = _is_local(teacher)
-    p_in, p_out = (0.0, 0.0) if local else PAPER_PRICES
-    p_in = p_in if price_in is None else price_in
-    p_out = p_out if price_out is None else price_out
-    human = isinstance(teacher, str) and teacher == HUMAN
-    decomposer = (
-        None
-        if human
-        else make_teacher(
-            teacher,
-            profile=profile,
-            max_subquestions=max_subquestions,
-            temperature=temperature,
-            seed=seed,
-            max_tokens=max_tokens,
-        )
+    p_in, p_out = _prices(teacher, price_in, price_out)
+    decompose, label = _teacher_work(
+        teacher, profile, max_subquestions, temperature, seed, max_tokens, retries=retries, backoff=backoff
     )
-    label = HUMAN if human else decomposer.model_name
     _check_same_settings(out, done, teacher=label)
+    settings = {"teacher": label, "profile": profile, "max_subquestions": max_subquestions}
 
     def work(example: Example) -> dict[str, Any]:
-        if human:
-            return _human_record(example)
+        question = {"id": example.id, "question": example.question, "context": example.context}
+        return {**question, "answer": example.answer, **decompose(example), **settings}
+
+    bar = tqdm(total=report.total, initial=report.already_done, desc="generate", unit="ex", disable=not progress)
+    try:
+        for finished in write_as_finished(
+            todo,
+            work,
+            out,
+            stage="generate",
+            width=max_concurrency,
+            item_id=lambda e: e.id,
+            safe_before=report.already_done,
+            failure_fields={"teacher": label},
+        ):
+            if finished.failure is not None:
+                report.failed += 1
+                report.failures.append(finished.failure)
+                continue
+            record = finished.record or {}
+            report.written += 1
+            report.input_tokens += record["input_tokens"]
+            report.output_tokens += record["output_tokens"]
+            report.cost = (report.input_tokens * p_in + report.output_tokens * p_out) / 1000
+            bar.update(1)
+            bar.set_postfix(tok_in=report.input_tokens, tok_out=report.output_tokens, cost=f"${report.cost:.4f}")
+    finally:
+        bar.close()
+    return report
+
+
+def _prices(teacher: Any, price_in: float | None, price_out: float | None) -> tuple[float, float]:
+    """Dollars per 1K input and output tokens: as given, else the paper's for a hosted teacher and 0 for a local one."""
+    p_in, p_out = (0.0, 0.0) if _is_local(teacher) else PAPER_PRICES
+    return (p_in if price_in is None else price_in), (p_out if price_out is None else price_out)
+
+
+def _teacher_work(
+    teacher: Any,
+    profile: str,
+    max_subquestions: int,
+    temperature: float | None,
+    seed: int | None,
+    max_tokens: int,
+    *,
+    retries: int,
+    backoff: float,
+) -> tuple[Callable[[Example], dict[str, Any]], str]:
+    """``(decompose, label)``: what one example's decomposition record holds, and the teacher's name in it."""
+    if isinstance(teacher, str) and teacher == HUMAN:
+        return _human_record, HUMAN
+    decomposer = make_teacher(
+        teacher,
+        profile=profile,
+        max_subquestions=max_subquestions,
+        temperature=temperature,
+        seed=seed,
+        max_tokens=max_tokens,
+    )
+
+    def decompose(example: Example) -> dict[str, Any]:
         result, attempts = decompose_with_retries(decomposer, example, retries=retries, backoff=backoff)
         return {
             "subquestions": list(result.subquestions),
@@ -220,44 +265,4 @@ def generate(
             "attempts": attempts,
         }
 
-    bar = tqdm(total=report.total, initial=report.already_done, desc="generate", unit="ex", disable=not progress)
-    failed_writer: JsonlWriter | None = None
-    try:
-        with JsonlWriter(out) as writer, ThreadPoolExecutor(max_workers=max_concurrency) as pool:
-            for example, future in bounded(pool, work, todo, max_concurrency):
-                try:
-                    produced = future.result()
-                except Exception as err:  # noqa: BLE001
-                    if is_fatal(err):
-                        raise TrainingError(
-                            f"generate stopped: {type(err).__name__}: {err} ({report.already_done + report.written} "
-                            f"decompositions are safe in {out}; rerun to continue)."
-                        ) from err
-                    failure = {"id": example.id, "error": f"{type(err).__name__}: {err}", "teacher": label}
-                    failed_writer = failed_writer or JsonlWriter(failed_path(out))
-                    failed_writer.write(failure)
-                    report.failed += 1
-                    report.failures.append(failure)
-                    continue
-                record = {
-                    "id": example.id,
-                    "question": example.question,
-                    "context": example.context,
-                    "answer": example.answer,
-                    **produced,
-                    "teacher": label,
-                    "profile": profile,
-                    "max_subquestions": max_subquestions,
-                }
-                writer.write(record)
-                report.written += 1
-                report.input_tokens += record["input_tokens"]
-                report.output_tokens += record["output_tokens"]
-                report.cost = (report.input_tokens * p_in + report.output_tokens * p_out) / 1000
-                bar.update(1)
-                bar.set_postfix(tok_in=report.input_tokens, tok_out=report.output_tokens, cost=f"${report.cost:.4f}")
-    finally:
-        bar.close()
-        if failed_writer is not None:
-            failed_writer.close()
-    return report
+    return decompose, decomposer.model_name

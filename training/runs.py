@@ -11,12 +11,23 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from training.errors import TrainingError
+from training.store import JsonlWriter
 
-__all__ = ["TRAINING_INFO", "bounded", "failed_path", "is_fatal", "read_training_info", "training_info_path"]
+__all__ = [
+    "TRAINING_INFO",
+    "Finished",
+    "bounded",
+    "failed_path",
+    "is_fatal",
+    "read_training_info",
+    "training_info_path",
+    "write_as_finished",
+]
 
 T = TypeVar("T")
 
@@ -66,3 +77,56 @@ def bounded(
         done, _ = wait(pending, return_when=FIRST_COMPLETED)
         for future in done:
             yield pending.pop(future), future
+
+
+@dataclass
+class Finished(Generic[T]):
+    """One item done: its ``record`` (written to the output) or its ``failure`` (written to the failures file)."""
+
+    item: T
+    record: dict[str, Any] | None = None
+    failure: dict[str, Any] | None = None
+
+
+def write_as_finished(
+    todo: Sequence[T],
+    work: Callable[[T], dict[str, Any]],
+    out: Path,
+    *,
+    stage: str,
+    width: int,
+    item_id: Callable[[T], str],
+    safe_before: int,
+    failure_fields: dict[str, Any] | None = None,
+    fatal: Callable[[BaseException], bool] = is_fatal,
+) -> Iterator[Finished[T]]:
+    """Run ``work`` on ``todo`` (``width`` at a time); append each record to ``out`` as it finishes, then yield it.
+
+    An item whose work raised is appended to :func:`failed_path` (its id, the error and ``failure_fields``) and
+    yielded as a failure; the next run retries it. A ``fatal`` error stops the run with a :class:`TrainingError`
+    saying how many records are safe (``safe_before`` from earlier runs plus this run's).
+    """
+    written = 0
+    failed_writer: JsonlWriter | None = None
+    try:
+        with JsonlWriter(out) as writer, ThreadPoolExecutor(max_workers=width) as pool:
+            for item, future in bounded(pool, work, todo, width):
+                try:
+                    record = future.result()
+                except Exception as err:  # noqa: BLE001 - logged per item, fatal ones stop the run
+                    if fatal(err):
+                        raise TrainingError(
+                            f"{stage} stopped: {type(err).__name__}: {err} ({safe_before + written} records are safe "
+                            f"in {out}; rerun to continue)."
+                        ) from err
+                    failure = {"id": item_id(item), "error": f"{type(err).__name__}: {err}", **(failure_fields or {})}
+                    failed_writer = failed_writer or JsonlWriter(failed_path(out))
+                    failed_writer.write(failure)
+                    yield Finished(item, failure=failure)
+                    continue
+                writer.write(record)
+                written += 1
+                yield Finished(item, record=record)
+    finally:
+        if failed_writer is not None:
+            failed_writer.close()
