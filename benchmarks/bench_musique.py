@@ -160,11 +160,9 @@ def _decomposer(args: argparse.Namespace) -> Any:
         llm = default_decomposer_llm(profile="multihop", n_threads=args.threads)
         if args.adapter:
             llm = llm.model_copy(update={"lora_path": args.adapter})
-    elif ":" in args.decomposer and not args.decomposer.startswith(("/", ".")):
-        extra = {"n_threads": args.threads} if args.decomposer.startswith(("llamacpp:", "gguf:")) else {}
-        llm = load_chat_model(args.decomposer, **extra, **({"lora_path": args.adapter} if args.adapter else {}))
-    else:
-        llm = ChatGGUF(model=args.decomposer, lora_path=args.adapter, n_threads=args.threads)
+    else:  # a SPEC or a bare GGUF name/path
+        adapter = {"lora_path": args.adapter} if args.adapter else {}
+        llm = load_chat_model(args.decomposer, allow_path=True, local_kwargs={"n_threads": args.threads}, **adapter)
     if isinstance(llm, ChatGGUF):
         llm.load()  # loading is not a query's latency
     return Decomposer(llm=llm, profile="multihop", max_subquestions=args.max_subquestions)

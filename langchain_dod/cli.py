@@ -14,7 +14,9 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
-__all__ = ["main"]
+__all__ = ["EVAL_HELP", "build_parser", "int_in", "main"]
+
+EVAL_HELP = "evaluate decomposer x solver pipelines (the paper's Table 1)"
 
 EXAMPLE_QUESTION = (
     "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
@@ -71,12 +73,8 @@ def _decomposer(args: argparse.Namespace) -> Any:
         llm = default_decomposer_llm(profile=args.profile)
         if args.adapter:
             llm = llm.model_copy(update={"lora_path": args.adapter})
-    elif ":" in args.decomposer and not args.decomposer.startswith(("/", ".")):
-        llm = load_chat_model(args.decomposer, **({"lora_path": args.adapter} if args.adapter else {}))
-    else:
-        from langchain_dod.chat_models import ChatGGUF
-
-        llm = ChatGGUF(model=args.decomposer, lora_path=args.adapter)
+    else:  # --decomposer is a SPEC or a bare GGUF name/path
+        llm = load_chat_model(args.decomposer, allow_path=True, **({"lora_path": args.adapter} if args.adapter else {}))
     return Decomposer(llm=llm, max_subquestions=args.max_subquestions, profile=args.profile)
 
 
@@ -122,11 +120,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
     from langchain_dod.chains import DecomposeSolve, SingleStage
     from langchain_dod.solvers import load_chat_model
 
-    solver = (
-        load_chat_model(args.solver, max_tokens=args.max_tokens)
-        if args.solver.startswith(("llamacpp:", "gguf:"))
-        else load_chat_model(args.solver)
-    )
+    # --max-tokens is documented for local solvers; a hosted one keeps its provider's default
+    solver = load_chat_model(args.solver, local_kwargs={"max_tokens": args.max_tokens})
     if args.single_stage:
         chain: Any = SingleStage(solver=solver, mode=args.mode)
     else:
@@ -156,6 +151,16 @@ def cmd_ask(args: argparse.Namespace) -> int:
         print(f"\nanswer: {result['answer']}")
 
     return _run_each(args, handle)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """``dod eval ...``: parse the arguments with the evaluation's own parser, then run its command."""
+    from langchain_dod.evaluation.cli import register
+
+    parser = argparse.ArgumentParser(prog="dod")
+    register(parser.add_subparsers(dest="command", required=True))
+    eval_args = parser.parse_args(["eval", *args.eval_args])
+    return int(eval_args.func(eval_args) or 0)
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -208,12 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--download", metavar="NAME", help="fetch a model from the Hugging Face hub into the cache")
     p.set_defaults(func=cmd_models)
 
-    try:
-        from langchain_dod.evaluation.cli import register
-    except ImportError:
-        pass
-    else:
-        register(sub)
+    # A stand-in that takes everything after "eval" as is: the evaluation (a client of the runtime) is imported
+    # only when `dod eval` runs, never for `dod decompose` or `dod ask`.
+    p = sub.add_parser("eval", help=EVAL_HELP, add_help=False, prefix_chars="\0")
+    p.add_argument("eval_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_eval)
     return parser
 
 

@@ -26,15 +26,17 @@ from langchain_core.runnables.config import patch_config
 from pydantic import BaseModel, ConfigDict, Field
 
 from langchain_dod.chat_models import ChatGGUF
-from langchain_dod.models import ROLE_DEFAULTS, ROLE_ENV
+from langchain_dod.models import ROLE_DEFAULTS, role_env_model
 from langchain_dod.parsing import normalize_subquestions, parse_subquestions
 from langchain_dod.prompts import DEFAULT_MAX_SUBQUESTIONS, PROFILES, decomposer_messages
 
 __all__ = [
+    "ADAPTER_PROFILE",
     "Decomposer",
     "Decomposition",
     "DecompositionError",
     "default_adapter",
+    "default_adapter_for",
     "default_decomposer_llm",
     "normalize_input",
     "subquestion_schema",
@@ -87,16 +89,26 @@ def default_adapter() -> Path | None:
     return Path(str(candidate)) if candidate.is_file() else None
 
 
-def default_decomposer_llm(profile: str = ADAPTER_PROFILE, **kwargs: Any) -> ChatGGUF:
-    """The shipped default decomposer: SmolLM2-135M (Q4_1) plus the distilled adapter when present.
+def default_adapter_for(profile: str = ADAPTER_PROFILE) -> Path | None:
+    """The adapter the default decomposer applies for ``profile``; ``None`` when it runs the untuned base.
 
     The adapter is applied only for the profile it was trained on (``math``): for ``reading`` or ``multihop``
     the untuned base, decoded under the grammar, is the better guess. ``DOD_DECOMPOSER_GGUF`` replaces the
     base; the adapter is then not applied (it fits only its base).
     """
-    if os.environ.get(ROLE_ENV["decomposer"]):
-        return ChatGGUF(model=os.environ[ROLE_ENV["decomposer"]], **kwargs)
-    adapter = default_adapter() if profile == ADAPTER_PROFILE else None
+    if role_env_model("decomposer") or profile != ADAPTER_PROFILE:
+        return None
+    return default_adapter()
+
+
+def default_decomposer_llm(profile: str = ADAPTER_PROFILE, **kwargs: Any) -> ChatGGUF:
+    """The shipped default decomposer: SmolLM2-135M (Q4_1) plus the distilled adapter when present.
+
+    See :func:`default_adapter_for` for when the adapter applies; ``DOD_DECOMPOSER_GGUF`` replaces the base.
+    """
+    if base := role_env_model("decomposer"):
+        return ChatGGUF(model=base, **kwargs)  # the adapter fits only the shipped base
+    adapter = default_adapter_for(profile)
     return ChatGGUF(model=ROLE_DEFAULTS["decomposer"], lora_path=str(adapter) if adapter else None, **kwargs)
 
 
@@ -196,14 +208,12 @@ class Decomposer(RunnableSerializable[Any, Decomposition]):
 
     def messages(self, question: str, context: str | None = None) -> list[dict[str, str]]:
         """The exact prompt this decomposer sends (and the training data uses)."""
-        return decomposer_messages(
-            question, context, profile=self.profile, max_subquestions=self.max_subquestions
-        )
+        return decomposer_messages(question, context, profile=self.profile, max_subquestions=self.max_subquestions)
 
     # -- running ---------------------------------------------------------------------------------------------
 
     def _free_first(self) -> bool:
-        """Decode freely first (see ``grammar``)?"""
+        """Whether to decode freely first (see ``grammar``)."""
         if not isinstance(self.llm, ChatGGUF) or self.grammar == "always":
             return False
         return self.grammar == "fallback" or bool(self.llm.lora_path)
@@ -214,7 +224,9 @@ class Decomposer(RunnableSerializable[Any, Decomposition]):
         if isinstance(llm, ChatGGUF):
             if free:
                 return llm.bind(max_tokens=self.max_tokens), "free"
-            return llm.bind(json_schema=subquestion_schema(self.max_subquestions), max_tokens=self.max_tokens), "grammar"
+            return llm.bind(
+                json_schema=subquestion_schema(self.max_subquestions), max_tokens=self.max_tokens
+            ), "grammar"
         schema = subquestion_schema(self.max_subquestions)
         if self.structured_output == "json_object" or (self.structured_output == "auto" and _local_openai_server(llm)):
             response_format = {"type": "json_object", "schema": schema}

@@ -33,10 +33,19 @@ __all__ = [
     "cache_dir",
     "file_lock",
     "resolve",
+    "role_env_model",
 ]
 
 ROLE_ENV = {"decomposer": "DOD_DECOMPOSER_GGUF", "solver": "DOD_SOLVER_GGUF"}
 ROLE_DEFAULTS = {"decomposer": "smollm2-135m-instruct", "solver": "qwen2.5-coder-1.5b-instruct"}
+
+
+def role_env_model(role: str) -> str | None:
+    """The model a role's environment variable names (``DOD_DECOMPOSER_GGUF``, ``DOD_SOLVER_GGUF``); ``None`` if unset.
+
+    The one reader of these variables: an empty value counts as unset everywhere.
+    """
+    return os.environ.get(ROLE_ENV[role]) or None
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -129,15 +138,9 @@ def resolve(
     if name_or_path is None:
         if role not in ROLE_ENV:
             raise ValueError(f"resolve() needs a model name or path, or role= one of {sorted(ROLE_ENV)}")
-        env_value = os.environ.get(ROLE_ENV[role])
-        if env_value:
-            path = Path(env_value).expanduser()
-            if path.is_file():
-                return path
-            raise ModelNotFoundError(
-                f"{ROLE_ENV[role]}={env_value!r} does not point at a file. Fix the variable or unset it to use "
-                f"the default {role} model ({ROLE_DEFAULTS[role]!r})."
-            )
+        from_env = _role_file(role)
+        if from_env is not None:
+            return from_env
         looked.append(f"environment variable {ROLE_ENV[role]} (not set)")
         name_or_path = ROLE_DEFAULTS[role]
 
@@ -146,23 +149,7 @@ def resolve(
         raise ValueError(f"The model name is empty; pass a registry name ({', '.join(MODELS)}) or a .gguf path.")
     key = _ALIASES.get(text.lower(), text.lower())
     if key not in MODELS:
-        path = Path(text).expanduser()
-        if path.is_file():
-            return path
-        if path.is_dir():
-            ggufs = sorted(path.glob("*.gguf"))
-            if len(ggufs) == 1:
-                return ggufs[0]
-            raise ModelNotFoundError(
-                f"{path} is a directory with {len(ggufs)} .gguf files; pass the file itself."
-            )
-        if _looks_like_path(text):
-            raise ModelNotFoundError(f"No such model file: {path}. Check the path, or use a registry name: "
-                                     f"{', '.join(MODELS)}.")
-        raise ModelNotFoundError(
-            f"Unknown model {text!r}: it is neither a file nor a registry name. Known names: "
-            f"{', '.join(MODELS)} (aliases: {', '.join(sorted(_ALIASES))})."
-        )
+        return _local_file(text)
 
     spec = MODELS[key]
     found = _from_packages(spec, looked)
@@ -192,6 +179,40 @@ def resolve(
         f"or point at a file: resolve('/path/to/model.gguf')"
         + (f" / {ROLE_ENV[role]}=/path/to/model.gguf" if role in ROLE_ENV else "")
         + "."
+    )
+
+
+def _role_file(role: str) -> Path | None:
+    """The file the role's environment variable names; ``None`` when it is unset (then the role's default is used)."""
+    env_value = role_env_model(role)
+    if not env_value:
+        return None
+    path = Path(env_value).expanduser()
+    if path.is_file():
+        return path
+    raise ModelNotFoundError(
+        f"{ROLE_ENV[role]}={env_value!r} does not point at a file. Fix the variable or unset it to use "
+        f"the default {role} model ({ROLE_DEFAULTS[role]!r})."
+    )
+
+
+def _local_file(text: str) -> Path:
+    """A name that is not in the registry: a GGUF file, or a folder holding exactly one."""
+    path = Path(text).expanduser()
+    if path.is_file():
+        return path
+    if path.is_dir():
+        ggufs = sorted(path.glob("*.gguf"))
+        if len(ggufs) == 1:
+            return ggufs[0]
+        raise ModelNotFoundError(f"{path} is a directory with {len(ggufs)} .gguf files; pass the file itself.")
+    if _looks_like_path(text):
+        raise ModelNotFoundError(
+            f"No such model file: {path}. Check the path, or use a registry name: {', '.join(MODELS)}."
+        )
+    raise ModelNotFoundError(
+        f"Unknown model {text!r}: it is neither a file nor a registry name. Known names: "
+        f"{', '.join(MODELS)} (aliases: {', '.join(sorted(_ALIASES))})."
     )
 
 

@@ -141,18 +141,17 @@ def _cmd_sft(args: argparse.Namespace) -> Any:
 
 
 def _cmd_export(args: argparse.Namespace) -> Any:
-    from training.distill import _export
+    from training.export import export_and_verify, probe_messages
+    from training.runs import read_training_info
 
     model = Path(args.model)
-    info_path = model / "dod_training.json"
-    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    info = read_training_info(model)
     base_gguf = args.base_gguf or info.get("base_gguf")
     probe = None
     if info.get("train_file") and Path(info["train_file"]).is_file():
         from training.store import read_jsonl
 
-        records = read_jsonl(info["train_file"])
-        probe = records[0]["messages"][:-1] if records else None
+        probe = probe_messages(read_jsonl(info["train_file"]))
     settings = {
         "kind": args.kind,
         "outtype": args.outtype,
@@ -161,7 +160,7 @@ def _cmd_export(args: argparse.Namespace) -> Any:
         "probe_tokens": args.probe_tokens,
         "min_match": args.min_match,
     }
-    return _export(model, Path(args.out), settings, probe, base_gguf, base=args.base)
+    return export_and_verify(model, Path(args.out), settings, probe, base_gguf, base=args.base)
 
 
 def _cmd_distill(args: argparse.Namespace) -> Any:

@@ -16,74 +16,16 @@ from typing import Any
 
 from training.config import load_config, validate_config
 from training.errors import TrainingError
+from training.runs import read_training_info, training_info_path
 
 __all__ = ["distill"]
-
-
-def _export(
-    model_dir: Path,
-    out: Path,
-    settings: dict[str, Any],
-    probe: list[dict[str, str]] | None,
-    base_gguf: str | None,
-    base: str | Path | None = None,
-) -> dict[str, Any]:
-    """Export as ``settings`` say (kind, outtype, quantize, verify, ...) and write ``verify.json``."""
-    from training.export import export_adapter, export_merged, verification_dict, verify_gguf
-
-    kind = settings.get("kind", "adapter")
-    verify = settings.get("verify", True)
-    tokens, need = settings.get("probe_tokens", 8), settings.get("min_match", 4)
-    out.mkdir(parents=True, exist_ok=True)
-    result: dict[str, Any] = {"kind": kind}
-    if kind == "adapter":
-        adapter = export_adapter(model_dir, out / "adapter.gguf", base=base, outtype=settings.get("outtype", "f16"))
-        result["adapter"] = str(adapter)
-        result["adapter_bytes"] = adapter.stat().st_size
-        if verify:
-            if not base_gguf:
-                raise TrainingError("Cannot verify the adapter: the base was not a GGUF. Set [export] verify = false.")
-            result["verify"] = verification_dict(
-                verify_gguf(
-                    base_gguf,
-                    model_dir,
-                    lora=adapter,
-                    base=base,
-                    messages=probe,
-                    n_tokens=tokens,
-                    min_match=need,
-                )
-            )
-    elif kind == "merged":
-        outputs = export_merged(model_dir, out, base=base, quantizations=settings.get("quantize", ["Q8_0"]))
-        result.update({k: str(v) for k, v in outputs.items()})
-        if verify:
-            result["verify"] = verification_dict(
-                verify_gguf(outputs["f16"], outputs["hf"], messages=probe, n_tokens=tokens, min_match=need)
-            )
-            result["verify_quantized"] = {
-                q: verification_dict(
-                    verify_gguf(
-                        outputs[q],
-                        outputs["hf"],
-                        messages=probe,
-                        n_tokens=tokens,
-                        min_match=need,
-                        strict=False,
-                    )
-                )
-                for q in settings.get("quantize", ["Q8_0"])
-            }
-    else:
-        raise TrainingError(f"[export] kind must be 'adapter' or 'merged', got {kind!r}.")
-    (out / "verify.json").write_text(json.dumps(result, indent=2) + "\n")
-    return result
 
 
 def distill(config: str | Path | dict[str, Any], *, progress: bool = True) -> dict[str, Any]:
     """Run generate → (screen) → build → sft → export as the config says; returns every stage's report."""
     from training.build import build
     from training.data import load_examples
+    from training.export import export_and_verify, probe_messages
     from training.generate import generate
     from training.screen import screen
     from training.sft import SFTConfig, sft
@@ -139,8 +81,8 @@ def distill(config: str | Path | dict[str, Any], *, progress: bool = True) -> di
     base = sft_settings.pop("base")
     sft_settings.pop("resume", None)
     final = out / "sft" / "final"
-    if (final / "dod_training.json").is_file():
-        reports["sft"] = json.loads((final / "dod_training.json").read_text())["report"]
+    if training_info_path(final).is_file():
+        reports["sft"] = read_training_info(final)["report"]
         reports["sft"]["skipped"] = "final/ already complete"
     else:
         reports["sft"] = asdict(
@@ -158,13 +100,12 @@ def distill(config: str | Path | dict[str, Any], *, progress: bool = True) -> di
     export = config.get("export")
     if export is not None:
         verify_file = out / "export" / "verify.json"
-        if verify_file.is_file() and verify_file.stat().st_mtime >= (final / "dod_training.json").stat().st_mtime:
+        if verify_file.is_file() and verify_file.stat().st_mtime >= training_info_path(final).stat().st_mtime:
             reports["export"] = json.loads(verify_file.read_text())
         else:
-            info = json.loads((final / "dod_training.json").read_text())
+            info = read_training_info(final)
             validation = out / "data" / "validation.jsonl"
-            records = read_jsonl(validation) or read_jsonl(out / "data" / "train.jsonl")
-            probe = records[0]["messages"][:-1] if records else None
-            reports["export"] = _export(final, out / "export", export, probe, info.get("base_gguf"))
+            probe = probe_messages(read_jsonl(validation) or read_jsonl(out / "data" / "train.jsonl"))
+            reports["export"] = export_and_verify(final, out / "export", export, probe, info.get("base_gguf"))
     (out / "distill.json").write_text(json.dumps(reports, indent=2, default=str) + "\n")
     return reports

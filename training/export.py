@@ -22,13 +22,16 @@ from typing import Any
 from training.basemodel import is_hf_folder, load_causal_lm, load_tokenizer
 from training.converters import run_converter
 from training.errors import TrainingError
+from training.runs import read_training_info
 
 __all__ = [
     "PROBE_QUESTION",
     "Verification",
     "check_adapter_base",
+    "export_and_verify",
     "export_adapter",
     "export_merged",
+    "probe_messages",
     "quantize",
     "verify_gguf",
 ]
@@ -51,11 +54,6 @@ class Verification:
     ok: bool
 
 
-def _info(model_dir: Path) -> dict[str, Any]:
-    path = model_dir / "dod_training.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
 def _is_adapter(model_dir: Path) -> bool:
     return (model_dir / "adapter_config.json").is_file()
 
@@ -65,9 +63,9 @@ def _base_dir(model_dir: Path, base: str | Path | None) -> Path:
         from training.basemodel import prepare_base
 
         return prepare_base(base)
-    recorded = _info(model_dir).get("base") or json.loads((model_dir / "adapter_config.json").read_text()).get(
-        "base_model_name_or_path"
-    )
+    recorded = read_training_info(model_dir).get("base") or json.loads(
+        (model_dir / "adapter_config.json").read_text()
+    ).get("base_model_name_or_path")
     if not recorded or not is_hf_folder(Path(recorded)):
         raise TrainingError(
             f"Cannot find the base model of {model_dir} (recorded: {recorded!r}); pass base= (the HF folder or GGUF "
@@ -276,3 +274,70 @@ def verify_gguf(
 def verification_dict(result: Verification) -> dict[str, Any]:
     """A JSON-ready dict."""
     return asdict(result)
+
+
+def probe_messages(records: list[dict[str, Any]]) -> list[dict[str, str]] | None:
+    """The prompt of the first SFT record (its messages without the reply): what the export is verified on."""
+    return records[0]["messages"][:-1] if records else None
+
+
+def export_and_verify(
+    model_dir: Path,
+    out: Path,
+    settings: dict[str, Any],
+    probe: list[dict[str, str]] | None,
+    base_gguf: str | None,
+    base: str | Path | None = None,
+) -> dict[str, Any]:
+    """Export as ``settings`` say (the ``[export]`` table: kind, outtype, quantize, verify, ...), write ``verify.json``.
+
+    What ``dod-train export`` and ``distill`` run. ``probe``: the chat to verify on (see :func:`probe_messages`);
+    ``base_gguf``: the GGUF base an adapter is verified on (``sft`` records the one it started from).
+    """
+    kind = settings.get("kind", "adapter")
+    verify = settings.get("verify", True)
+    tokens, need = settings.get("probe_tokens", 8), settings.get("min_match", 4)
+    out.mkdir(parents=True, exist_ok=True)
+    result: dict[str, Any] = {"kind": kind}
+    if kind == "adapter":
+        adapter = export_adapter(model_dir, out / "adapter.gguf", base=base, outtype=settings.get("outtype", "f16"))
+        result["adapter"] = str(adapter)
+        result["adapter_bytes"] = adapter.stat().st_size
+        if verify:
+            if not base_gguf:
+                raise TrainingError("Cannot verify the adapter: the base was not a GGUF. Set [export] verify = false.")
+            result["verify"] = verification_dict(
+                verify_gguf(
+                    base_gguf,
+                    model_dir,
+                    lora=adapter,
+                    base=base,
+                    messages=probe,
+                    n_tokens=tokens,
+                    min_match=need,
+                )
+            )
+    elif kind == "merged":
+        outputs = export_merged(model_dir, out, base=base, quantizations=settings.get("quantize", ["Q8_0"]))
+        result.update({k: str(v) for k, v in outputs.items()})
+        if verify:
+            result["verify"] = verification_dict(
+                verify_gguf(outputs["f16"], outputs["hf"], messages=probe, n_tokens=tokens, min_match=need)
+            )
+            result["verify_quantized"] = {
+                q: verification_dict(
+                    verify_gguf(
+                        outputs[q],
+                        outputs["hf"],
+                        messages=probe,
+                        n_tokens=tokens,
+                        min_match=need,
+                        strict=False,
+                    )
+                )
+                for q in settings.get("quantize", ["Q8_0"])
+            }
+    else:
+        raise TrainingError(f"[export] kind must be 'adapter' or 'merged', got {kind!r}.")
+    (out / "verify.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result

@@ -12,17 +12,18 @@ them.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
+from langchain_dod.evaluation.cost import PAPER_RATE
 from training.data import Example
 from training.errors import TrainingError
-from training.store import JsonlWriter, read_records
+from training.runs import failed_path, is_fatal, write_as_finished
+from training.store import read_records
 
 __all__ = [
     "PAPER_PRICES",
@@ -33,8 +34,8 @@ __all__ = [
     "make_teacher",
 ]
 
-#: The paper's cost model for a hosted teacher: dollars per 1K input and output tokens.
-PAPER_PRICES = (0.001, 0.002)
+#: The paper's cost model for a hosted teacher: dollars per 1K input and output tokens (the evaluation's rate).
+PAPER_PRICES = (PAPER_RATE.input_per_1k, PAPER_RATE.output_per_1k)
 HUMAN = "human"
 
 
@@ -64,19 +65,13 @@ class GenerateReport:
         return text
 
 
-def failed_path(out: str | Path) -> Path:
-    """Where examples that failed after all retries are logged."""
-    out = Path(out)
-    return out.with_name(out.name.removesuffix(".jsonl") + ".failed.jsonl")
-
-
 def _is_local(teacher: Any) -> bool:
-    if isinstance(teacher, str):
-        return teacher == HUMAN or teacher.split(":", 1)[0] in ("llamacpp", "gguf")
-    from langchain_dod.chat_models import ChatGGUF
+    """Whether the teacher costs nothing per token: human sub-questions or a GGUF run here."""
+    from langchain_dod.solvers import is_local_model, is_local_spec
 
-    llm = getattr(teacher, "llm", teacher)
-    return isinstance(llm, ChatGGUF)
+    if isinstance(teacher, str):
+        return teacher == HUMAN or is_local_spec(teacher)
+    return is_local_model(getattr(teacher, "llm", teacher))  # a Decomposer: its model
 
 
 def make_teacher(
@@ -98,21 +93,11 @@ def make_teacher(
         kwargs: dict[str, Any] = {}
         if temperature is not None:
             kwargs["temperature"] = temperature
-        if teacher.split(":", 1)[0] in ("llamacpp", "gguf"):
-            kwargs["seed"] = seed
         try:
-            teacher = load_chat_model(teacher, **kwargs)
+            teacher = load_chat_model(teacher, local_kwargs={"seed": seed}, **kwargs)
         except (ValueError, ImportError) as err:
             raise TrainingError(f"Teacher {teacher!r}: {err}") from None
     return Decomposer(llm=teacher, profile=profile, max_subquestions=max_subquestions, max_tokens=max_tokens)
-
-
-def _fatal(err: BaseException) -> bool:
-    """Errors that no retry fixes and that hit every example: stop the run instead of logging 1,000 failures."""
-    from langchain_dod.chat_models import ModelLoadError
-    from langchain_dod.models import ModelNotFoundError
-
-    return isinstance(err, (ModelNotFoundError, ModelLoadError, ImportError, TrainingError))
 
 
 def decompose_with_retries(
@@ -134,7 +119,7 @@ def decompose_with_retries(
                 raise DecompositionError("the teacher returned an empty reply")
             return result, attempt + 1
         except Exception as err:  # noqa: BLE001 - logged per example, fatal ones re-raised
-            if _fatal(err):
+            if is_fatal(err):
                 raise
             last = err
     assert last is not None
@@ -166,25 +151,6 @@ def _check_same_settings(out: Path, done: dict[str, dict[str, Any]], **settings:
                 f"{out} holds records made with {name}={', '.join(before)}, but this run has {name}={value}; use "
                 "another --out or the same settings."
             )
-
-
-def _bounded(
-    pool: ThreadPoolExecutor, work: Callable[[Example], Any], todo: Sequence[Example], width: int
-) -> Iterator[tuple[Example, Future]]:
-    """Submit at most ``width`` examples at a time; yield each as it finishes (so a kill loses only those)."""
-    pending: dict[Future, Example] = {}
-    items = iter(todo)
-    while True:
-        while len(pending) < width:
-            example = next(items, None)
-            if example is None:
-                break
-            pending[pool.submit(work, example)] = example
-        if not pending:
-            return
-        done, _ = wait(pending, return_when=FIRST_COMPLETED)
-        for future in done:
-            yield pending.pop(future), future
 
 
 def generate(
@@ -220,29 +186,75 @@ def generate(
     report = GenerateReport(out=str(out), total=len(examples), already_done=len(examples) - len(todo))
     if not todo:
         return report
-    local = _is_local(teacher)
-    p_in, p_out = (0.0, 0.0) if local else PAPER_PRICES
-    p_in = p_in if price_in is None else price_in
-    p_out = p_out if price_out is None else price_out
-    human = isinstance(teacher, str) and teacher == HUMAN
-    decomposer = (
-        None
-        if human
-        else make_teacher(
-            teacher,
-            profile=profile,
-            max_subquestions=max_subquestions,
-            temperature=temperature,
-            seed=seed,
-            max_tokens=max_tokens,
-        )
+    p_in, p_out = _prices(teacher, price_in, price_out)
+    decompose, label = _teacher_work(
+        teacher, profile, max_subquestions, temperature, seed, max_tokens, retries=retries, backoff=backoff
     )
-    label = HUMAN if human else decomposer.model_name
     _check_same_settings(out, done, teacher=label)
+    settings = {"teacher": label, "profile": profile, "max_subquestions": max_subquestions}
 
     def work(example: Example) -> dict[str, Any]:
-        if human:
-            return _human_record(example)
+        question = {"id": example.id, "question": example.question, "context": example.context}
+        return {**question, "answer": example.answer, **decompose(example), **settings}
+
+    bar = tqdm(total=report.total, initial=report.already_done, desc="generate", unit="ex", disable=not progress)
+    try:
+        for finished in write_as_finished(
+            todo,
+            work,
+            out,
+            stage="generate",
+            width=max_concurrency,
+            item_id=lambda e: e.id,
+            safe_before=report.already_done,
+            failure_fields={"teacher": label},
+        ):
+            if finished.failure is not None:
+                report.failed += 1
+                report.failures.append(finished.failure)
+                continue
+            record = finished.record or {}
+            report.written += 1
+            report.input_tokens += record["input_tokens"]
+            report.output_tokens += record["output_tokens"]
+            report.cost = (report.input_tokens * p_in + report.output_tokens * p_out) / 1000
+            bar.update(1)
+            bar.set_postfix(tok_in=report.input_tokens, tok_out=report.output_tokens, cost=f"${report.cost:.4f}")
+    finally:
+        bar.close()
+    return report
+
+
+def _prices(teacher: Any, price_in: float | None, price_out: float | None) -> tuple[float, float]:
+    """Dollars per 1K input and output tokens: as given, else the paper's for a hosted teacher and 0 for a local one."""
+    p_in, p_out = (0.0, 0.0) if _is_local(teacher) else PAPER_PRICES
+    return (p_in if price_in is None else price_in), (p_out if price_out is None else price_out)
+
+
+def _teacher_work(
+    teacher: Any,
+    profile: str,
+    max_subquestions: int,
+    temperature: float | None,
+    seed: int | None,
+    max_tokens: int,
+    *,
+    retries: int,
+    backoff: float,
+) -> tuple[Callable[[Example], dict[str, Any]], str]:
+    """``(decompose, label)``: what one example's decomposition record holds, and the teacher's name in it."""
+    if isinstance(teacher, str) and teacher == HUMAN:
+        return _human_record, HUMAN
+    decomposer = make_teacher(
+        teacher,
+        profile=profile,
+        max_subquestions=max_subquestions,
+        temperature=temperature,
+        seed=seed,
+        max_tokens=max_tokens,
+    )
+
+    def decompose(example: Example) -> dict[str, Any]:
         result, attempts = decompose_with_retries(decomposer, example, retries=retries, backoff=backoff)
         return {
             "subquestions": list(result.subquestions),
@@ -253,44 +265,4 @@ def generate(
             "attempts": attempts,
         }
 
-    bar = tqdm(total=report.total, initial=report.already_done, desc="generate", unit="ex", disable=not progress)
-    failed_writer: JsonlWriter | None = None
-    try:
-        with JsonlWriter(out) as writer, ThreadPoolExecutor(max_workers=max_concurrency) as pool:
-            for example, future in _bounded(pool, work, todo, max_concurrency):
-                try:
-                    produced = future.result()
-                except Exception as err:  # noqa: BLE001
-                    if _fatal(err):
-                        raise TrainingError(
-                            f"generate stopped: {type(err).__name__}: {err} ({report.already_done + report.written} "
-                            f"decompositions are safe in {out}; rerun to continue)."
-                        ) from err
-                    failure = {"id": example.id, "error": f"{type(err).__name__}: {err}", "teacher": label}
-                    failed_writer = failed_writer or JsonlWriter(failed_path(out))
-                    failed_writer.write(failure)
-                    report.failed += 1
-                    report.failures.append(failure)
-                    continue
-                record = {
-                    "id": example.id,
-                    "question": example.question,
-                    "context": example.context,
-                    "answer": example.answer,
-                    **produced,
-                    "teacher": label,
-                    "profile": profile,
-                    "max_subquestions": max_subquestions,
-                }
-                writer.write(record)
-                report.written += 1
-                report.input_tokens += record["input_tokens"]
-                report.output_tokens += record["output_tokens"]
-                report.cost = (report.input_tokens * p_in + report.output_tokens * p_out) / 1000
-                bar.update(1)
-                bar.set_postfix(tok_in=report.input_tokens, tok_out=report.output_tokens, cost=f"${report.cost:.4f}")
-    finally:
-        bar.close()
-        if failed_writer is not None:
-            failed_writer.close()
-    return report
+    return decompose, decomposer.model_name

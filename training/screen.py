@@ -18,8 +18,8 @@ solver data), append-only and resumable like ``generate``.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,8 +28,9 @@ from tqdm.auto import tqdm
 
 from training.data import Example
 from training.errors import TrainingError
-from training.generate import _bounded, _fatal, decompose_with_retries, failed_path, make_teacher
-from training.store import JsonlWriter, read_jsonl, read_records
+from training.generate import decompose_with_retries, make_teacher
+from training.runs import failed_path, is_fatal, write_as_finished
+from training.store import read_jsonl, read_records
 
 __all__ = ["ScreenReport", "answers_match", "screen"]
 
@@ -110,11 +111,55 @@ def screen(
     ``skip="cot"`` adds the learned skip (module docstring); ``max_tokens`` caps a SPEC solver's reply (400, as
     ``dod eval run`` does by default, so the screen sees the replies the evaluation would score).
     """
-    from langchain_dod.solvers import load_chat_model, model_label
+    from langchain_dod.solvers import model_label
 
     if skip not in (None, "cot"):
         raise TrainingError(f"skip must be 'cot' (no-plan targets where chain of thought wins) or None, not {skip!r}.")
+    records = _decompositions(decompositions)
+    solver = _solver(solver, max_tokens)
+    second = _second_teacher(second_teacher, second_temperature, records[0])
+    out = Path(out)
+    todo = [r for r in records if str(r["id"]) not in read_records(out)]
+    solve = _Solve(solver, retries, backoff)
+    label = model_label(solver)
 
+    def work(record: dict[str, Any]) -> dict[str, Any]:
+        result = _first_then_second(solve, record, second, retries, backoff)
+        if not result["correct"] and skip == "cot":
+            result = _learned_skip(solve, record, result)
+        keep = ("id", "question", "context", "answer", "teacher", "profile", "max_subquestions")
+        return {**{k: record.get(k) for k in keep}, **result, "solver": label}
+
+    new = failed = 0
+    bar = tqdm(total=len(records), initial=len(records) - len(todo), desc="screen", unit="ex", disable=not progress)
+    try:
+        for finished in write_as_finished(
+            todo,
+            work,
+            out,
+            stage="screen",
+            width=max_concurrency,
+            item_id=lambda r: r["id"],
+            safe_before=len(records) - len(todo),
+            fatal=_fatal,
+        ):
+            if finished.failure is not None:
+                failed += 1
+                continue
+            new += 1
+            bar.update(1)
+    finally:
+        bar.close()
+    return _report(out, len(records), new, failed)
+
+
+def _fatal(err: BaseException) -> bool:
+    """A fatal error, or one the chain raised because of a fatal error (a StageError around a missing model)."""
+    return is_fatal(err) or is_fatal(getattr(err, "__cause__", None) or err)
+
+
+def _decompositions(decompositions: str | Path | Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records to screen; each needs its gold answer."""
     records = read_jsonl(decompositions) if isinstance(decompositions, (str, Path)) else list(decompositions)
     if not records:
         raise TrainingError(f"No decompositions to screen in {decompositions}; run generate first.")
@@ -124,35 +169,47 @@ def screen(
             f"{len(missing)} decompositions have no gold answer (e.g. {missing[:3]}); screening (SD-R) needs one. "
             "Build SD-T data from them instead, or load the data with its answers."
         )
-    if isinstance(solver, str):
-        try:
-            solver = load_chat_model(solver, **({"max_tokens": max_tokens} if max_tokens else {}))
-        except (ValueError, ImportError) as err:
-            raise TrainingError(f"Solver: {err}") from None
-    label = model_label(solver)
-    second = None
-    if second_teacher is not None:
-        first = records[0]
-        second = make_teacher(
-            second_teacher,
-            profile=first.get("profile", "math"),
-            max_subquestions=first.get("max_subquestions", 3),
-            temperature=second_temperature,
-            seed=1,
-        )
-    out = Path(out)
-    done = read_records(out)
-    todo = [r for r in records if str(r["id"]) not in done]
+    return records
 
-    def attempt(record: dict[str, Any], subquestions: list[str] | None) -> dict[str, Any]:
+
+def _solver(solver: Any, max_tokens: int | None) -> Any:
+    """A SPEC as a model, with the reply cap; a model as it is."""
+    from langchain_dod.solvers import load_chat_model
+
+    if not isinstance(solver, str):
+        return solver
+    try:
+        return load_chat_model(solver, **({"max_tokens": max_tokens} if max_tokens else {}))
+    except (ValueError, ImportError) as err:
+        raise TrainingError(f"Solver: {err}") from None
+
+
+def _second_teacher(second_teacher: Any, temperature: float, first: dict[str, Any]) -> Any:
+    """The sampling teacher for a second try, asked with the settings the first teacher had; ``None`` for none."""
+    if second_teacher is None:
+        return None
+    return make_teacher(
+        second_teacher,
+        profile=first.get("profile", "math"),
+        max_subquestions=first.get("max_subquestions", 3),
+        temperature=temperature,
+        seed=1,
+    )
+
+
+class _Solve:
+    """Solve one record with given sub-questions (``None``: single-stage chain of thought), retrying errors."""
+
+    def __init__(self, solver: Any, retries: int, backoff: float) -> None:
+        self.solver, self.retries, self.backoff = solver, retries, backoff
+
+    def __call__(self, record: dict[str, Any], subquestions: list[str] | None) -> dict[str, Any]:
         last: BaseException | None = None
-        for n in range(retries + 1):
+        for n in range(self.retries + 1):
             if n:
-                import time
-
-                time.sleep(backoff * 2 ** (n - 1))
+                time.sleep(self.backoff * 2 ** (n - 1))
             try:
-                result = _solve(solver, record, subquestions)
+                result = _solve(self.solver, record, subquestions)
                 return {
                     "subquestions": list(subquestions or []),
                     "solution": result["solution"],
@@ -160,64 +217,44 @@ def screen(
                     "correct": answers_match(result["answer"], record["answer"]),
                 }
             except Exception as err:  # noqa: BLE001
-                if _fatal(err) or _fatal(getattr(err, "__cause__", None) or err):
+                if _fatal(err):
                     raise
                 last = err
         assert last is not None
         raise last
 
-    def work(record: dict[str, Any]) -> dict[str, Any]:
-        result = attempt(record, record.get("subquestions") or [])
-        result["sample"] = 1
-        if not result["correct"] and second is not None:
-            example = Example(str(record["id"]), record["question"], record["answer"], record.get("context"))
-            decomposition, _ = decompose_with_retries(second, example, retries=retries, backoff=backoff)
-            retry = attempt(record, list(decomposition.subquestions))
-            if retry["correct"]:
-                first = {k: result[k] for k in ("subquestions", "predicted")}
-                result = {**retry, "sample": 2, "first": first}
-            else:
-                result["second"] = {k: retry[k] for k in ("subquestions", "predicted")}
-        if not result["correct"] and skip == "cot":
-            alone = attempt(record, None)
-            if alone["correct"]:
-                tried = {k: result[k] for k in ("subquestions", "predicted")}
-                earlier = {k: result[k] for k in ("second",) if k in result}
-                result = {**alone, "sample": "skip", "first": tried, **earlier}
-            else:  # kept for the analysis: neither a plan nor the solver alone reached the gold answer
-                result["cot"] = {"predicted": alone["predicted"]}
-        keep = ("id", "question", "context", "answer", "teacher", "profile", "max_subquestions")
-        return {**{k: record.get(k) for k in keep}, **result, "solver": label}
 
-    new = failed = 0
-    bar = tqdm(total=len(records), initial=len(records) - len(todo), desc="screen", unit="ex", disable=not progress)
-    failed_writer: JsonlWriter | None = None
-    try:
-        with JsonlWriter(out) as writer, ThreadPoolExecutor(max_workers=max_concurrency) as pool:
-            for record, future in _bounded(pool, work, todo, max_concurrency):
-                try:
-                    produced = future.result()
-                except Exception as err:  # noqa: BLE001
-                    if _fatal(err) or _fatal(getattr(err, "__cause__", None) or err):
-                        raise TrainingError(
-                            f"screen stopped: {type(err).__name__}: {err} (results so far are safe "
-                            f"in {out}; rerun to continue)."
-                        ) from err
-                    failed_writer = failed_writer or JsonlWriter(failed_path(out))
-                    failed_writer.write({"id": record["id"], "error": f"{type(err).__name__}: {err}"})
-                    failed += 1
-                    continue
-                writer.write(produced)
-                new += 1
-                bar.update(1)
-    finally:
-        bar.close()
-        if failed_writer is not None:
-            failed_writer.close()
+def _first_then_second(
+    solve: _Solve, record: dict[str, Any], second: Any, retries: int, backoff: float
+) -> dict[str, Any]:
+    """The teacher's decomposition; when it fails and there is a second teacher, its sample if that one wins."""
+    result = {**solve(record, record.get("subquestions") or []), "sample": 1}
+    if result["correct"] or second is None:
+        return result
+    example = Example(str(record["id"]), record["question"], record["answer"], record.get("context"))
+    decomposition, _ = decompose_with_retries(second, example, retries=retries, backoff=backoff)
+    retry = solve(record, list(decomposition.subquestions))
+    if retry["correct"]:
+        return {**retry, "sample": 2, "first": {k: result[k] for k in ("subquestions", "predicted")}}
+    return {**result, "second": {k: retry[k] for k in ("subquestions", "predicted")}}
+
+
+def _learned_skip(solve: _Solve, record: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+    """No decomposition won: keep an empty plan when the solver's own chain of thought does (``sample`` "skip")."""
+    alone = solve(record, None)
+    if not alone["correct"]:  # kept for the analysis: neither a plan nor the solver alone reached the gold answer
+        return {**result, "cot": {"predicted": alone["predicted"]}}
+    tried = {k: result[k] for k in ("subquestions", "predicted")}
+    earlier = {k: result[k] for k in ("second",) if k in result}
+    return {**alone, "sample": "skip", "first": tried, **earlier}
+
+
+def _report(out: Path, total: int, new: int, failed: int) -> ScreenReport:
+    """Counts over everything in ``out``: this run's records and earlier runs'."""
     final = read_records(out)
     return ScreenReport(
         out=str(out),
-        total=len(records),
+        total=total,
         kept=sum(1 for r in final.values() if r.get("correct")),
         recovered=sum(1 for r in final.values() if r.get("correct") and r.get("sample") == 2),
         new=new,

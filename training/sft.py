@@ -19,11 +19,10 @@ from typing import Any
 
 from training.basemodel import load_causal_lm, load_tokenizer, prepare_base
 from training.errors import TrainingError
+from training.runs import training_info_path
 from training.store import read_jsonl
 
 __all__ = ["SFTConfig", "SFTReport", "encode_chat", "last_checkpoint", "load_sft_records", "sft"]
-
-TRAINING_INFO = "dod_training.json"
 
 
 @dataclass
@@ -208,96 +207,40 @@ def sft(
         raise TrainingError(
             f"{train_path} holds no training records{' of kinds ' + str(config.kinds) if config.kinds else ''}."
         )
-    checkpoint = last_checkpoint(out) if out.exists() else None
-    if checkpoint is not None and not resume:
-        raise TrainingError(
-            f"{out} already holds checkpoints (latest {checkpoint.name}). Pass --resume to continue that run, or "
-            "choose another output folder."
-        )
+    checkpoint = _checkpoint_to_resume(out, resume)
     base_dir = prepare_base(base)
 
     import torch
-    from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments, set_seed
+    from transformers import DataCollatorForSeq2Seq, Trainer, set_seed
 
     set_seed(config.seed)
     if config.threads:
         torch.set_num_threads(config.threads)
     tokenizer = load_tokenizer(base_dir)
-
-    def encode(records: list[dict[str, Any]]) -> tuple[list[dict[str, list[int]]], int]:
-        encoded = [encode_chat(tokenizer, r["messages"], config.max_length) for r in records]
-        return [e for e in encoded if e is not None], sum(e is None for e in encoded)
-
-    train_set, dropped = encode(train_records)
-    val_set, val_dropped = encode(val_records)
+    train_set, dropped = _encode(tokenizer, train_records, config.max_length)
+    val_set, val_dropped = _encode(tokenizer, val_records, config.max_length)
     if not train_set:
         raise TrainingError(f"Every training record is longer than max_length={config.max_length}; raise it.")
 
-    model = load_causal_lm(base_dir)
-    if config.method == "lora":
-        from peft import LoraConfig, get_peft_model
-
-        model = get_peft_model(
-            model,
-            LoraConfig(
-                r=config.lora_r,
-                lora_alpha=config.lora_alpha,
-                lora_dropout=config.lora_dropout,
-                target_modules=config.target_modules,
-                task_type="CAUSAL_LM",
-            ),
-        )
-    use_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    args = TrainingArguments(
-        output_dir=str(out),
-        per_device_train_batch_size=config.batch_size,
-        per_device_eval_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.grad_accum,
-        learning_rate=config.learning_rate,
-        num_train_epochs=config.epochs,
-        max_steps=config.max_steps,
-        warmup_steps=config.warmup,
-        weight_decay=config.weight_decay,
-        logging_steps=config.logging_steps,
-        eval_strategy="steps" if val_set else "no",
-        eval_steps=config.eval_steps,
-        save_strategy="steps",
-        save_steps=config.save_steps,
-        save_total_limit=config.save_total_limit,
-        seed=config.seed,
-        data_seed=config.seed,
-        bf16=use_bf16,
-        report_to="none",
-        remove_unused_columns=False,
-        dataloader_num_workers=0,
-        disable_tqdm=not progress,
-        save_only_model=False,
-    )
     trainer = Trainer(
-        model=model,
-        args=args,
+        model=_model(base_dir, config),
+        args=_training_arguments(out, config, evaluate=bool(val_set), progress=progress),
         train_dataset=train_set,
         eval_dataset=val_set or None,
         data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
         processing_class=tokenizer,
         callbacks=callbacks,
     )
-    info_path = out / "dod_eval_before.json"
-    eval_before = None
-    if val_set and config.eval_before:
-        if checkpoint is not None and info_path.is_file():
-            eval_before = json.loads(info_path.read_text()).get("eval_loss")
-        else:
-            eval_before = trainer.evaluate()["eval_loss"]
-            out.mkdir(parents=True, exist_ok=True)
-            info_path.write_text(json.dumps({"eval_loss": eval_before}) + "\n")
+    eval_before = (
+        _eval_before(trainer, out, resuming=checkpoint is not None) if val_set and config.eval_before else None
+    )
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     eval_after = trainer.evaluate()["eval_loss"] if val_set else None
 
     final = out / "final"
     trainer.save_model(str(final))
     tokenizer.save_pretrained(str(final))
-    (final / "training_args.bin").unlink(missing_ok=True)  # a pickle; settings are in dod_training.json
+    (final / "training_args.bin").unlink(missing_ok=True)  # a pickle; settings are in the training info
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e and math.isfinite(e["loss"])]
     report = SFTReport(
         final=str(final),
@@ -313,23 +256,105 @@ def sft(
         resumed_from=checkpoint.name if checkpoint else None,
         log=list(trainer.state.log_history),
     )
-    base_info = {}
-    source = base_dir / "dod_source.json"
-    if source.is_file():
-        base_info = json.loads(source.read_text())
-    (final / TRAINING_INFO).write_text(
-        json.dumps(
-            {
-                "base": str(base_dir),
-                "base_gguf": base_info.get("gguf"),
-                "config": asdict(config),
-                "report": asdict(report),
-                "train_file": str(train_path),
-                "validation_file": str(validation_path) if validation_path else None,
-            },
-            indent=2,
-        )
-        + "\n"
-    )
+    _write_training_info(final, base_dir, config, report, train_path, validation_path)
     os.sync()
     return report
+
+
+def _checkpoint_to_resume(out: Path, resume: bool) -> Path | None:
+    """The checkpoint to continue from; checkpoints without ``resume`` are an error (they would be overwritten)."""
+    checkpoint = last_checkpoint(out) if out.exists() else None
+    if checkpoint is not None and not resume:
+        raise TrainingError(
+            f"{out} already holds checkpoints (latest {checkpoint.name}). Pass --resume to continue that run, or "
+            "choose another output folder."
+        )
+    return checkpoint
+
+
+def _encode(tokenizer: Any, records: list[dict[str, Any]], max_length: int) -> tuple[list[dict[str, list[int]]], int]:
+    """The records' token ids and labels, and how many were dropped as longer than ``max_length``."""
+    encoded = [encode_chat(tokenizer, r["messages"], max_length) for r in records]
+    return [e for e in encoded if e is not None], sum(e is None for e in encoded)
+
+
+def _model(base_dir: Path, config: SFTConfig) -> Any:
+    """The base model, wrapped in a LoRA (peft) unless the method is a full fine-tune."""
+    model = load_causal_lm(base_dir)
+    if config.method != "lora":
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=config.target_modules,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lora)
+
+
+def _training_arguments(out: Path, config: SFTConfig, *, evaluate: bool, progress: bool) -> Any:
+    """The ``Trainer``'s settings from ``config``: checkpoints in ``out``, bf16 where the GPU has it."""
+    import torch
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=str(out),
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        learning_rate=config.learning_rate,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        warmup_steps=config.warmup,
+        weight_decay=config.weight_decay,
+        logging_steps=config.logging_steps,
+        eval_strategy="steps" if evaluate else "no",
+        eval_steps=config.eval_steps,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        seed=config.seed,
+        data_seed=config.seed,
+        bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
+        report_to="none",
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        disable_tqdm=not progress,
+        save_only_model=False,
+    )
+
+
+def _eval_before(trainer: Any, out: Path, *, resuming: bool) -> float | None:
+    """The validation loss before training; a resumed run reads the one its first session measured."""
+    path = out / "dod_eval_before.json"
+    if resuming and path.is_file():
+        return json.loads(path.read_text()).get("eval_loss")
+    loss = trainer.evaluate()["eval_loss"]
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"eval_loss": loss}) + "\n")
+    return loss
+
+
+def _write_training_info(
+    final: Path,
+    base_dir: Path,
+    config: SFTConfig,
+    report: SFTReport,
+    train_path: Path,
+    validation_path: Path | None,
+) -> None:
+    """What ``export`` and ``distill`` read back: the base (and the GGUF it came from), settings, losses, data."""
+    source = base_dir / "dod_source.json"
+    base_info = json.loads(source.read_text()) if source.is_file() else {}
+    info = {
+        "base": str(base_dir),
+        "base_gguf": base_info.get("gguf"),
+        "config": asdict(config),
+        "report": asdict(report),
+        "train_file": str(train_path),
+        "validation_file": str(validation_path) if validation_path else None,
+    }
+    training_info_path(final).write_text(json.dumps(info, indent=2) + "\n")

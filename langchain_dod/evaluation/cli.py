@@ -130,10 +130,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def register(subparsers: Any) -> None:
     """Add ``dod eval`` to the ``dod`` parser (called by ``langchain_dod.cli``)."""
-    from langchain_dod.cli import int_in
+    from langchain_dod.cli import EVAL_HELP, int_in
     from langchain_dod.evaluation.datasets import FORMATS
 
-    ev = subparsers.add_parser("eval", help="evaluate decomposer x solver pipelines (the paper's Table 1)")
+    ev = subparsers.add_parser("eval", help=EVAL_HELP)
     sub = ev.add_subparsers(dest="eval_command", required=True)
 
     p = sub.add_parser("run", help="run a grid; resumable (rerun the same command to continue)")

@@ -39,6 +39,8 @@ from langchain_core.runnables import Runnable
 
 from langchain_dod.evaluation.datasets import Item, LoadedDataset, select_items
 from langchain_dod.evaluation.metrics import score
+from langchain_dod.jsonl_store import JsonlError, append_jsonl, read_records, repair_tail
+from langchain_dod.solvers import is_local_model, load_chat_model, model_label, spec_label
 
 __all__ = ["EvaluationError", "ResultsFile", "RunSpec", "StageRecorder", "arun_evaluation", "run_evaluation"]
 
@@ -60,22 +62,13 @@ def _slug(text: str) -> str:
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 
 
-def _spec_label(spec: str) -> str:
-    provider, sep, model = spec.partition(":")
-    label = model if sep and not spec.startswith(("/", ".")) else spec
-    return Path(label).stem if label.endswith(".gguf") else label
-
-
 def _default_adapter_id(profile: str) -> str | None:
     """``name:sha256[:16]`` of the adapter ``Decomposer()`` applies, ``None`` when it runs the untuned base."""
     import hashlib
-    import os
 
-    from langchain_dod.decomposer import ADAPTER_PROFILE, default_adapter
+    from langchain_dod.decomposer import default_adapter_for
 
-    if os.environ.get("DOD_DECOMPOSER_GGUF") or profile != ADAPTER_PROFILE:
-        return None
-    adapter = default_adapter()
+    adapter = default_adapter_for(profile)
     if adapter is None:
         return None
     return f"{adapter.name}:{hashlib.sha256(adapter.read_bytes()).hexdigest()[:16]}"
@@ -122,9 +115,7 @@ class RunSpec:
     @property
     def solver_label(self) -> str:
         """The solver's short name."""
-        from langchain_dod.solvers import model_label
-
-        return _spec_label(self.solver) if isinstance(self.solver, str) else model_label(self.solver)
+        return spec_label(self.solver) if isinstance(self.solver, str) else model_label(self.solver)
 
     @property
     def stage_label(self) -> str:
@@ -132,7 +123,7 @@ class RunSpec:
         if self.decomposer is None:
             return self.mode
         if isinstance(self.decomposer, str):
-            return "oracle" if self.decomposer == "oracle" else f"dec-{_spec_label(self.decomposer)}"
+            return "oracle" if self.decomposer == "oracle" else f"dec-{spec_label(self.decomposer)}"
         inner = getattr(self.decomposer, "model_name", None) or getattr(self.decomposer, "model", None)
         return f"dec-{inner or type(self.decomposer).__name__}"
 
@@ -159,12 +150,11 @@ class RunSpec:
     def _solver(self) -> BaseLanguageModel:
         if not isinstance(self.solver, str):
             return self.solver
-        from langchain_dod.solvers import load_chat_model
-
         kwargs: dict[str, Any] = {"max_tokens": self.max_tokens} if self.max_tokens else {}
-        if self.n_threads and self.solver.startswith(("llamacpp:", "gguf:")):
-            kwargs["n_threads"] = self.n_threads
-        return load_chat_model(self.solver, **kwargs)
+        return load_chat_model(self.solver, local_kwargs=self._local_kwargs(), **kwargs)
+
+    def _local_kwargs(self) -> dict[str, Any]:
+        return {"n_threads": self.n_threads} if self.n_threads else {}
 
     def _decomposer(self) -> Runnable:
         from langchain_dod.decomposer import Decomposer, default_decomposer_llm
@@ -175,17 +165,10 @@ class RunSpec:
                 from langchain_dod.evaluation.oracle import SocraticOracle
 
                 return SocraticOracle(path=str(self.socratic), max_subquestions=self.max_subquestions)
-            local = {"n_threads": self.n_threads} if self.n_threads else {}
             if dec == "default":
-                llm: Any = default_decomposer_llm(profile=self.profile, **local)
-            elif ":" in dec and not dec.startswith(("/", ".")):
-                from langchain_dod.solvers import load_chat_model
-
-                llm = load_chat_model(dec, **(local if dec.startswith(("llamacpp:", "gguf:")) else {}))
-            else:
-                from langchain_dod.chat_models import ChatGGUF
-
-                llm = ChatGGUF(model=dec, **local)
+                llm: Any = default_decomposer_llm(profile=self.profile, **self._local_kwargs())
+            else:  # a SPEC or a bare GGUF name/path
+                llm = load_chat_model(dec, allow_path=True, local_kwargs=self._local_kwargs())
             return Decomposer(llm=llm, profile=self.profile, max_subquestions=self.max_subquestions)
         if isinstance(dec, BaseLanguageModel):
             return Decomposer(llm=dec, profile=self.profile, max_subquestions=self.max_subquestions)
@@ -352,8 +335,6 @@ def _stage_usage(
     """One stage's usage: the chain's numbers, counted tokens where it has none, CPU seconds, locality."""
     if head is None and log is None:
         return None
-    from langchain_dod.solvers import model_label
-
     usage = dict(head or {})
     if usage.get("model") is None and llm is not None:  # the call failed: still name who used the tokens
         usage["model"] = model_label(llm)
@@ -366,12 +347,6 @@ def _stage_usage(
     usage["local"] = local
     usage["cpu_seconds"] = round(log.cpu_seconds, 4) if (log and cpu_valid) else (0.0 if cpu_valid and local else None)
     return usage
-
-
-def _is_local(llm: Any) -> bool:
-    from langchain_dod.chat_models import ChatGGUF
-
-    return isinstance(llm, ChatGGUF)
 
 
 def _make_record(
@@ -403,7 +378,7 @@ def _make_record(
             dec_prompt,
             logs.get("decomposer"),
             cpu_valid,
-            local=dec_llm is None or _is_local(dec_llm),
+            local=dec_llm is None or is_local_model(dec_llm),
         ),
         "solver": _stage_usage(
             usage_in.get("solver"),
@@ -411,7 +386,7 @@ def _make_record(
             solve_prompt if (usage_in.get("solver") or logs.get("solver")) else None,
             logs.get("solver"),
             cpu_valid,
-            local=_is_local(solver),
+            local=is_local_model(solver),
         ),
     }
     prediction = output.get("answer")
@@ -438,52 +413,30 @@ def _make_record(
 
 
 class ResultsFile:
-    """One run's append-only JSONL of item records, tolerant of a torn last line."""
+    """One run's append-only JSONL of item records (:mod:`langchain_dod.jsonl_store`); a later record for an id wins.
+
+    The last record wins because ``retry_errors`` appends a new record for an item that failed: it replaces the
+    error.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.repaired = False
 
     def load(self) -> dict[str, dict[str, Any]]:
-        """Records by id (a later record for an id wins); cuts off a torn last line, keeping the rest."""
-        if not self.path.exists():
-            return {}
-        records: dict[str, dict[str, Any]] = {}
-        data = self.path.read_bytes()
-        offset = 0
-        for line in data.splitlines(keepends=True):
-            try:
-                record = json.loads(line) if line.strip() else {}
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                record = None
-            ok = isinstance(record, dict) and (not line.strip() or "id" in record)
-            if not line.endswith(b"\n"):  # the last line, written partly when the process died
-                if ok and line.strip():
-                    records[str(record["id"])] = record  # type: ignore[index]
-                    with self.path.open("ab") as fh:
-                        fh.write(b"\n")
-                else:
-                    with self.path.open("r+b") as fh:
-                        fh.truncate(offset)
-                    self.repaired = True
-                break
-            if not ok:
-                raise EvaluationError(
-                    f"{self.path} has a corrupt line at byte {offset} (not the last line, so not a torn write); "
-                    "remove that line and rerun: its item will be redone."
-                )
-            if line.strip():
-                records[str(record["id"])] = record  # type: ignore[index]
-            offset += len(line)
-        return records
+        """Records by id; cuts off a torn last line (its item is redone), keeping the rest."""
+        try:
+            self.repaired = repair_tail(self.path)
+            return read_records(self.path, keep="last")
+        except JsonlError as err:
+            raise EvaluationError(
+                f"{self.path} has a corrupt line (not the last line, so not a torn write): {err} Its item will be "
+                "redone."
+            ) from None
 
     def append(self, record: dict[str, Any]) -> None:
         """Append one record durably."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        append_jsonl(self.path, record)
 
 
 def _write_json(path: Path, data: Any) -> None:
