@@ -89,8 +89,13 @@ def _time_stream(stream: Callable[[], Any]) -> tuple[float, float, int]:
 
 
 def _summary(
-    backend: str, load: float, rss: float, n_prompt: list[int], n_out: list[int],
-    prompt_tps: list[float], decode_tps: list[float],
+    backend: str,
+    load: float,
+    rss: float,
+    n_prompt: list[int],
+    n_out: list[int],
+    prompt_tps: list[float],
+    decode_tps: list[float],
 ) -> dict[str, Any]:
     """One backend's row: the same fields and rounding for every worker."""
     return {
@@ -168,11 +173,14 @@ def _grammar_decode(llm: Any, repeats: int) -> list[float]:
 
 
 def _prefix_cache(llm: Any, repeats: int) -> dict[str, Any]:
-    """Same ~300-token system prompt, different question: cold (KV cache emptied) vs warm (previous call
-    had the same prefix). Time to first token is the prompt's cost; each call generates up to 8 tokens."""
+    """Same ~300-token system prompt, different question: cold (KV cache emptied) vs warm (same prefix).
+
+    A warm call's previous call had the same prefix. Time to first token is the prompt's cost; each call
+    generates up to 8 tokens.
+    """
     cold, warm, cold_total, warm_total, cached = [], [], [], [], []
     n_input = 0
-    for i in range(repeats):
+    for _ in range(repeats):
         for j, question in enumerate(CACHE_QUESTIONS):
             messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": question}]
             is_cold = j == 0
@@ -212,8 +220,10 @@ def _prefix_cache(llm: Any, repeats: int) -> dict[str, Any]:
 
 
 def worker_transformers(repeats: int, max_tokens: int, threads: int) -> dict[str, Any]:
-    """The same GGUF loaded by transformers (dequantised to fp32), greedy ``generate`` with a streamer that
-    timestamps every new token."""
+    """The same GGUF loaded by transformers (dequantised to fp32), greedy ``generate``.
+
+    A streamer timestamps every new token.
+    """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.generation.streamers import BaseStreamer
@@ -243,13 +253,13 @@ def worker_transformers(repeats: int, max_tokens: int, threads: int) -> dict[str
             pass
 
     def run(messages: list[dict[str, str]], new: int) -> tuple[float, float, int, int]:
-        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
-                                            return_dict=True)
+        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
         stamps = Stamps()
         started = time.perf_counter()
         with torch.inference_mode():
-            out = model.generate(**ids, max_new_tokens=new, do_sample=False, streamer=stamps,
-                                 pad_token_id=tokenizer.eos_token_id)
+            out = model.generate(
+                **ids, max_new_tokens=new, do_sample=False, streamer=stamps, pad_token_id=tokenizer.eos_token_id
+            )
         n_in = ids["input_ids"].shape[1]
         n_out = out.shape[1] - n_in
         return stamps.times[0] - started, stamps.times[-1] - stamps.times[0], n_in, n_out
@@ -274,8 +284,14 @@ def worker_community(repeats: int, max_tokens: int, threads: int) -> dict[str, A
     from langchain_dod.models import resolve
 
     started = time.perf_counter()
-    llm = ChatLlamaCpp(model_path=str(resolve(MODEL)), n_ctx=4096, n_threads=threads, temperature=0,
-                       max_tokens=max_tokens, verbose=False)
+    llm = ChatLlamaCpp(
+        model_path=str(resolve(MODEL)),
+        n_ctx=4096,
+        n_threads=threads,
+        temperature=0,
+        max_tokens=max_tokens,
+        verbose=False,
+    )
     load = time.perf_counter() - started
     rss = _rss_mb()
     llm.invoke("Hi")
@@ -320,12 +336,28 @@ WORKERS = {"chatgguf": worker_chatgguf, "transformers": worker_transformers, "co
 
 
 def _run_worker(name: str, args: argparse.Namespace) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "benchmarks.bench_chat_model", "--worker", name, "--repeats", str(args.repeats),
-           "--max-tokens", str(args.max_tokens), "--threads", str(args.threads)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.bench_chat_model",
+        "--worker",
+        name,
+        "--repeats",
+        str(args.repeats),
+        "--max-tokens",
+        str(args.max_tokens),
+        "--threads",
+        str(args.threads),
+    ]
     print(f"[bench] {name} ...", file=sys.stderr, flush=True)
     load_before = os.getloadavg()[0]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
-                          cwd=Path(__file__).resolve().parents[1])
+    proc = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        cwd=Path(__file__).resolve().parents[1],
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"benchmark worker {name} failed:\n{proc.stderr[-4000:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -371,8 +403,7 @@ def _markdown(report: dict[str, Any]) -> str:
         f"| cold (cache emptied) | {cache['cold_first_token_s']:.3f} | {cache['cold_call_s']:.3f} |",
         f"| warm (same system prompt as the previous call) | {cache['warm_first_token_s']:.3f} | "
         f"{cache['warm_call_s']:.3f} |",
-        f"| speed-up | {cache['first_token_speedup']}x | "
-        f"{round(cache['cold_call_s'] / cache['warm_call_s'], 2)}x |",
+        f"| speed-up | {cache['first_token_speedup']}x | {round(cache['cold_call_s'] / cache['warm_call_s'], 2)}x |",
         "",
         "The machine is shared (see loadavg in the JSON): absolute numbers vary run to run; the ratios, measured "
         "in the same run, are the result.",

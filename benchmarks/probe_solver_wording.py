@@ -1,4 +1,4 @@
-"""Which two-stage solver wording lets *good* sub-questions help? (issue 12, item 1)
+"""Which two-stage solver wording lets *good* sub-questions help? Issue 12, item 1.
 
 The plan is held fixed at GSM8K's Socratic sub-questions (written by a model, one per solution step: a
 complete plan), so only the solver's instruction and the cap vary. Items: GSM8K **test**, the first ``--n``

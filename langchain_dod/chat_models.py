@@ -32,13 +32,13 @@ from typing import Any, Literal
 
 import numpy as np
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.exceptions import OutputParserException
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.language_models.chat_models import LangSmithParams
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, convert_to_openai_messages
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from langchain_core.exceptions import OutputParserException
 from langchain_core.runnables import Runnable, RunnableLambda, RunnableMap, RunnablePassthrough
 from langchain_core.utils.function_calling import convert_to_json_schema
 from langchain_core.utils.pydantic import is_basemodel_subclass
@@ -237,7 +237,7 @@ def _reused_prefix(llm: Any, prompt: list[int]) -> int:
     """
     held = llm.input_ids[: llm.n_tokens]
     same = 0
-    for a, b in zip(held, prompt):
+    for a, b in zip(held, prompt, strict=False):  # the prompt may be longer than what is held
         if a != b:
             break
         same += 1
@@ -311,6 +311,7 @@ class ChatGGUF(BaseChatModel):
 
             llm = ChatGGUF(model="smollm2-135m-instruct", max_tokens=64)
             llm.invoke("Name three prime numbers.")
+
     """
 
     model: str = Field(default="smollm2-135m-instruct", alias="model_name")
@@ -458,9 +459,7 @@ class ChatGGUF(BaseChatModel):
     ) -> tuple[_Loaded, list[int], list[str]]:
         if not messages:
             raise ValueError("ChatGGUF got an empty message list; pass at least one message.")
-        dicts = [
-            {"role": m["role"], "content": _text(m.get("content"))} for m in convert_to_openai_messages(messages)
-        ]
+        dicts = [{"role": m["role"], "content": _text(m.get("content"))} for m in convert_to_openai_messages(messages)]
         loaded = self._loaded(model)
         with self._locked(loaded, deadline):
             tokens, stops = loaded.render(dicts)
@@ -481,7 +480,10 @@ class ChatGGUF(BaseChatModel):
             loaded.lock.release()
 
     def _completion_args(
-        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any],
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None,
+        kwargs: dict[str, Any],
         deadline: float | None = None,
     ) -> tuple[_Loaded, dict[str, Any], str]:
         model = kwargs.pop("model", None) or self.model
@@ -523,8 +525,12 @@ class ChatGGUF(BaseChatModel):
         return loaded, args, model
 
     def _run(
-        self, loaded: _Loaded, args: dict[str, Any], cancelled: threading.Event | None = None,
-        deadline: float | None = None, cached: list[int] | None = None,
+        self,
+        loaded: _Loaded,
+        args: dict[str, Any],
+        cancelled: threading.Event | None = None,
+        deadline: float | None = None,
+        cached: list[int] | None = None,
     ) -> Iterator[tuple[str, str | None]]:
         """Yield ``(text, finish_reason)`` per llama.cpp step while holding the model's lock.
 
@@ -562,7 +568,10 @@ class ChatGGUF(BaseChatModel):
         )
 
     def _chunks(
-        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any],
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None,
+        kwargs: dict[str, Any],
         cancelled: threading.Event | None = None,
     ) -> Iterator[ChatGenerationChunk]:
         deadline = None if self.timeout is None else time.monotonic() + self.timeout

@@ -100,8 +100,10 @@ class _Cursor:
 
 @functools.lru_cache(maxsize=64)
 def _inspect(path: str, size: int, mtime_ns: int) -> GGUFInfo:
-    """Walk the header and tensor table (the ``gguf`` package's reader parses every token string into numpy
-    and takes seconds on a 150k-token vocabulary; only the layout and a few keys are needed here).
+    """Walk the header and tensor table, reading only the layout and a few keys.
+
+    The ``gguf`` package's reader parses every token string into numpy and takes seconds on a 150k-token
+    vocabulary.
     """
     file = Path(path)
     if size < 24:

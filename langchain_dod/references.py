@@ -93,8 +93,8 @@ def resolve_step(step: str, answers: Mapping[int, str], previous: str | None = N
     for match in _DEMONSTRATIVE.finditer(step):
         if match.group(2).lower() not in _NOT_A_NOUN:
             return tidy(step[: match.start(1)] + previous + step[match.end(1) :])
-    if match := _POSSESSIVE.search(step):
-        return tidy(step[: match.start()] + f"{previous}'s" + step[match.end() :])
-    if match := _PRONOUN.search(step):
-        return tidy(step[: match.start()] + previous + step[match.end() :])
+    if possessive := _POSSESSIVE.search(step):
+        return tidy(step[: possessive.start()] + f"{previous}'s" + step[possessive.end() :])
+    if pronoun := _PRONOUN.search(step):
+        return tidy(step[: pronoun.start()] + previous + step[pronoun.end() :])
     return tidy(f"{step} ({previous})")

@@ -116,8 +116,14 @@ def test_streaming_flag_sends_tokens_to_callbacks() -> None:
 def test_bind_json_schema_constrains_output(llm: ChatGGUF) -> None:
     schema = {
         "type": "object",
-        "properties": {"subquestions": {"type": "array", "items": {"type": "string", "maxLength": 60},
-                                        "minItems": 1, "maxItems": 3}},
+        "properties": {
+            "subquestions": {
+                "type": "array",
+                "items": {"type": "string", "maxLength": 60},
+                "minItems": 1,
+                "maxItems": 3,
+            }
+        },
         "required": ["subquestions"],
     }
     reply = llm.bind(json_schema=schema, max_tokens=120, repeat_penalty=1.3).invoke(
@@ -138,9 +144,7 @@ def test_with_structured_output_returns_the_pydantic_object(llm: ChatGGUF) -> No
 
 
 def test_structured_output_include_raw(llm: ChatGGUF) -> None:
-    structured = ChatGGUF(model=MODEL, max_tokens=60, repeat_penalty=1.3).with_structured_output(
-        City, include_raw=True
-    )
+    structured = ChatGGUF(model=MODEL, max_tokens=60, repeat_penalty=1.3).with_structured_output(City, include_raw=True)
     out = structured.invoke("Which city is the capital of Italy?")
     assert set(out) == {"raw", "parsed", "parsing_error"}
     assert isinstance(out["raw"], AIMessage) and isinstance(out["parsed"], City) and out["parsing_error"] is None
@@ -258,8 +262,11 @@ def test_empty_message_list(llm: ChatGGUF) -> None:
 
 def test_prompt_longer_than_the_context_names_the_limit() -> None:
     small = ChatGGUF(model=MODEL, n_ctx=256, max_tokens=8)
-    with pytest.raises(ContextWindowExceededError, match=r"is \d+ tokens but the context window .* n_ctx=256.*"
-                                                          r"larger n_ctx \(its GGUF allows up to 8192\)"):
+    with pytest.raises(
+        ContextWindowExceededError,
+        match=r"is \d+ tokens but the context window .* n_ctx=256.*"
+        r"larger n_ctx \(its GGUF allows up to 8192\)",
+    ):
         small.invoke("word " * 400)
 
 
@@ -338,8 +345,12 @@ CHILD = textwrap.dedent(
 
 def _in_child(**kwargs: Any) -> dict[str, Any]:
     proc = subprocess.run(
-        [sys.executable, "-c", CHILD, json.dumps(kwargs)], capture_output=True, text=True, cwd=REPO,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300,
+        [sys.executable, "-c", CHILD, json.dumps(kwargs)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        timeout=300,
     )
     assert proc.returncode == 0, f"child crashed with {proc.returncode}: {proc.stderr[-2000:]}"
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -353,42 +364,78 @@ def _bad_files(smollm2_path: Path, tmp: Path) -> dict[str, tuple[dict[str, Any],
     text.write_text("these are not weights\n" * 10)
     return {
         "not GGUF": ({"model": str(text)}, "GGUFError", "is not a GGUF file"),
-        "truncated": ({"model": str(truncated_copy(smollm2_path, tmp / "t.gguf", size - 4096))}, "GGUFError",
-                      "is truncated"),
-        "corrupted header": ({"model": str(corrupt(smollm2_path, tmp / "h.gguf", 4, b"\x09\x00\x00\x00"))},
-                             "GGUFError", "unsupported GGUF version 9"),
+        "truncated": (
+            {"model": str(truncated_copy(smollm2_path, tmp / "t.gguf", size - 4096))},
+            "GGUFError",
+            "is truncated",
+        ),
+        "corrupted header": (
+            {"model": str(corrupt(smollm2_path, tmp / "h.gguf", 4, b"\x09\x00\x00\x00"))},
+            "GGUFError",
+            "unsupported GGUF version 9",
+        ),
         # parses as GGUF, so llama.cpp itself gets it: it must come back as an exception, not a crash
-        "unknown architecture": ({"model": str(corrupt(smollm2_path, tmp / "arch.gguf", arch_at, b"llamx"))},
-                                 "ModelLoadError", "llama.cpp could not load the model"),
-        "adapter as model": ({"model": str(write_lora(tmp / "lora.gguf"))}, "ModelLoadError",
-                             "is a LoRA adapter, not a model. Pass it as lora_path="),
-        "model as adapter": ({"model": MODEL, "lora_path": str(smollm2_path)}, "ModelLoadError",
-                             "is not a GGUF LoRA adapter \\(general.type='model'"),
+        "unknown architecture": (
+            {"model": str(corrupt(smollm2_path, tmp / "arch.gguf", arch_at, b"llamx"))},
+            "ModelLoadError",
+            "llama.cpp could not load the model",
+        ),
+        "adapter as model": (
+            {"model": str(write_lora(tmp / "lora.gguf"))},
+            "ModelLoadError",
+            "is a LoRA adapter, not a model. Pass it as lora_path=",
+        ),
+        "model as adapter": (
+            {"model": MODEL, "lora_path": str(smollm2_path)},
+            "ModelLoadError",
+            "is not a GGUF LoRA adapter \\(general.type='model'",
+        ),
         "adapter for another architecture": (
-            {"model": MODEL, "lora_path": str(write_lora(tmp / "qwen.gguf", arch="qwen2"))}, "ModelLoadError",
-            "made for a 'qwen2' model but the base .* is 'llama'"),
+            {"model": MODEL, "lora_path": str(write_lora(tmp / "qwen.gguf", arch="qwen2"))},
+            "ModelLoadError",
+            "made for a 'qwen2' model but the base .* is 'llama'",
+        ),
         "adapter of other widths": (
             {"model": MODEL, "lora_path": str(write_lora(tmp / "w.gguf", targets={"attn_q": (896, 896)}))},
-            "ModelLoadError", "does not fit base .*maps 896 -> 896 but the base maps 576 -> 576"),
+            "ModelLoadError",
+            "does not fit base .*maps 896 -> 896 but the base maps 576 -> 576",
+        ),
         "adapter of other output width": (
             {"model": MODEL, "lora_path": str(write_lora(tmp / "o.gguf", targets={"attn_k": (576, 576)}))},
-            "ModelLoadError", "does not fit base .*attn_k.weight it maps 576 -> 576 but the base maps 576 -> 192"),
+            "ModelLoadError",
+            "does not fit base .*attn_k.weight it maps 576 -> 576 but the base maps 576 -> 192",
+        ),
         "adapter for missing layers": (
-            {"model": MODEL, "lora_path": str(write_lora(tmp / "deep.gguf", layers=(40,)))}, "ModelLoadError",
-            "targets blk.40.attn_q.weight, which the base .* does not have"),
+            {"model": MODEL, "lora_path": str(write_lora(tmp / "deep.gguf", layers=(40,)))},
+            "ModelLoadError",
+            "targets blk.40.attn_q.weight, which the base .* does not have",
+        ),
         "half an adapter": (
-            {"model": MODEL, "lora_path": str(write_lora(tmp / "half.gguf", only_a=True))}, "ModelLoadError",
-            "only half of the LoRA pair"),
+            {"model": MODEL, "lora_path": str(write_lora(tmp / "half.gguf", only_a=True))},
+            "ModelLoadError",
+            "only half of the LoRA pair",
+        ),
         "adapter with mismatched ranks": (
-            {"model": MODEL, "lora_path": str(write_lora(tmp / "r.gguf", rank=4, b_rank=8))}, "ModelLoadError",
-            "lora_a has rank 4 but .lora_b has rank 8"),
+            {"model": MODEL, "lora_path": str(write_lora(tmp / "r.gguf", rank=4, b_rank=8))},
+            "ModelLoadError",
+            "lora_a has rank 4 but .lora_b has rank 8",
+        ),
     }
 
 
 BAD_CASES = [
-    "not GGUF", "truncated", "corrupted header", "unknown architecture", "adapter as model", "model as adapter",
-    "adapter for another architecture", "adapter of other widths", "adapter of other output width",
-    "adapter for missing layers", "half an adapter", "adapter with mismatched ranks",
+    "not GGUF",
+    "truncated",
+    "corrupted header",
+    "unknown architecture",
+    "adapter as model",
+    "model as adapter",
+    "adapter for another architecture",
+    "adapter of other widths",
+    "adapter of other output width",
+    "adapter for missing layers",
+    "half an adapter",
+    "adapter with mismatched ranks",
 ]
 
 
@@ -423,14 +470,14 @@ def test_bad_files_are_subclasses_users_can_catch() -> None:
 # -- concurrency -----------------------------------------------------------------------------------------------------
 
 ANSWER = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
-QUESTIONS = [f"What is {a} plus {b}? Reply as JSON." for a, b in zip(range(1, 17), range(30, 14, -1))]
+QUESTIONS = [f"What is {a} plus {b}? Reply as JSON." for a, b in zip(range(1, 17), range(30, 14, -1), strict=True)]
 
 
 def _check(replies: list[Any], questions: list[str], llm: ChatGGUF) -> None:
     """Every reply is complete, parses against the schema, and belongs to its own prompt (token counts differ
     with the numbers' lengths, so a reply mixed up with another call's would show)."""
     assert len(replies) == len(questions)
-    for reply, question in zip(replies, questions):
+    for reply, question in zip(replies, questions, strict=True):
         assert isinstance(reply, AIMessage)
         assert reply.response_metadata["finish_reason"] == "stop", reply
         assert isinstance(json.loads(reply.content)["n"], int)
@@ -455,8 +502,9 @@ async def test_gather_ainvoke_and_astream_together(llm: ChatGGUF) -> None:
         async for chunk in bound.astream(question):
             full = chunk if full is None else full + chunk
         assert full is not None and full.chunk_position == "last"
-        return AIMessage(content=full.content, usage_metadata=full.usage_metadata,
-                         response_metadata=full.response_metadata)
+        return AIMessage(
+            content=full.content, usage_metadata=full.usage_metadata, response_metadata=full.response_metadata
+        )
 
     calls = [bound.ainvoke(q) if i % 2 else streamed(q) for i, q in enumerate(QUESTIONS)]
     replies = await asyncio.wait_for(asyncio.gather(*calls), timeout=600)  # a guard against a hang only

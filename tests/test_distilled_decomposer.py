@@ -67,7 +67,7 @@ def test_decomposes_unseen_questions_freely_and_as_under_the_grammar(
         assert 0 < len(r.subquestions) <= 3 or r.constrained is not None
         assert all(q.endswith("?") for q in r.subquestions)
     constrained = Decomposer(llm=distilled.llm, grammar="always")
-    for question, result in list(zip(train_questions, results))[:6]:
+    for question, result in list(zip(train_questions, results, strict=True))[:6]:
         if result.constrained is False:  # greedy: the grammar would not have changed a valid reply
             assert constrained.invoke(question).subquestions == result.subquestions
 
@@ -87,9 +87,10 @@ def test_an_invalid_free_reply_is_decoded_again_under_the_grammar(train_question
         json.loads(free.content)  # precondition: this reply is not the format
     result = Decomposer(llm=base, grammar="fallback", max_tokens=40).invoke(question)
     only_grammar = Decomposer(llm=base, max_tokens=40).invoke(question)
-    assert result.constrained is True and json.loads(result.raw or "")["subquestions"] == json.loads(
-        only_grammar.raw or ""
-    )["subquestions"]
+    assert (
+        result.constrained is True
+        and json.loads(result.raw or "")["subquestions"] == json.loads(only_grammar.raw or "")["subquestions"]
+    )
     assert result.subquestions == only_grammar.subquestions
     # both attempts are paid for and reported
     assert result.input_tokens == 2 * (only_grammar.input_tokens or 0)

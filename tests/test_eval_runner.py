@@ -296,7 +296,16 @@ def test_cli_real_small_run_then_report_and_compare(tmp_path, smollm2_path, caps
     )
     capsys.readouterr()
     assert (
-        main(["eval", "compare", str(out), "direct__smollm2-135m-instruct", "oracle-human__smollm2-135m-instruct", "--json"])
+        main(
+            [
+                "eval",
+                "compare",
+                str(out),
+                "direct__smollm2-135m-instruct",
+                "oracle-human__smollm2-135m-instruct",
+                "--json",
+            ]
+        )
         == 0
     )
     compared = json.loads(capsys.readouterr().out)

@@ -118,8 +118,14 @@ def test_missing_package_error_names_every_place_and_the_fix(monkeypatch: pytest
 
 def test_hub_download_can_be_switched_off(monkeypatch: pytest.MonkeyPatch) -> None:
     """Downloads are on by default (issue 15: a first run must work); DOD_ALLOW_DOWNLOAD=0 turns them off."""
-    spec = ModelSpec(name="ghost-2m", filename="g.gguf", license="none", package=("dod_absent_pkg", "g.gguf"),
-                     install="pip install dod-absent-pkg", hub=("someone/g", "g.gguf"))
+    spec = ModelSpec(
+        name="ghost-2m",
+        filename="g.gguf",
+        license="none",
+        package=("dod_absent_pkg", "g.gguf"),
+        install="pip install dod-absent-pkg",
+        hub=("someone/g", "g.gguf"),
+    )
     monkeypatch.setitem(MODELS, spec.name, spec)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setenv("DOD_ALLOW_DOWNLOAD", "0")
@@ -194,8 +200,9 @@ def test_wrong_size_is_refused(small_parts: tuple[ModelSpec, bytes, Path], monke
     assert not (cache / "fake.gguf").exists()
 
 
-def test_missing_part_package_is_named(small_parts: tuple[ModelSpec, bytes, Path],
-                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_part_package_is_named(
+    small_parts: tuple[ModelSpec, bytes, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     spec, _, cache = small_parts
     parts = (*spec.parts, ("dod_fake_part_missing_4", "data/part04.bin"))
     monkeypatch.setitem(MODELS, spec.name, dataclasses.replace(spec, parts=parts))
@@ -241,12 +248,16 @@ def test_two_processes_race_to_reassemble_qwen(tmp_path: Path) -> None:
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", RACER, str(tmp_path / f"ready{i}"), str(tmp_path / f"ready{1 - i}")],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
         )
         for i in (0, 1)
     ]
     outputs = [p.communicate(timeout=600) for p in procs]
-    for proc, (out, err) in zip(procs, outputs):
+    for proc, (_, err) in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, err
     paths = {Path(out.strip()) for out, _ in outputs}
     target = cache / spec.filename
@@ -265,6 +276,10 @@ def test_resolve_from_the_command_line(smollm2_path: Path) -> None:
     """The issue's acceptance command prints the path."""
     out = subprocess.run(
         [sys.executable, "-c", "from langchain_dod.models import resolve; print(resolve('smollm2-135m-instruct'))"],
-        capture_output=True, text=True, check=True, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     assert Path(out.stdout.strip()) == smollm2_path

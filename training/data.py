@@ -197,9 +197,10 @@ def canonical_id(ident: str) -> str:
 
 
 def excluded_ids(paths: Iterable[str | os.PathLike[str]]) -> set[str]:
-    """Ids to keep out of training (canonical, see :func:`canonical_id`): from an evaluation ``manifest.json``
-    (its ``ids``) or any JSONL of records with an ``id`` (e.g. an evaluation run's results), so a decomposer is
-    never trained on its test items.
+    """Ids to keep out of training (canonical, see :func:`canonical_id`), so a decomposer never sees its test items.
+
+    They come from an evaluation ``manifest.json`` (its ``ids``) or any JSONL of records with an ``id`` (e.g. an
+    evaluation run's results).
     """
     ids: set[str] = set()
     for item in paths:

@@ -1,10 +1,10 @@
 """Turn GSM8K "Socratic" decompositions into our sub-question format.
 
 Each step of a Socratic answer reads ``SUB-QUESTION ** worked step``; the last line is ``#### ANSWER``.
-The sub-questions were written by a model (GSM8K's README says so), not by people, and not in the shape the paper's decomposer writes: there are 2–11 of
-them (we cap at ``cap``, the paper's best is 3) and the last one usually restates the main question ("How
-many bolts in total does it take?"), which tells the solver nothing. Both choices are options
-(:class:`SocraticOptions`) so they can be decided by measurement.
+The sub-questions were written by a model (GSM8K's README says so), not by people, and not in the shape the
+paper's decomposer writes: there are 2–11 of them (we cap at ``cap``, the paper's best is 3) and the last one
+usually restates the main question ("How many bolts in total does it take?"), which tells the solver nothing.
+Both choices are options (:class:`SocraticOptions`) so they can be decided by measurement.
 """
 
 from __future__ import annotations
