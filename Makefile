@@ -21,7 +21,9 @@ $(BIN)/.installed: pyproject.toml constraints.txt models.txt
 demo: install
 	HF_HUB_OFFLINE=1 $(BIN)/dod ask "$(QUESTION)"
 
-test: install
+test: install  # lint, format and types first (seconds), then the suite
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
 bench: install  # each writes benchmarks/results/NAME.{json,md}

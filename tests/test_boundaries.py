@@ -65,3 +65,13 @@ def test_dod_eval_loads_the_evaluation_when_it_runs() -> None:
     loaded = _loaded(code)
     assert "langchain_dod.evaluation.cli" in loaded
     assert not [m for m in loaded if m.split(".")[0] in ("training", "torch", "transformers")]
+
+
+def test_the_suite_cannot_reach_the_network():
+    """pytest-socket (pyproject's addopts) refuses every host but loopback, so no test depends on the internet."""
+    import socket
+
+    from pytest_socket import SocketConnectBlockedError
+
+    with pytest.raises(SocketConnectBlockedError):
+        socket.create_connection(("203.0.113.1", 80), timeout=1)  # TEST-NET-3: never routable anyway
