@@ -219,6 +219,40 @@ def test_default_decomposer_runs_are_tied_to_the_adapter_they_used(tmp_path, mon
     assert "adapter" not in RunSpec(solver="llamacpp:x", decomposer="llamacpp:y").describe()
 
 
+def test_runs_are_tied_to_the_prompts_they_sent(tmp_path, monkeypatch):
+    """A changed wording must not extend a run's earlier items; runs made before prompts were recorded: see below."""
+    from langchain_core.runnables import RunnableLambda
+
+    import langchain_dod.prompts as prompts
+
+    ds = load_dataset(GSM)
+    plan = RunnableLambda(lambda _: ["What is 3 * 4?"])
+    two_stage = RunSpec(solver=AnswerBook(), decomposer=plan, name="dec")
+    run_evaluation(ds, [two_stage], tmp_path, limit=2, progress=False)
+    before = two_stage.prompts_id()
+    original = prompts.solver_messages
+
+    def reworded(*args, **kwargs):
+        messages = original(*args, **kwargs)
+        return [{**messages[0], "content": "Another wording. " + messages[0]["content"]}, *messages[1:]]
+
+    monkeypatch.setattr(prompts, "solver_messages", reworded)
+    assert two_stage.prompts_id() != before
+    with pytest.raises(EvaluationError, match="another configuration.*prompts"):
+        run_evaluation(ds, [two_stage], tmp_path, limit=2, progress=False)
+    monkeypatch.setattr(prompts, "solver_messages", original)
+    # a run recorded before prompts were: single-stage goes on (its prompts never changed), two-stage is refused
+    run_evaluation(ds, [RunSpec(solver=AnswerBook(), mode="cot", name="cot")], tmp_path, limit=2, progress=False)
+    for name in ("cot", "dec"):
+        meta_path = tmp_path / "runs" / f"{name}.meta.json"
+        meta = json.loads(meta_path.read_text())
+        del meta["spec"]["prompts"]
+        meta_path.write_text(json.dumps(meta))
+    run_evaluation(ds, [RunSpec(solver=AnswerBook(), mode="cot", name="cot")], tmp_path, limit=3, progress=False)
+    with pytest.raises(EvaluationError, match="before the prompts were recorded"):
+        run_evaluation(ds, [two_stage], tmp_path, limit=3, progress=False)
+
+
 def test_concurrency_and_interleaved_chunks(tmp_path):
     ds = load_dataset(GSM)
     slow = AnswerBook(delay=0.2)

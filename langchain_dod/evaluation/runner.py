@@ -145,7 +145,24 @@ class RunSpec:
         }
         if self.decomposer == "default":  # which adapter "default" meant: results of two adapters must not mix
             described["adapter"] = _default_adapter_id(self.profile)
+        described["prompts"] = self.prompts_id()  # a changed wording must not mix into a run's earlier items
         return described
+
+    def prompts_id(self) -> str:
+        """sha256[:12] of the prompts this run sends (on a fixed probe question), from ``langchain_dod.prompts``."""
+        import hashlib
+
+        from langchain_dod.prompts import decomposer_messages, solver_messages
+
+        if self.decomposer is None:
+            sent = [solver_messages("Q?", mode=self.mode)]
+        else:
+            sent = [
+                decomposer_messages("Q?", profile=self.profile, max_subquestions=self.max_subquestions),
+                solver_messages("Q?", subquestions=["S?"]),  # with a plan
+                solver_messages("Q?"),  # the decomposer wrote none
+            ]
+        return hashlib.sha256(json.dumps(sent).encode()).hexdigest()[:12]
 
     def _solver(self) -> BaseLanguageModel:
         if not isinstance(self.solver, str):
@@ -518,6 +535,14 @@ def _open_run(out: Path, spec: RunSpec, dataset: LoadedDataset, retry_errors: bo
     described = spec.describe()
     if meta_path.exists():
         meta = _read_json(meta_path)
+        if "prompts" not in meta.get("spec", {}):  # made before prompts were recorded
+            if spec.decomposer is not None:
+                raise EvaluationError(
+                    f"Run {spec.name!r} in {out} was made before the prompts were recorded, and the two-stage "
+                    "solver wording has changed since (issue 12); name this run differently (dod eval run --label) "
+                    "or use another --out."
+                )
+            meta["spec"]["prompts"] = described["prompts"]  # single-stage prompts have not changed since
         if meta.get("spec") != described:
             changed = {
                 k: (meta.get("spec", {}).get(k), v) for k, v in described.items() if meta.get("spec", {}).get(k) != v
