@@ -431,6 +431,8 @@ def test_empty_manifest_error_names_the_file(tmp_path, capsys):
     assert main([*argv, "--solver", "llamacpp:smollm2-135m-instruct"]) == 1
     err = capsys.readouterr().err  # was "error: Expecting value: line 1 column 1 (char 0)"
     assert f"{out / 'manifest.json'} is empty or not valid JSON" in err and "use another --out" in err
+    assert main(["eval", "report", str(out)]) == 1  # the report reads it too
+    assert f"{out / 'manifest.json'} is empty or not valid JSON" in capsys.readouterr().err
 
 
 # -- 10. weights that are not numbers: a Python error, not abort() --------------------------------------------

@@ -56,18 +56,18 @@ class Evaluation:
 
 def load_evaluation(out: str | Path) -> Evaluation:
     """Read ``OUT/manifest.json`` and every ``OUT/runs/*.jsonl`` (records of items outside the manifest dropped)."""
-    from langchain_dod.evaluation.runner import EvaluationError, ResultsFile
+    from langchain_dod.evaluation.runner import EvaluationError, ResultsFile, read_json
 
     out = Path(out)
     manifest_path = out / "manifest.json"
     if not manifest_path.is_file():
         raise EvaluationError(f"{out} is not an evaluation folder (no manifest.json); run `dod eval run` first.")
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    manifest = read_json(manifest_path)
     ids = manifest["ids"]
     runs = {}
     for path in sorted((out / "runs").glob("*.jsonl")):
         meta_path = path.with_suffix(".meta.json")
-        meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.exists() else {}
+        meta = read_json(meta_path) if meta_path.exists() else {}
         records = ResultsFile(path).load()
         runs[path.stem] = (meta, {i: records[i] for i in ids if i in records})
     return Evaluation(out, manifest, runs)

@@ -42,7 +42,15 @@ from langchain_dod.evaluation.metrics import score
 from langchain_dod.jsonl_store import JsonlError, append_jsonl, read_records, repair_tail
 from langchain_dod.solvers import is_local_model, load_chat_model, model_label, spec_label
 
-__all__ = ["EvaluationError", "ResultsFile", "RunSpec", "StageRecorder", "arun_evaluation", "run_evaluation"]
+__all__ = [
+    "EvaluationError",
+    "ResultsFile",
+    "RunSpec",
+    "StageRecorder",
+    "arun_evaluation",
+    "read_json",
+    "run_evaluation",
+]
 
 Mode = Literal["decomposed", "direct", "cot"]
 
@@ -463,7 +471,7 @@ def _write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def _read_json(path: Path) -> Any:
+def read_json(path: Path) -> Any:
     """A JSON file this runner wrote; an empty or damaged one is an error naming it (not "Expecting value")."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -493,7 +501,7 @@ def _manifest(out: Path, dataset: LoadedDataset, items: list[Item], seed: int | 
         "created": _now(),
     }
     if path.exists():
-        old = _read_json(path)
+        old = read_json(path)
         same_data = (old["dataset"]["sha256"], old["dataset"]["format"], old.get("seed")) == (
             dataset.sha256,
             dataset.fmt,
@@ -534,7 +542,7 @@ def _open_run(out: Path, spec: RunSpec, dataset: LoadedDataset, retry_errors: bo
     meta_path = runs / f"{spec.name}.meta.json"
     described = spec.describe()
     if meta_path.exists():
-        meta = _read_json(meta_path)
+        meta = read_json(meta_path)
         if "prompts" not in meta.get("spec", {}):  # made before prompts were recorded
             if spec.decomposer is not None:
                 raise EvaluationError(
