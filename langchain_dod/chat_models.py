@@ -561,7 +561,7 @@ class ChatGGUF(BaseChatModel):
         with loaded.lock:
             n_out = len(loaded.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)) if text else 0
         # langchain-core imports NotRequired from typing (3.11+): checked as 3.10, its optional keys look required
-        return UsageMetadata(  # type: ignore[typeddict-item]
+        return UsageMetadata(  # type: ignore[typeddict-item, unused-ignore]
             input_tokens=n_prompt,
             output_tokens=n_out,
             total_tokens=n_prompt + n_out,
