@@ -23,8 +23,8 @@ import contextvars
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any, Literal, TypeVar
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+from typing import Any, Literal, TypeVar, cast
 
 from langchain_core.callbacks import adispatch_custom_event, dispatch_custom_event
 from langchain_core.language_models import BaseChatModel, BaseLanguageModel
@@ -241,7 +241,7 @@ async def _aiterate(
         return
     end = time.monotonic() + limit
     if _native_async(model):
-        stream = make_async()
+        stream = cast(AsyncGenerator[T, None], make_async())  # astream() is typed AsyncIterator but is a generator
         try:
             while True:
                 try:
@@ -526,7 +526,7 @@ class DecomposeSolve(_SolveBase):
         if self.max_subquestions is not None:
             subquestions = subquestions[: self.max_subquestions]
         mode = "fallback" if error is not None else ("two-stage" if subquestions else "single-stage")
-        head = {"question": question, "context": context, "subquestions": subquestions, "mode": mode}
+        head: dict[str, Any] = {"question": question, "context": context, "subquestions": subquestions, "mode": mode}
         if error is not None:
             head["decomposer_error"] = f"{type(error).__name__}: {error}"
         head["usage"] = {"decomposer": usage}
@@ -538,7 +538,8 @@ class DecomposeSolve(_SolveBase):
     def _prepare(
         self, question: str, context: str | None, run_manager: Any, config: RunnableConfig, clock: _Clock
     ) -> dict:
-        decomposition, error = None, None
+        decomposition: Any = None
+        error: Exception | None = None
         value, child = {"question": question, "context": context}, _child(config, run_manager, "decomposer")
         try:
             decomposition = _call(lambda: self.decomposer.invoke(value, child), "decomposer", clock)
@@ -557,7 +558,8 @@ class DecomposeSolve(_SolveBase):
     async def _aprepare(
         self, question: str, context: str | None, run_manager: Any, config: RunnableConfig, clock: _Clock
     ) -> dict:
-        decomposition, error = None, None
+        decomposition: Any = None
+        error: Exception | None = None
         value, child = {"question": question, "context": context}, _child(config, run_manager, "decomposer")
         try:
             decomposition = await _acall(

@@ -170,7 +170,7 @@ def _load(key: tuple[Any, ...], path: Path, lora: Path | None, params: dict[str,
         )
 
         def render(messages: list[dict[str, Any]]) -> tuple[list[int], list[str]]:
-            result = formatter(messages=messages)
+            result = formatter(messages=messages)  # type: ignore[arg-type]  # plain dicts, not llama_cpp's TypedDicts
             tokens = llm.tokenize(result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True)
             stops = result.stop if isinstance(result.stop, list) else ([result.stop] if result.stop else [])
             return tokens, stops
@@ -560,7 +560,8 @@ class ChatGGUF(BaseChatModel):
     def _usage(self, loaded: _Loaded, n_prompt: int, text: str, cached: int) -> UsageMetadata:
         with loaded.lock:
             n_out = len(loaded.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)) if text else 0
-        return UsageMetadata(
+        # langchain-core imports NotRequired from typing (3.11+): checked as 3.10, its optional keys look required
+        return UsageMetadata(  # type: ignore[typeddict-item, unused-ignore]
             input_tokens=n_prompt,
             output_tokens=n_out,
             total_tokens=n_prompt + n_out,
@@ -577,7 +578,9 @@ class ChatGGUF(BaseChatModel):
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
         loaded, args, model = self._completion_args(messages, stop, kwargs, deadline)
         started = time.perf_counter()
-        text, finish, cached = [], None, []
+        text: list[str] = []
+        finish: str | None = None
+        cached: list[int] = []
         for piece, finish_reason in self._run(loaded, args, cancelled, deadline, cached):
             finish = finish_reason or finish
             if piece:
@@ -607,7 +610,7 @@ class ChatGGUF(BaseChatModel):
         merged: ChatGenerationChunk | None = None
         for chunk in self._chunks(messages, stop, kwargs):
             merged = chunk if merged is None else merged + chunk
-        assert merged is not None
+        assert merged is not None and isinstance(merged.message, AIMessageChunk)
         message = AIMessage(
             content=merged.message.content,
             usage_metadata=merged.message.usage_metadata,
@@ -697,6 +700,7 @@ class ChatGGUF(BaseChatModel):
         if method == "json_mode":
             json_schema: dict[str, Any] = {"type": "object"}
         else:
+            assert schema is not None  # checked above for every method but json_mode
             try:
                 json_schema = convert_to_json_schema(schema)
             except Exception as err:

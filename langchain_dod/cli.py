@@ -66,9 +66,12 @@ def _decoded(raw: bytes, where: str) -> tuple[str, str | None]:
 
 
 def _decomposer(args: argparse.Namespace) -> Any:
+    from langchain_core.language_models import BaseChatModel
+
     from langchain_dod.decomposer import Decomposer, default_decomposer_llm
     from langchain_dod.solvers import load_chat_model
 
+    llm: BaseChatModel
     if args.decomposer is None:
         llm = default_decomposer_llm(profile=args.profile)
         if args.adapter:

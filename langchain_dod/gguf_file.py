@@ -108,14 +108,14 @@ def _inspect(path: str, size: int, mtime_ns: int) -> GGUFInfo:
     file = Path(path)
     if size < 24:
         raise GGUFError(f"{file} is too small to be a GGUF file ({size} bytes). Download or export it again.")
-    with open(file, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
-        magic = data[:4]
+    with open(file, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        magic = mapped[:4]
         if magic != _MAGIC:
             raise GGUFError(
                 f"{file} is not a GGUF file (starts with {magic!r}, expected b'GGUF'). Convert the model to GGUF "
                 "(e.g. `dod-train export`) or pass the right file."
             )
-        cur = _Cursor(data)
+        cur = _Cursor(mapped)
         cur.pos = 4
         try:
             version = cur.take("I")

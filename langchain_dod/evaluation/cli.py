@@ -71,6 +71,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         for dec in args.decomposer or []:
             spec = RunSpec(solver=solver, decomposer=dec, socratic=socratic if dec == "oracle" else None, **common)
             if args.label:  # e.g. two adapters behind "default": dec-default-v3__solver next to dec-default__solver
+                assert spec.name is not None  # RunSpec.__post_init__ always sets it
                 stage, _, rest = spec.name.partition("__")
                 spec.name = f"{stage}-{args.label}__{rest}"
             specs.append(spec)

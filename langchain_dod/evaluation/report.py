@@ -92,7 +92,7 @@ class RunSummary:
     errors: int
     unparsed: int
     metrics: dict[str, float]
-    tokens: dict[str, dict[str, float]]
+    tokens: dict[str, dict[str, Any]]  # per stage: mean "input" and "output" tokens, and their "sources"
     dollars: dict[str, float]
     cpu_seconds: dict[str, float | None]
     latency: dict[str, float | None]
@@ -125,8 +125,7 @@ def summarize(
     solver_model = next((r["usage"]["solver"]["model"] for r in rows if (r.get("usage") or {}).get("solver")), None)
     tokens, dollars, cpu, latency = {}, {}, {}, {}
     for stage in ("decomposer", "solver"):
-        usages = [(r.get("usage") or {}).get(stage) for r in rows]
-        usages = [u for u in usages if u]
+        usages = [u for u in ((r.get("usage") or {}).get(stage) for r in rows) if u]
         if not usages:
             continue
         tokens[stage] = {
@@ -136,7 +135,7 @@ def summarize(
         }
         dollars[stage] = sum(prices.stage_dollars(stage, u, solver_model) for u in usages)
         cpus = [u.get("cpu_seconds") for u in usages if u.get("local")]
-        cpu[stage] = _mean(cpus) if cpus and all(c is not None for c in cpus) else None  # type: ignore[arg-type]
+        cpu[stage] = _mean(cpus) if cpus and all(c is not None for c in cpus) else None
         secs = [u["seconds"] for u in usages if u.get("seconds") is not None]
         latency[stage] = statistics.median(secs) if secs else None
     items = [r["seconds"] for r in rows if r.get("seconds") is not None]

@@ -390,7 +390,9 @@ def _make_record(
     decomposer = getattr(chain, "decomposer", None)
     dec_llm = decomposer.llm if isinstance(decomposer, Decomposer) else None
 
-    dec_prompt = _messages_text(decomposer.messages(item.question, item.context)) if dec_llm is not None else None
+    dec_prompt = (
+        _messages_text(decomposer.messages(item.question, item.context)) if isinstance(decomposer, Decomposer) else None
+    )
     solve_mode = spec.mode if spec.decomposer is None else "decomposed"
     solve_prompt = _messages_text(solver_messages(item.question, item.context, subquestions, mode=solve_mode))
     logs = recorder.stages
@@ -487,7 +489,7 @@ def _now() -> str:
 
 def _manifest(out: Path, dataset: LoadedDataset, items: list[Item], seed: int | None, limit: int | None) -> dict:
     path = out / "manifest.json"
-    new = {
+    new: dict[str, Any] = {
         "dataset": {
             "path": str(dataset.path),
             "format": dataset.fmt,
@@ -534,6 +536,12 @@ class _RunState:
     chain: Any = None
     segment: dict[str, Any] | None = None
     mark: float = 0.0  # perf_counter() when the segment's seconds were last brought up to date
+
+    @property
+    def name(self) -> str:
+        """The run's name; ``RunSpec.__post_init__`` always sets it."""
+        assert self.spec.name is not None
+        return self.spec.name
 
 
 def _open_run(out: Path, spec: RunSpec, dataset: LoadedDataset, retry_errors: bool) -> _RunState:
@@ -624,19 +632,19 @@ async def _run_items(state: _RunState, todo: list[Item], fmt: str, max_concurren
         {
             "callbacks": [r],
             "max_concurrency": max_concurrency,
-            "metadata": {"item_id": i.id, "run": state.spec.name},
-            "run_name": f"eval:{state.spec.name}",
+            "metadata": {"item_id": i.id, "run": state.name},
+            "run_name": f"eval:{state.name}",
         }
         for i, r in zip(todo, recorders, strict=True)
     ]
     inputs = [{"question": i.question, "context": i.context} for i in todo]
     cpu_valid = max_concurrency == 1
     if bar is not None:
-        bar.set_description(state.spec.name[:40])
+        bar.set_description(state.name[:40])
     async for index, output in chain.abatch_as_completed(inputs, configs, return_exceptions=True):
         if isinstance(output, BaseException) and (cause := _config_error(output)) is not None:
             raise EvaluationError(
-                f"Run {state.spec.name!r} cannot run: {type(cause).__name__}: {cause}. Nothing was recorded for "
+                f"Run {state.name!r} cannot run: {type(cause).__name__}: {cause}. Nothing was recorded for "
                 "this item; fix the configuration and rerun to continue."
             ) from output
         record = _make_record(todo[index], fmt, state.spec, chain, output, recorders[index], cpu_valid)
@@ -685,13 +693,13 @@ async def arun_evaluation(
             bar.close()
     ids = [i.id for i in items]
     return {
-        st.spec.name: {
+        st.name: {
             "done": sum(1 for i in ids if i in st.done),
             "errors": sum(1 for i in ids if st.done.get(i, {}).get("error")),
             "results": str(st.results.path),
             "wall_seconds": st.meta.get("wall_seconds", 0.0),
         }
-        for st in states  # type: ignore[misc]
+        for st in states
     }
 
 
