@@ -24,6 +24,7 @@ demo: install
 test: install  # lint, format and types first (seconds), then the suite
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy langchain_dod
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
 bench: install  # each writes benchmarks/results/NAME.{json,md}
