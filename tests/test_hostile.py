@@ -778,3 +778,20 @@ def test_eval_meta_keeps_the_wall_time_of_a_killed_session(tmp_path):
     meta = json.loads(meta_path.read_text())
     assert [s["items"] for s in meta["segments"]] == [1, 4]
     assert meta["segments"][0]["seconds"] == killed["segments"][0]["seconds"]
+
+
+# -- 13. an answer followed by its working is that answer, not the working's last number ---------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "number"),
+    [
+        ("The answer is 31 pens (3 boxes of 12, minus 5).", 31),  # was "5"
+        ("So the answer is 18 apples. Check: 3*6=18, 5 left", 18),  # was "5": a marker without its colon
+    ],
+)
+def test_answer_marker_followed_by_working_gives_the_answer(text, number):
+    from langchain_dod.evaluation.metrics import numbers_in
+    from langchain_dod.parsing import extract_answer
+
+    assert numbers_in(extract_answer(text)) == [number]
