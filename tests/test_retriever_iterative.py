@@ -21,15 +21,8 @@ from langchain_tests.integration_tests import RetrieversIntegrationTests
 from langchain_dod import ChatGGUF, DecomposingRetriever
 from langchain_dod.decomposer import Decomposer
 from langchain_dod.retrievers import answer_candidates, parse_answer, reader_messages
+from tests.test_retriever import TEXTS  # the same tiny bridge corpus, written once
 
-TEXTS = [
-    "The Varnholt Bridge crosses the river Ebbe in the town of Kessler.",
-    "The engineer Mira Talloway designed the Varnholt Bridge in 1911.",
-    "Mira Talloway was born in the fishing village of Orrin Cove.",
-    "Orrin Cove lies at the mouth of the river Seld.",
-    "The town of Kessler is famous for its clock tower and its cheese market.",
-    "The river Seld freezes over in most winters.",
-]
 QUESTION = "At the mouth of which river lies the birthplace of the designer of the Varnholt Bridge?"
 STEPS = ["Who designed the Varnholt Bridge?", "Where was #1 born?", "At the mouth of which river does #2 lie?"]
 
