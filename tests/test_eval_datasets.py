@@ -7,8 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from langchain_dod.evaluation.datasets import DatasetError, detect_format, load_dataset, select_items
-from langchain_dod.evaluation.oracle import SocraticOracle, socratic_subquestions
+from langchain_dod.evaluation.datasets import (
+    DatasetError,
+    detect_format,
+    load_dataset,
+    select_items,
+    socratic_subquestions,
+)
+from langchain_dod.evaluation.oracle import SocraticOracle
 
 FIX = Path(__file__).parent / "fixtures" / "eval"
 
@@ -105,7 +111,7 @@ def test_socratic_oracle_caps_dedupes_and_reports_no_tokens():
     assert oracle.invoke(
         {"question": "The temperature was 4 degrees and fell by 9 degrees. What is the temperature now?"}
     ).subquestions == ["What is 4 minus 9?"]
-    assert socratic_subquestions("A? ** x\nB? ** y\n#### 3") == ["A?", "B?"]
+    assert socratic_subquestions("Q?", "A? ** x\nB? ** y\n#### 3") == ["A?", "B?"]
     from langchain_dod.decomposer import DecompositionError
 
     with pytest.raises(DecompositionError, match="No human sub-questions"):

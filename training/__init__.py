@@ -33,7 +33,7 @@ __all__ = [
 _WHERE = {
     "Example": "training.data",
     "load_examples": "training.data",
-    "SocraticOptions": "training.socratic",
+    "SocraticOptions": "training.data",
     "TrainingError": "training.errors",
     "generate": "training.generate",
     "screen": "training.screen",

@@ -39,9 +39,8 @@ def _add_socratic(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_generate(args: argparse.Namespace) -> Any:
-    from training.data import load_examples
+    from training.data import SocraticOptions, load_examples
     from training.generate import generate
-    from training.socratic import SocraticOptions
 
     socratic = SocraticOptions(
         cap=args.cap,

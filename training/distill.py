@@ -24,12 +24,11 @@ __all__ = ["distill"]
 def distill(config: str | Path | dict[str, Any], *, progress: bool = True) -> dict[str, Any]:
     """Run generate → (screen) → build → sft → export as the config says; returns every stage's report."""
     from training.build import build
-    from training.data import load_examples
+    from training.data import SocraticOptions, load_examples
     from training.export import export_and_verify, probe_messages
     from training.generate import generate
     from training.screen import screen
     from training.sft import SFTConfig, sft
-    from training.socratic import SocraticOptions
     from training.store import read_jsonl
 
     config = load_config(config) if isinstance(config, (str, Path)) else validate_config(config)
