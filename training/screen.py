@@ -17,7 +17,6 @@ solver data), append-only and resumable like ``generate``.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,26 +33,19 @@ from training.store import read_jsonl, read_records
 
 __all__ = ["ScreenReport", "answers_match", "screen"]
 
-_NUM = re.compile(r"^-?\d+(?:\.\d+)?$")
-
-
-def _norm(text: str) -> str:
-    return " ".join(re.sub(r"[^a-z0-9 ]", " ", text.lower()).split())
-
 
 def answers_match(predicted: str | None, gold: str | None) -> bool:
-    """The evaluation's rule: a numeric gold needs exactly that one number (``gsm8k_strict``).
+    """The evaluation's own rule (``metrics.score`` for generic data, one gold answer).
 
-    That is how ``dod eval`` scores GSM8K; a text gold needs equal or contained normalised text.
+    A numeric gold needs exactly that one number (``gsm8k_strict``, how ``dod eval`` scores GSM8K); a text gold
+    needs its normalised text inside the normalised answer (``contains``, Bamboogle's accuracy).
     """
-    from langchain_dod.evaluation.metrics import gsm8k_strict
+    from langchain_dod.evaluation.metrics import score
 
-    if predicted is None or gold is None:
+    if predicted is None or not gold:
         return False
-    if _NUM.match(gold.strip().replace(",", "")):
-        return gsm8k_strict(predicted, gold)
-    p, g = _norm(predicted), _norm(gold)
-    return bool(g) and (p == g or f" {g} " in f" {p} ")
+    scores = score("jsonl", predicted, ((gold,),))
+    return bool(scores.get("strict", scores["contains"]))
 
 
 @dataclass
