@@ -382,3 +382,122 @@ def test_offset_shards_the_examples_after_the_exclusion(tmp_path):
         load_examples(data, offset=len(everything))
     with pytest.raises(TrainingError, match="offset must be"):
         load_examples(data, offset=-1)
+
+
+# -- stage settings: declared once, CLI flags and recipe tables derive from them -------------------------------
+
+OLD_DEFAULTS = {  # the defaults the stages' signatures and flags had before the settings dataclasses
+    "generate": {
+        "profile": "math",
+        "max_subquestions": 3,
+        "max_concurrency": 1,
+        "retries": 2,
+        "backoff": 1.0,
+        "temperature": None,
+        "seed": 0,
+        "max_tokens": 256,
+        "price_in": None,
+        "price_out": None,
+    },
+    "screen": {
+        "second_teacher": None,
+        "second_temperature": 0.7,
+        "skip": None,
+        "max_tokens": 400,
+        "max_concurrency": 1,
+        "retries": 2,
+        "backoff": 1.0,
+    },
+    "build": {"kinds": ["SD-T"], "val_fraction": 0.1, "seed": 0, "drop_empty": False},
+    "export": {
+        "kind": "adapter",
+        "outtype": "f16",
+        "quantize": ["Q8_0"],
+        "verify": True,
+        "probe_tokens": 8,
+        "min_match": 4,
+    },
+    "data": {
+        "format": None,
+        "limit": None,
+        "offset": 0,
+        "exclude": [],
+        "cap": 3,
+        "overflow": "first",
+        "drop_restatement": True,
+        "restatement_threshold": 0.7,
+    },
+}
+NOT_SETTINGS = {"generate": {"teacher"}, "screen": {"solver"}, "sft": {"base", "resume"}}
+
+
+def _stage_classes():
+    from training.build import BuildConfig
+    from training.data import DataConfig
+    from training.export import ExportConfig
+    from training.generate import GenerateConfig
+    from training.screen import ScreenConfig
+    from training.sft import SFTConfig
+
+    return {
+        "data": DataConfig,
+        "generate": GenerateConfig,
+        "screen": ScreenConfig,
+        "build": BuildConfig,
+        "sft": SFTConfig,
+        "export": ExportConfig,
+    }
+
+
+@pytest.mark.parametrize("recipe", sorted((Path(__file__).parents[1] / "training" / "recipes").glob("*.toml")))
+def test_every_shipped_recipe_loads_and_means_the_same(recipe):
+    """Each table of a shipped recipe becomes its stage's settings: the keys as written, the rest the old defaults."""
+    from dataclasses import asdict
+
+    config = load_config(recipe)
+    for stage, cls in _stage_classes().items():
+        if stage not in config:
+            continue
+        table = {k: v for k, v in config[stage].items() if k not in NOT_SETTINGS.get(stage, set())}
+        settings = asdict(cls(**table))
+        for key, value in table.items():
+            assert settings[key] == value, (recipe.name, stage, key)
+        for key, value in OLD_DEFAULTS.get(stage, {}).items():
+            if key not in table:
+                assert list(settings[key]) == value if isinstance(value, list) else settings[key] == value
+
+
+def test_cli_flags_derive_from_the_stage_settings():
+    """Every setting has its flag, and a command line without them gives the dataclass defaults."""
+    from training.cli import build_parser
+    from training.settings import from_args
+
+    parser = build_parser()
+    minimal = {
+        "generate": ["--data", "d.jsonl", "--teacher", "human", "--out", "o"],
+        "screen": ["--decompositions", "d", "--solver", "s", "--out", "o"],
+        "build": ["--out", "o"],
+        "export": ["--model", "m", "--out", "o"],
+        "sft": ["--data", "d", "--base", "b", "--out", "o"],
+    }
+    classes = _stage_classes()
+    for command, argv in minimal.items():
+        args = parser.parse_args([command, *argv])
+        cls = classes[command]
+        if command == "sft":
+            assert from_args(cls, args, target_modules="all-linear", kinds=None) == cls()
+            continue
+        assert from_args(cls, args) == cls(), command
+        for key, value in OLD_DEFAULTS[command].items():
+            assert getattr(args, key) == value, (command, key)
+    args = parser.parse_args(
+        ["generate", *minimal["generate"], "--keep-restatement", "--exclude", "a", "--exclude", "b"]
+    )
+    data = from_args(classes["data"], args)
+    assert data.source == "d.jsonl" and data.drop_restatement is False and data.exclude == ["a", "b"]
+    args = parser.parse_args(["export", *minimal["export"], "--no-verify", "--quantize", "Q8_0,Q4_K_M"])
+    assert from_args(classes["export"], args).verify is False and args.quantize == ["Q8_0", "Q4_K_M"]
+    with pytest.raises(TrainingError, match=r"generate: unknown settings \['profil'\]"):
+        from training.generate import generate
+
+        generate([], "human", "o.jsonl", profil="math")

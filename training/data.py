@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from langchain_dod.evaluation.datasets import (
@@ -30,8 +31,18 @@ from langchain_dod.evaluation.datasets import (
     read_items,
 )
 from training.errors import TrainingError
+from training.settings import setting
 
-__all__ = ["FORMATS", "Example", "Item", "SocraticOptions", "excluded_ids", "guess_format", "load_examples"]
+__all__ = [
+    "FORMATS",
+    "DataConfig",
+    "Example",
+    "Item",
+    "SocraticOptions",
+    "excluded_ids",
+    "guess_format",
+    "load_examples",
+]
 
 FORMATS = ("gsm8k", "socratic", "jsonl", "bamboogle", "drop")
 
@@ -122,3 +133,50 @@ def load_examples(
         )
         raise TrainingError(f"{source} holds no examples{hint}; check the file, its format and exclude.")
     return out
+
+
+@dataclass
+class DataConfig:
+    """Which examples a run uses: the ``[data]`` table of a distill config and ``dod-train generate``'s data flags."""
+
+    source: str = setting(flag="--data", help="GSM8K/Socratic/generic JSONL, Bamboogle CSV, DROP JSON or hf:NAME")
+    format: str | None = setting(None, choices=FORMATS)
+    limit: int | None = setting(None, type=int, help="at most this many examples, counted after --exclude")
+    offset: int = setting(0, help="skip the first N (after --exclude): a shard for a 2nd process")
+    exclude: list[str] = setting(
+        [],
+        action="append",
+        metavar="FILE",
+        help="skip the ids in an eval manifest.json or a JSONL of records with ids (repeatable): keep test items out",
+    )
+    cap: int = setting(3, help="keep at most this many sub-questions (default 3)")
+    overflow: str = setting(
+        "first",
+        choices=("first", "ends", "skip"),
+        help="more than --cap: keep the first ones, the first cap-1 and the last, or skip the example",
+    )
+    drop_restatement: bool = setting(
+        True,
+        flag="--keep-restatement",
+        action="store_false",
+        help="keep a final sub-question that restates the main question (dropped by default)",
+    )
+    restatement_threshold: float = setting(0.7)
+
+    SOCRATIC = ("cap", "overflow", "drop_restatement", "restatement_threshold")
+    """The settings of the Socratic normalisation (format socratic), a group of their own on the command line."""
+
+    def socratic(self) -> SocraticOptions:
+        """The Socratic normalisation these settings ask for."""
+        return SocraticOptions(self.cap, self.overflow, self.drop_restatement, self.restatement_threshold)  # type: ignore[arg-type]
+
+    def load(self) -> list[Item]:
+        """The examples (:func:`load_examples`)."""
+        return load_examples(
+            self.source,
+            self.format,
+            limit=self.limit,
+            offset=self.offset,
+            socratic=self.socratic(),
+            exclude=self.exclude,
+        )

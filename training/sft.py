@@ -20,6 +20,7 @@ from typing import Any
 from training.basemodel import load_causal_lm, load_tokenizer, prepare_base
 from training.errors import TrainingError
 from training.runs import training_info_path
+from training.settings import setting
 from training.store import read_jsonl
 
 __all__ = ["SFTConfig", "SFTReport", "encode_chat", "last_checkpoint", "load_sft_records", "sft"]
@@ -33,7 +34,9 @@ class SFTConfig:
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
-    target_modules: list[str] | str = "all-linear"
+    target_modules: list[str] | str = setting(
+        "all-linear", csv=True, cli_default=None, help="comma-separated (default all-linear)"
+    )
     learning_rate: float = 2e-4
     epochs: float = 3.0
     max_steps: int = -1
@@ -49,8 +52,8 @@ class SFTConfig:
     save_steps: int = 100
     save_total_limit: int = 2
     eval_before: bool = True
-    kinds: list[str] | None = None
-    threads: int | None = None
+    kinds: list[str] | None = setting(None, csv=True, help="comma-separated (default None)")
+    threads: int | None = setting(None, type=int, help="torch CPU threads (default: all cores)")
     """torch CPU threads (``None``: torch's default, all cores). On a CPU shared with other jobs, 1 is often
     several times faster than 2 (threads that wait for a busy core stall each other)."""
 
