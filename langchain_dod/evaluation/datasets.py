@@ -37,7 +37,7 @@ import json
 import os
 import random
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -287,14 +287,23 @@ class _Reading:
         return Item(ident, aliases=frozenset({alias} - {ident}), **fields)
 
 
-def _gsm8k(path: Path, how: _Reading) -> tuple[list[Item], list[str]]:
-    items, bad = [], []
+def _objects(path: Path, bad: list[str]) -> Iterator[tuple[int, int, dict[str, Any]]]:
+    """``(row index, line number, object)`` of each JSONL row; a row that is not a JSON object goes to ``bad``."""
     for index, (number, row) in enumerate(_read_jsonl(path)):
         if isinstance(row, Exception):
             bad.append(f"line {number}: not JSON ({row})")
-            continue
-        question = _text(row.get("question")) if isinstance(row, dict) else None
-        answer = row.get("answer") if isinstance(row, dict) else None
+        elif not isinstance(row, dict):
+            bad.append(f"line {number}: not a JSON object")
+        else:
+            yield index, number, row
+
+
+def _gsm8k(path: Path, how: _Reading) -> tuple[list[Item], list[str]]:
+    items: list[Item] = []
+    bad: list[str] = []
+    for index, number, row in _objects(path, bad):
+        question = _text(row.get("question"))
+        answer = row.get("answer")
         if question is None or not isinstance(answer, str) or "####" not in answer:
             bad.append(f"line {number}: needs 'question' and an 'answer' ending in '#### <number>'")
             continue
@@ -366,10 +375,7 @@ def _drop(path: Path, how: _Reading) -> tuple[list[Item], list[str]]:
                     continue
                 items.append(Item(qid, question, unique, context=passage))
         return items, bad
-    for number, row in _read_jsonl(path):
-        if not isinstance(row, dict):
-            bad.append(f"line {number}: not a JSON object")
-            continue
+    for _, number, row in _objects(path, bad):
         spans = (row.get("answers_spans") or {}).get("spans") if isinstance(row.get("answers_spans"), dict) else None
         gold = tuple(s.strip() for s in spans or [] if isinstance(s, str) and s.strip())
         question, passage = _text(row.get("question")), _text(row.get("passage"))
@@ -416,14 +422,9 @@ def _subquestions(value: Any) -> list[str] | None:
 
 
 def _generic(path: Path, how: _Reading) -> tuple[list[Item], list[str]]:
-    items, bad = [], []
-    for index, (number, row) in enumerate(_read_jsonl(path)):
-        if isinstance(row, Exception):
-            bad.append(f"line {number}: not JSON ({row})")
-            continue
-        if not isinstance(row, dict):
-            bad.append(f"line {number}: not a JSON object")
-            continue
+    items: list[Item] = []
+    bad: list[str] = []
+    for index, number, row in _objects(path, bad):
         question, answer = _text(row.get("question")), row.get("answer")
         alternatives = answer if isinstance(answer, list) else [answer]
         golds = tuple((t,) for t in (_text(a) for a in alternatives) if t)
