@@ -147,3 +147,14 @@ def test_drop_jsonl_and_bamboogle_jsonl_variants(tmp_path):
     bamboogle.write_text(json.dumps({"Question": "Capital of France?", "Answer": "Paris"}) + "\n")
     ds = load_dataset(bamboogle)
     assert ds.fmt == "bamboogle" and ds.items[0].answer == "Paris"
+
+
+def test_the_oracle_gives_the_sub_questions_training_learns_from():
+    """One Socratic rule: the oracle's plan for a question is the teacher-``human`` training target for it."""
+    from training.data import load_examples
+
+    path = Path(__file__).parent / "fixtures" / "training" / "socratic_tiny.jsonl"
+    oracle = SocraticOracle(path=str(path), max_subquestions=3)
+    examples = load_examples(path, "socratic")
+    assert [oracle.invoke(e.question).subquestions for e in examples] == [e.subquestions for e in examples]
+    assert examples[0].subquestions == ["How many pens does Tom have?"]  # the restatement is dropped for both

@@ -24,9 +24,12 @@ from pydantic import ConfigDict, Field, PrivateAttr
 from langchain_dod.decomposer import Decomposition, DecompositionError, normalize_input
 from langchain_dod.evaluation.datasets import DatasetError, SocraticOptions, socratic_subquestions
 
-__all__ = ["ORACLE_LABEL", "SocraticOracle"]
+__all__ = ["ORACLE_LABEL", "ORACLE_RULE", "SocraticOracle"]
 
 ORACLE_LABEL = "oracle:gsm8k-socratic"
+#: Recorded in an oracle run's description: runs made by another rule (the old one kept the restatement) must not
+#: be extended with this one's sub-questions.
+ORACLE_RULE = "datasets.socratic_subquestions: final restatement dropped, first max_subquestions kept"
 
 
 def _key(question: str) -> str:
