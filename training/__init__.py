@@ -13,8 +13,13 @@ from importlib import import_module
 from typing import Any
 
 __all__ = [
+    "BuildConfig",
+    "DataConfig",
     "Example",
+    "ExportConfig",
+    "GenerateConfig",
     "SFTConfig",
+    "ScreenConfig",
     "SocraticOptions",
     "TrainingError",
     "build",
@@ -31,6 +36,11 @@ __all__ = [
 ]
 
 _WHERE = {
+    "DataConfig": "training.data",
+    "GenerateConfig": "training.generate",
+    "ScreenConfig": "training.screen",
+    "BuildConfig": "training.build",
+    "ExportConfig": "training.export",
     "Example": "training.data",
     "load_examples": "training.data",
     "SocraticOptions": "training.data",
