@@ -39,7 +39,7 @@ __all__ = ["ScreenConfig", "ScreenReport", "answers_match", "screen"]
 class ScreenConfig:
     """How ``screen`` solves and keeps (the ``[screen]`` table besides ``solver``, and the CLI flags)."""
 
-    second_teacher: str | None = setting(None, type=str, help="teacher SPEC for a second sample of the failures")
+    second_teacher: Any = setting(None, type=str, help="teacher SPEC (or model) for a second sample of the failures")
     second_temperature: float = setting(0.7)
     skip: str | None = setting(
         None,
