@@ -116,6 +116,7 @@ def test_records_scores_costs_and_manifest(tmp_path):
 
     meta = json.loads((tmp_path / "runs" / "oracle.meta.json").read_text())
     assert meta["spec"]["decomposer"] == "oracle" and meta["segments"][0]["items"] == 5
+    assert meta["spec"]["oracle_rule"].startswith("datasets.socratic_subquestions")  # the one Socratic rule
     assert meta["wall_seconds"] >= 0
 
 

@@ -20,6 +20,7 @@ from typing import Any
 from training.basemodel import load_causal_lm, load_tokenizer, prepare_base
 from training.errors import TrainingError
 from training.runs import training_info_path
+from training.settings import setting
 from training.store import read_jsonl
 
 __all__ = ["SFTConfig", "SFTReport", "encode_chat", "last_checkpoint", "load_sft_records", "sft"]
@@ -33,7 +34,9 @@ class SFTConfig:
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
-    target_modules: list[str] | str = "all-linear"
+    target_modules: list[str] | str = setting(
+        "all-linear", csv=True, cli_default=None, help="comma-separated (default all-linear)"
+    )
     learning_rate: float = 2e-4
     epochs: float = 3.0
     max_steps: int = -1
@@ -49,8 +52,8 @@ class SFTConfig:
     save_steps: int = 100
     save_total_limit: int = 2
     eval_before: bool = True
-    kinds: list[str] | None = None
-    threads: int | None = None
+    kinds: list[str] | None = setting(None, csv=True, help="comma-separated (default None)")
+    threads: int | None = setting(None, type=int, help="torch CPU threads (default: all cores)")
     """torch CPU threads (``None``: torch's default, all cores). On a CPU shared with other jobs, 1 is often
     several times faster than 2 (threads that wait for a busy core stall each other)."""
 
@@ -201,46 +204,17 @@ def sft(
     config = config or SFTConfig()
     out = Path(out)
     train_path, validation_path = _data_paths(data, validation)
-    train_records = load_sft_records(train_path, config.kinds)
-    val_records = load_sft_records(validation_path, config.kinds) if validation_path else []
-    if not train_records:
-        raise TrainingError(
-            f"{train_path} holds no training records{' of kinds ' + str(config.kinds) if config.kinds else ''}."
-        )
+    train_records, val_records = _records(train_path, validation_path, config.kinds)
     checkpoint = _checkpoint_to_resume(out, resume)
     base_dir = prepare_base(base)
-
-    import torch
-    from transformers import DataCollatorForSeq2Seq, Trainer, set_seed
-
-    set_seed(config.seed)
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    tokenizer = load_tokenizer(base_dir)
-    train_set, dropped = _encode(tokenizer, train_records, config.max_length)
-    val_set, val_dropped = _encode(tokenizer, val_records, config.max_length)
-    if not train_set:
-        raise TrainingError(f"Every training record is longer than max_length={config.max_length}; raise it.")
-
-    trainer = Trainer(
-        model=_model(base_dir, config),
-        args=_training_arguments(out, config, evaluate=bool(val_set), progress=progress),
-        train_dataset=train_set,
-        eval_dataset=val_set or None,
-        data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
-        processing_class=tokenizer,
-        callbacks=callbacks,
-    )
+    tokenizer, train_set, val_set, dropped = _tokenized(base_dir, train_records, val_records, config)
+    trainer = _trainer(base_dir, out, config, tokenizer, train_set, val_set, progress, callbacks)
     eval_before = (
         _eval_before(trainer, out, resuming=checkpoint is not None) if val_set and config.eval_before else None
     )
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     eval_after = trainer.evaluate()["eval_loss"] if val_set else None
-
-    final = out / "final"
-    trainer.save_model(str(final))
-    tokenizer.save_pretrained(str(final))
-    (final / "training_args.bin").unlink(missing_ok=True)  # a pickle; settings are in the training info
+    final = _save_final(trainer, tokenizer, out)
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e and math.isfinite(e["loss"])]
     report = SFTReport(
         final=str(final),
@@ -248,7 +222,7 @@ def sft(
         steps=trainer.state.global_step,
         train_records=len(train_set),
         validation_records=len(val_set),
-        dropped_too_long=dropped + val_dropped,
+        dropped_too_long=dropped,
         eval_loss_before=eval_before,
         eval_loss_after=eval_after,
         train_loss_first=losses[0] if losses else None,
@@ -259,6 +233,68 @@ def sft(
     _write_training_info(final, base_dir, config, report, train_path, validation_path)
     os.sync()
     return report
+
+
+def _records(
+    train_path: Path, validation_path: Path | None, kinds: list[str] | None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The training and validation records of the kinds asked for; no training record is an error."""
+    train_records = load_sft_records(train_path, kinds)
+    val_records = load_sft_records(validation_path, kinds) if validation_path else []
+    if not train_records:
+        raise TrainingError(f"{train_path} holds no training records{' of kinds ' + str(kinds) if kinds else ''}.")
+    return train_records, val_records
+
+
+def _tokenized(
+    base_dir: Path, train_records: list[dict[str, Any]], val_records: list[dict[str, Any]], config: SFTConfig
+) -> tuple[Any, list[dict[str, list[int]]], list[dict[str, list[int]]], int]:
+    """``(tokenizer, train set, validation set, records dropped as too long)``, after seeding torch."""
+    import torch
+    from transformers import set_seed
+
+    set_seed(config.seed)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    tokenizer = load_tokenizer(base_dir)
+    train_set, dropped = _encode(tokenizer, train_records, config.max_length)
+    val_set, val_dropped = _encode(tokenizer, val_records, config.max_length)
+    if not train_set:
+        raise TrainingError(f"Every training record is longer than max_length={config.max_length}; raise it.")
+    return tokenizer, train_set, val_set, dropped + val_dropped
+
+
+def _trainer(
+    base_dir: Path,
+    out: Path,
+    config: SFTConfig,
+    tokenizer: Any,
+    train_set: list[dict[str, list[int]]],
+    val_set: list[dict[str, list[int]]],
+    progress: bool,
+    callbacks: list[Any] | None,
+) -> Any:
+    """The transformers ``Trainer`` over the model (LoRA-wrapped or full) and the tokenised records."""
+    from transformers import DataCollatorForSeq2Seq, Trainer
+
+    return Trainer(
+        model=_model(base_dir, config),
+        args=_training_arguments(out, config, evaluate=bool(val_set), progress=progress),
+        train_dataset=train_set,
+        eval_dataset=val_set or None,
+        data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
+
+
+def _save_final(trainer: Any, tokenizer: Any, out: Path) -> Path:
+    """Save the model (adapter or full) and the tokenizer to ``out/final``."""
+    final = out / "final"
+    trainer.save_model(str(final))
+    tokenizer.save_pretrained(str(final))
+    (final / "training_args.bin").unlink(missing_ok=True)  # a pickle; settings are in the training info
+    return final
 
 
 def _checkpoint_to_resume(out: Path, resume: bool) -> Path | None:

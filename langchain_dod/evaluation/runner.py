@@ -153,6 +153,10 @@ class RunSpec:
         }
         if self.decomposer == "default":  # which adapter "default" meant: results of two adapters must not mix
             described["adapter"] = _default_adapter_id(self.profile)
+        if self.decomposer == "oracle":  # how the Socratic steps became sub-questions: two rules must not mix
+            from langchain_dod.evaluation.oracle import ORACLE_RULE
+
+            described["oracle_rule"] = ORACLE_RULE
         described["prompts"] = self.prompts_id()  # a changed wording must not mix into a run's earlier items
         return described
 
