@@ -114,7 +114,7 @@ def test_socratic_oracle_caps_dedupes_and_reports_no_tokens():
     assert socratic_subquestions("Q?", "A? ** x\nB? ** y\n#### 3") == ["A?", "B?"]
     from langchain_dod.decomposer import DecompositionError
 
-    with pytest.raises(DecompositionError, match="No human sub-questions"):
+    with pytest.raises(DecompositionError, match="No Socratic sub-questions"):
         oracle.invoke("Unknown question?")
     # pydantic wraps the DatasetError in a ValueError
     with pytest.raises(ValueError, match=r"Socratic file not found.*Pass path= .*\(--socratic PATH"):

@@ -106,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--teacher",
         required=True,
-        help="a SPEC as in `dod ask` (llamacpp:NAME|PATH, openai:MODEL, ...) or 'human' (Socratic steps)",
+        help="a SPEC as in `dod ask` (llamacpp:NAME|PATH, openai:MODEL, ...) or 'given' "
+        "(the data's own sub-questions, e.g. GSM8K Socratic)",
     )
     p.add_argument("--out", required=True, help="output JSONL (appended to; rerun to resume)")
     add_flags(p, GenerateConfig)

@@ -11,7 +11,7 @@ Example (``training/recipes/smollm2-socratic.toml`` is a full one)::
     source = "../shared/data/gsm8k/test_socratic.jsonl"
     format = "socratic"
     [generate]
-    teacher = "human"
+    teacher = "given"
     [build]
     kinds = ["SD-T"]
     [sft]

@@ -2,7 +2,7 @@
 
 Formats (``format=`` or guessed from the file) are the data layer's, plus ``socratic``: GSM8K Socratic JSONL,
 whose steps become each example's sub-questions by the data layer's rule (:class:`SocraticOptions`; teacher
-``human`` writes them out as decompositions). Sources may also be ``hf:NAME[:CONFIG][@SPLIT]``.
+``given`` writes them out as decompositions). Sources may also be ``hf:NAME[:CONFIG][@SPLIT]``.
 
 Ids are the record's own ``id``/``query_id`` when it has one, else its row in the plain spelling
 (``train-24``: what the committed training outputs are keyed by; the evaluation pads it, ``train-0024``), so

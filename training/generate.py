@@ -1,7 +1,8 @@
 """Stage 1: teacher decompositions, written to an append-only JSONL keyed by example id.
 
 The teacher is any SPEC ``dod ask`` takes (``llamacpp:qwen2.5-coder-1.5b-instruct``, ``openai:gpt-4o-mini``,
-…), a LangChain model, or ``"human"``: the examples' own sub-questions (GSM8K Socratic). It is asked through
+…), a LangChain model, or ``"given"``: the examples' own sub-questions (GSM8K Socratic, written by a model).
+It is asked through
 the runtime's :class:`~langchain_dod.decomposer.Decomposer`, i.e. with exactly the prompt the distilled model
 will see. Each finished example is one fsynced line (:class:`~training.store.JsonlWriter`), so a rerun after a
 crash or SIGKILL skips what is done, redoes only what was in flight, and never pays for an example twice.
@@ -38,7 +39,8 @@ __all__ = [
 
 #: The paper's cost model for a hosted teacher: dollars per 1K input and output tokens (the evaluation's rate).
 PAPER_PRICES = (PAPER_RATE.input_per_1k, PAPER_RATE.output_per_1k)
-HUMAN = "human"
+GIVEN = "given"  # the data's own sub-questions (GSM8K Socratic: written by a model, not by people)
+LEGACY_GIVEN = "human"  # the old name of GIVEN, still accepted (recipes written before it)
 
 
 @dataclass
@@ -90,7 +92,7 @@ def _is_local(teacher: Any) -> bool:
     from langchain_dod.solvers import is_local_model, is_local_spec
 
     if isinstance(teacher, str):
-        return teacher == HUMAN or is_local_spec(teacher)
+        return teacher in (GIVEN, LEGACY_GIVEN) or is_local_spec(teacher)
     return is_local_model(getattr(teacher, "llm", teacher))  # a Decomposer: its model
 
 
@@ -146,10 +148,10 @@ def decompose_with_retries(
     raise last
 
 
-def _human_record(example: Example) -> dict[str, Any]:
+def _given_record(example: Example) -> dict[str, Any]:
     if example.subquestions is None:
         raise TrainingError(
-            f"Example {example.id!r} has no human sub-questions; teacher 'human' needs data with them "
+            f"Example {example.id!r} has no sub-questions of its own; teacher 'given' needs data with them "
             "(format socratic, or JSONL with a 'subquestions' list). Use a model SPEC as teacher otherwise."
         )
     return {
@@ -264,8 +266,8 @@ def _prices(teacher: Any, cfg: GenerateConfig) -> tuple[float, float]:
 
 def _teacher_work(teacher: Any, cfg: GenerateConfig) -> tuple[Callable[[Example], dict[str, Any]], str]:
     """``(decompose, label)``: what one example's decomposition record holds, and the teacher's name in it."""
-    if isinstance(teacher, str) and teacher == HUMAN:
-        return _human_record, HUMAN
+    if isinstance(teacher, str) and teacher in (GIVEN, LEGACY_GIVEN):
+        return _given_record, GIVEN
     decomposer = make_teacher(
         teacher,
         profile=cfg.profile,

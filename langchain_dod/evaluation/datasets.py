@@ -191,7 +191,7 @@ def looks_socratic(answer: Any) -> bool:
 def socratic_subquestions(question: str, answer: str, options: SocraticOptions = SocraticOptions()) -> list[str] | None:
     """The normalised sub-questions of one Socratic example; ``None`` when ``overflow="skip"`` drops it.
 
-    The same rule serves the training data (teacher ``human``) and the evaluation's oracle
+    The same rule serves the training data (teacher ``given``) and the evaluation's oracle
     (:class:`~langchain_dod.evaluation.oracle.SocraticOracle`), so the oracle measures exactly the
     decompositions an adapter could learn from. Raises ``ValueError`` when the answer has no
     ``SUB-QUESTION ** step`` lines (not the Socratic format).

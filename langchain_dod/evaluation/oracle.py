@@ -1,4 +1,6 @@
-"""An oracle "decomposer" that returns human-written sub-questions (GSM8K's Socratic split).
+"""An oracle "decomposer" that returns the data's own sub-questions (GSM8K's Socratic split).
+
+GSM8K's Socratic sub-questions were written by a model, not by people (GSM8K's README says so).
 
 GSM8K's ``*_socratic.jsonl`` writes each reasoning step as ``SUB-QUESTION ** step``. Fed to the solver in
 place of a model's decomposition, these are an upper-bound teacher: what a perfect decomposer could give.
@@ -8,7 +10,7 @@ to write them at run time.
 The steps become sub-questions by the data layer's one rule
 (:func:`~langchain_dod.evaluation.datasets.socratic_subquestions` with ``cap=max_subquestions``: a final
 restatement of the question dropped, then the first ``max_subquestions`` kept), the rule that makes the
-training data of teacher ``human``. So the oracle measures the decompositions an adapter could learn from, not
+training data of teacher ``given``. So the oracle measures the decompositions an adapter could learn from, not
 a variant of them (before, the oracle kept the restatement the training data drops).
 """
 
@@ -37,7 +39,7 @@ def _key(question: str) -> str:
 
 
 class SocraticOracle(RunnableSerializable[Any, Decomposition]):
-    """Runnable: question → the human sub-questions for it, as a :class:`Decomposition` with 0 tokens."""
+    """Runnable: question → the data's sub-questions for it, as a :class:`Decomposition` with 0 tokens."""
 
     path: str
     """The Socratic JSONL (e.g. ``../shared/data/gsm8k/test_socratic.jsonl``)."""
@@ -75,7 +77,7 @@ class SocraticOracle(RunnableSerializable[Any, Decomposition]):
         question, _ = normalize_input(value)
         subs = self._table.get(_key(question))
         if subs is None:
-            raise DecompositionError(f"No human sub-questions for this question in {self.path}.")
+            raise DecompositionError(f"No Socratic sub-questions for this question in {self.path}.")
         return Decomposition(
             subquestions=subs[: self.max_subquestions],
             model=ORACLE_LABEL,
@@ -86,5 +88,5 @@ class SocraticOracle(RunnableSerializable[Any, Decomposition]):
         )
 
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Decomposition:
-        """The human sub-questions of ``input`` (a question or ``{question, context}``)."""
+        """The Socratic sub-questions of ``input`` (a question or ``{question, context}``)."""
         return self._call_with_config(self._lookup, input, config, run_type="chain", **kwargs)

@@ -87,7 +87,7 @@ class RunSpec:
     """One pipeline: a solver, and either a decomposer (two-stage) or a single-stage ``mode``.
 
     ``solver``: a SPEC (``llamacpp:qwen2.5-coder-1.5b-instruct``, ``openai:gpt-4o-mini``) or a LangChain model.
-    ``decomposer``: ``None`` (single-stage, then ``mode`` is ``direct`` or ``cot``), ``"oracle"`` (human
+    ``decomposer``: ``None`` (single-stage, then ``mode`` is ``direct`` or ``cot``), ``"oracle"`` (the data's own
     Socratic sub-questions from ``socratic``), ``"default"`` (the shipped SmolLM2 decomposer), a SPEC or
     GGUF name/path (untuned, e.g. ``llamacpp:smollm2-135m-instruct``), or a ready runnable / model.
     """
