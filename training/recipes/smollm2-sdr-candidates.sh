@@ -20,7 +20,7 @@ data() {
   cat $R/shard*/decompositions.jsonl > $R/decompositions.jsonl
   cat $R/shard*/screened.jsonl > $R/screened.jsonl
   dod-train build --screened $R/screened.jsonl --kinds SD-R --val-fraction 0.1 --out $R/data --no-progress
-  dod-train generate --data ../shared/data/gsm8k/test_socratic.jsonl --format socratic --teacher human --cap 3 \
+  dod-train generate --data ../shared/data/gsm8k/test_socratic.jsonl --format socratic --teacher given --cap 3 \
     --overflow skip --keep-restatement --max-subquestions 3 --out runs/socratic-complete/decompositions.jsonl \
     --no-progress
   dod-train build --decompositions runs/socratic-complete/decompositions.jsonl --kinds SD-T --val-fraction 0 \
