@@ -52,6 +52,9 @@ class SFTConfig:
     save_steps: int = 100
     save_total_limit: int = 2
     eval_before: bool = True
+    keep_best: bool = False
+    """Make ``final`` the checkpoint with the lowest validation loss, not the last one: the number of epochs is then
+    chosen on validation (needs a validation set, and ``save_steps`` a multiple of ``eval_steps``)."""
     kinds: list[str] | None = setting(None, csv=True, help="comma-separated (default None)")
     threads: int | None = setting(None, type=int, help="torch CPU threads (default: all cores)")
     """torch CPU threads (``None``: torch's default, all cores). On a CPU shared with other jobs, 1 is often
@@ -74,6 +77,11 @@ class SFTConfig:
                 raise TrainingError(f"{name} must be at least 1, got {getattr(self, name)}.")
         if self.max_steps <= 0 and self.epochs <= 0:
             raise TrainingError("Give a positive epochs or max_steps.")
+        if self.keep_best and self.save_steps % self.eval_steps:
+            raise TrainingError(
+                f"keep_best compares checkpoints by validation loss: save_steps ({self.save_steps}) must be a "
+                f"multiple of eval_steps ({self.eval_steps})."
+            )
 
     @classmethod
     def names(cls) -> set[str]:
@@ -96,6 +104,8 @@ class SFTReport:
     train_loss_first: float | None
     train_loss_last: float | None
     resumed_from: str | None = None
+    best_checkpoint: str | None = None
+    """With ``keep_best``: the checkpoint ``final`` was taken from (lowest validation loss)."""
     log: list[dict[str, Any]] = field(default_factory=list)
 
     def summary(self) -> str:
@@ -105,6 +115,8 @@ class SFTReport:
             return "n/a" if x is None else f"{x:.4f}"
 
         resumed = f", resumed from {self.resumed_from}" if self.resumed_from else ""
+        if self.best_checkpoint:
+            resumed += f", final = best validation checkpoint {self.best_checkpoint}"
         return (
             f"{self.method} fine-tune: {self.steps} steps on {self.train_records} records{resumed}; validation loss "
             f"{fmt(self.eval_loss_before)} -> {fmt(self.eval_loss_after)}, train loss {fmt(self.train_loss_first)} -> "
@@ -205,6 +217,8 @@ def sft(
     out = Path(out)
     train_path, validation_path = _data_paths(data, validation)
     train_records, val_records = _records(train_path, validation_path, config.kinds)
+    if config.keep_best and not val_records:
+        raise TrainingError("keep_best chooses the checkpoint by validation loss; give validation records.")
     checkpoint = _checkpoint_to_resume(out, resume)
     base_dir = prepare_base(base)
     tokenizer, train_set, val_set, dropped = _tokenized(base_dir, train_records, val_records, config)
@@ -228,6 +242,7 @@ def sft(
         train_loss_first=losses[0] if losses else None,
         train_loss_last=losses[-1] if losses else None,
         resumed_from=checkpoint.name if checkpoint else None,
+        best_checkpoint=Path(trainer.state.best_model_checkpoint).name if config.keep_best else None,
         log=list(trainer.state.log_history),
     )
     _write_training_info(final, base_dir, config, report, train_path, validation_path)
@@ -360,6 +375,9 @@ def _training_arguments(out: Path, config: SFTConfig, *, evaluate: bool, progres
         dataloader_num_workers=0,
         disable_tqdm=not progress,
         save_only_model=False,
+        load_best_model_at_end=config.keep_best and evaluate,  # final = the lowest validation loss
+        metric_for_best_model="eval_loss",
+        greater_is_better=False,
     )
 
 
