@@ -30,7 +30,7 @@ data() {
 }
 
 SFT="--base smollm2-135m-instruct --validation $R/data/validation.jsonl --epochs 3 --batch-size 8 --max-length 768
-  --warmup 0.03 --logging-steps 10 --eval-steps 20 --save-steps 20 --save-total-limit 20 --threads 2 --no-progress"
+  --warmup 0.03 --logging-steps 10 --eval-steps 20 --save-steps 20 --save-total-limit 2 --keep-best --threads 2 --no-progress"
 train() {
   [ -d runs/sdr-lora/final ] || dod-train sft --data $R/data/train.jsonl --out runs/sdr-lora --learning-rate 5e-4 $SFT --resume
   [ -d runs/sdr-full/final ] || dod-train sft --data $R/data/train.jsonl --out runs/sdr-full --method full \
