@@ -13,9 +13,11 @@ Methods, all over the same base retriever, each retriever asked for max(k) docum
 - ``dod``: ``DecomposingRetriever`` with ``--decomposer`` (sub-questions + question, reciprocal-rank fusion).
 - ``dod_iterative``: the same with ``iterative=True`` (each step's answer read by the decomposer's model from its
   top passages and filled into the later steps).
-- ``gold_keep`` / ``gold_drop`` / ``gold_it`` / ``gold_that``: MuSiQue's gold decomposition used statically,
-  steps as questions (``"X >> relation"`` rewritten), ``#N`` kept, dropped, or written "it" / "that"; each step
-  and the question retrieved and fused by reciprocal rank. The ceiling of a static decomposition.
+- ``gold_keep`` / ``gold_drop`` / ``gold_it`` / ``gold_that`` / ``gold_typed``: MuSiQue's gold decomposition used
+  statically, steps as questions (``"X >> relation"`` rewritten), ``#N`` kept, dropped, or written "it" / "that" /
+  "that <noun>" ("that person", "that city": ``reference_noun``); each step and the question retrieved and fused
+  by reciprocal rank. The ceiling of a static decomposition. ``gold_raw``: the steps exactly as MuSiQue writes
+  them (``"#1 >> place of birth"``), to measure what the rewriting into questions does.
 - ``gold_filled``: the gold decomposition with each ``#N`` filled by the gold answer of step N (the ceiling of
   the iterative mode).
 
@@ -69,10 +71,12 @@ METHODS = (
     "multiquery",
     "dod",
     "dod_iterative",
+    "gold_raw",
     "gold_keep",
     "gold_drop",
     "gold_it",
     "gold_that",
+    "gold_typed",
     "gold_filled",
 )
 DEFAULT_METHODS = ("plain", "multiquery", "dod", "dod_iterative", "gold_keep", "gold_filled")
@@ -204,7 +208,7 @@ def build_methods(
             mode = "fill" if name == "gold_filled" else name.removeprefix("gold_")
 
             def gold(q: MusiqueQuestion, cb: list, mode: str = mode) -> list[Document]:
-                queries = list(dict.fromkeys([q.question, *gold_queries(q, mode)]))  # type: ignore[arg-type]
+                queries = list(dict.fromkeys([q.question, *gold_queries(q, mode)]))
                 return reciprocal_rank_fusion(base.batch(queries, {"callbacks": cb}), queries)[:depth]
 
             methods[name] = gold
