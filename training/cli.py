@@ -50,7 +50,13 @@ def _cmd_generate(args: argparse.Namespace) -> Any:
         restatement_threshold=args.restatement_threshold,
     )
     examples = load_examples(
-        args.data, args.format, limit=args.limit, offset=args.offset, socratic=socratic, exclude=args.exclude
+        args.data,
+        args.format,
+        limit=args.limit,
+        offset=args.offset,
+        socratic=socratic,
+        exclude=args.exclude,
+        step_style=args.step_style,
     )
     return generate(
         examples,
@@ -182,8 +188,18 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     p = sub.add_parser("generate", help="teacher decompositions (resumable, append-only JSONL)")
-    p.add_argument("--data", required=True, help="GSM8K/Socratic/generic JSONL, Bamboogle CSV, DROP JSON or hf:NAME")
-    p.add_argument("--format", choices=("gsm8k", "socratic", "jsonl", "bamboogle", "drop"))
+    p.add_argument(
+        "--data",
+        required=True,
+        help="GSM8K/Socratic/generic JSONL, Bamboogle CSV, DROP JSON, a MuSiQue folder or file, or hf:NAME",
+    )
+    p.add_argument("--format", choices=("gsm8k", "socratic", "jsonl", "bamboogle", "drop", "musique"))
+    p.add_argument(
+        "--step-style",
+        default="keep",
+        choices=("keep", "raw", "drop", "it", "that", "typed"),
+        help="musique: how a step writes the answer of step N (default keep: '#N'; see training/MULTIHOP.md)",
+    )
     p.add_argument("--limit", type=int, help="at most this many examples, counted after --exclude")
     p.add_argument(
         "--offset", type=int, default=0, help="skip the first N (after --exclude): a shard for a 2nd process"

@@ -46,6 +46,7 @@ SCHEMA: dict[str, set[str] | None] = {
         "overflow",
         "drop_restatement",
         "restatement_threshold",
+        "step_style",
     },
     "generate": {
         "teacher",

@@ -8,6 +8,11 @@ Formats (``format=`` or guessed from the file):
 * ``jsonl`` — generic ``{"id"?, "question", "answer"?, "context"?, "subquestions"?}``.
 * ``bamboogle`` — CSV with ``Question`` and ``Answer`` columns.
 * ``drop`` — DROP's JSON (``{passage_id: {"passage", "qa_pairs": [...]}}``); the passage becomes the context.
+* ``musique`` — MuSiQue gold decompositions (:mod:`langchain_dod.evaluation.musique`): a folder holding
+  ``dev_decompositions2417.json`` and ``train100.json`` (the 2,417 answerable dev questions minus the evaluation
+  questions of ``dev_eval292.jsonl`` in the same folder, then the 100 train questions), or one MuSiQue
+  ``.json``/``.jsonl`` file. The sub-questions are the gold steps written as questions, each ``#N`` (the answer
+  of step N) written as ``step_style`` says (default ``keep``: see :data:`MUSIQUE_STEP_STYLE`).
 * ``hf:NAME[:CONFIG][@SPLIT]`` — a Hugging Face data set by name (needs ``datasets`` and network).
 
 Ids are the record's own ``id``/``query_id`` when it has one, else ``<file stem>-<index>``, so they are stable
@@ -30,9 +35,24 @@ from training.errors import TrainingError
 from training.socratic import SocraticOptions, gold_from_gsm8k, socratic_subquestions
 from training.store import read_jsonl
 
-__all__ = ["FORMATS", "Example", "canonical_id", "excluded_ids", "guess_format", "load_examples"]
+__all__ = [
+    "FORMATS",
+    "MUSIQUE_STEP_STYLE",
+    "Example",
+    "canonical_id",
+    "excluded_ids",
+    "guess_format",
+    "load_examples",
+]
 
-FORMATS = ("gsm8k", "socratic", "jsonl", "bamboogle", "drop")
+FORMATS = ("gsm8k", "socratic", "jsonl", "bamboogle", "drop", "musique")
+
+MUSIQUE_STEP_STYLE = "keep"
+"""How a MuSiQue training target writes a reference to an earlier step's answer: ``"Where was #1 born?"``.
+
+Chosen by measurement (benchmarks/results/musique/steps_bm25.md: BM25 recall@5 of the gold steps over the pooled
+292-question corpus): keeping ``#N`` retrieves as well as dropping it or writing "it", "that" or "that person",
+and it is the one form the iterative retriever fills without guessing (``resolve_step``)."""
 
 
 @dataclass
@@ -63,12 +83,16 @@ def _text(value: Any, what: str, where: str, required: bool) -> str | None:
 
 
 def guess_format(path: Path) -> str:
-    """The format a file most likely has, from its suffix and (for JSONL) its first record."""
+    """The format a file most likely has, from its suffix and (for JSONL) its first record; a folder is MuSiQue."""
+    if path.is_dir():
+        return "musique"
     suffix = path.suffix.lower()
     if suffix == ".csv":
         return "bamboogle"
     if suffix == ".json":
-        return "drop"
+        with open(path, encoding="utf-8") as handle:
+            head = handle.read(4096)
+        return "musique" if '"question_decomposition"' in head else "drop"
     if suffix == ".jsonl":
         with open(path, encoding="utf-8") as handle:
             first = next((line for line in handle if line.strip()), "")
@@ -79,6 +103,8 @@ def guess_format(path: Path) -> str:
         answer = record.get("answer") if isinstance(record, dict) else None
         if isinstance(answer, str) and "####" in answer:
             return "socratic" if " ** " in answer else "gsm8k"
+        if isinstance(record, dict) and "question_decomposition" in record:
+            return "musique"
         return "jsonl"
     raise TrainingError(f"Cannot tell the format of {path} from its suffix; pass format= one of {', '.join(FORMATS)}.")
 
@@ -166,6 +192,23 @@ def _drop(path: Path) -> Iterable[Example]:
             )
 
 
+def _musique(path: Path, step_style: str) -> Iterable[Example]:
+    from langchain_dod.evaluation import musique
+
+    if step_style not in musique.STEP_STYLES or step_style == "fill":
+        allowed = ", ".join(s for s in musique.STEP_STYLES if s != "fill")
+        raise TrainingError(f"Unknown MuSiQue step_style {step_style!r}; choose one of {allowed}.")
+    try:
+        if path.is_dir():  # the evaluation questions of the folder's dev_eval292.jsonl are left out here already
+            questions = musique.training_questions(path)
+        else:
+            questions = musique.load_decompositions(path)
+    except (OSError, ValueError) as err:
+        raise TrainingError(f"{path}: {err}") from None
+    for q in questions:
+        yield Example(q.id, q.question, q.answer, None, musique.gold_queries(q, step_style))
+
+
 def _huggingface(name: str) -> Iterable[Example]:
     try:
         import datasets
@@ -231,12 +274,14 @@ def load_examples(
     offset: int = 0,
     socratic: SocraticOptions | None = None,
     exclude: Iterable[str | os.PathLike[str]] = (),
+    step_style: str = MUSIQUE_STEP_STYLE,
 ) -> list[Example]:
     """Load a data set (see the module docstring); at most ``limit`` examples, in file order.
 
     Examples whose ids are listed in the ``exclude`` files (see :func:`excluded_ids`) are skipped before
     ``offset`` and ``limit`` count, so ``limit=800`` gives 800 examples none of which is an evaluation item, and
-    ``offset=400, limit=400`` is the second half of them (a shard for a second process).
+    ``offset=400, limit=400`` is the second half of them (a shard for a second process). ``step_style``: how
+    the ``musique`` format writes ``#N`` references (see :data:`MUSIQUE_STEP_STYLE`).
 
     Raises :class:`TrainingError` for a missing file, an unknown format, a record without a question, duplicate
     ids, or an empty result.
@@ -250,12 +295,16 @@ def load_examples(
         examples = _huggingface(text)
     else:
         path = Path(source).expanduser()
-        if not path.is_file():
-            raise TrainingError(f"Data file {path} does not exist. Pass a GSM8K/JSONL/CSV/DROP file or hf:NAME.")
+        if not (path.is_file() or (path.is_dir() and format in (None, "musique"))):
+            raise TrainingError(
+                f"Data file {path} does not exist. Pass a GSM8K/JSONL/CSV/DROP file, a MuSiQue folder or hf:NAME."
+            )
         fmt = format or guess_format(path)
         if fmt not in FORMATS:
             raise TrainingError(f"Unknown data format {fmt!r}; choose one of {', '.join(FORMATS)} (or hf:NAME).")
-        if fmt in ("gsm8k", "socratic", "jsonl"):
+        if fmt == "musique":
+            examples = _musique(path, step_style)
+        elif fmt in ("gsm8k", "socratic", "jsonl"):
             examples = _jsonl_examples(path, fmt, socratic)
         elif fmt == "bamboogle":
             examples = _bamboogle(path)

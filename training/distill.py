@@ -49,6 +49,7 @@ def distill(config: str | Path | dict[str, Any], *, progress: bool = True) -> di
         offset=data.get("offset", 0),
         socratic=socratic,
         exclude=data.get("exclude", ()),
+        **({"step_style": data["step_style"]} if "step_style" in data else {}),
     )
     gen = {"seed": seed, **config["generate"]}
     teacher = gen.pop("teacher")
