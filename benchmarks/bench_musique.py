@@ -8,8 +8,12 @@ paragraphs, for quick looks).
 Methods, all over the same base retriever, each retriever asked for max(k) documents per query:
 
 - ``plain``: the base retriever on the question.
-- ``multiquery``: LangChain's ``MultiQueryRetriever`` with the local SmolLM2-135M writing its queries (the
-  original included; as shipped it returns the unique union, of which the first max(k) are kept).
+- ``multiquery``: LangChain's ``MultiQueryRetriever`` (``langchain_classic.retrievers.multi_query``) with the local
+  SmolLM2-135M (``ChatGGUF``, ``--query-writer``) writing its queries, the original included. As shipped it
+  returns the unique union in query order (the original last), of which the first max(k) are kept: with each
+  query asked for max(k) documents, that is mostly the first generated query's list.
+- ``multiquery_rrf``: the same chain's queries plus the question (first), fused by reciprocal rank like ``dod``
+  (separates the query writing from LangChain's union).
 - ``dod``: ``DecomposingRetriever`` with ``--decomposer`` (sub-questions + question, reciprocal-rank fusion).
 - ``dod_iterative``: the same with ``iterative=True`` (each step's answer read by the decomposer's model from its
   top passages and filled into the later steps).
@@ -69,6 +73,7 @@ from langchain_dod.retrievers import reciprocal_rank_fusion
 METHODS = (
     "plain",
     "multiquery",
+    "multiquery_rrf",
     "dod",
     "dod_iterative",
     "gold_raw",
@@ -79,7 +84,7 @@ METHODS = (
     "gold_typed",
     "gold_filled",
 )
-DEFAULT_METHODS = ("plain", "multiquery", "dod", "dod_iterative", "gold_keep", "gold_filled")
+DEFAULT_METHODS = ("plain", "multiquery", "multiquery_rrf", "dod", "dod_iterative", "gold_keep", "gold_filled")
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -179,14 +184,23 @@ def build_methods(
     methods: dict[str, Callable[[MusiqueQuestion, list], list[Document]]] = {}
     if "plain" in names:
         methods["plain"] = lambda q, cb: base.invoke(q.question, {"callbacks": cb})
-    if "multiquery" in names:
+    if {"multiquery", "multiquery_rrf"} & set(names):
         from langchain_classic.retrievers.multi_query import MultiQueryRetriever
 
         from langchain_dod import ChatGGUF
 
         writer = ChatGGUF(model=args.query_writer, max_tokens=64, n_threads=args.threads).load()
         multi = MultiQueryRetriever.from_llm(retriever=base, llm=writer, include_original=True)
-        methods["multiquery"] = lambda q, cb: multi.invoke(q.question, {"callbacks": cb})[:depth]
+        if "multiquery" in names:
+            methods["multiquery"] = lambda q, cb: multi.invoke(q.question, {"callbacks": cb})[:depth]
+        if "multiquery_rrf" in names:
+
+            def multiquery_rrf(q: MusiqueQuestion, cb: list) -> list[Document]:
+                generated = multi.llm_chain.invoke({"question": q.question}, {"callbacks": cb})
+                queries = list(dict.fromkeys([q.question, *(g.strip() for g in generated if g.strip())]))
+                return reciprocal_rank_fusion(base.batch(queries, {"callbacks": cb}), queries)[:depth]
+
+            methods["multiquery_rrf"] = multiquery_rrf
     if {"dod", "dod_iterative"} & set(names):
         from langchain_dod import DecomposingRetriever
 
@@ -222,9 +236,10 @@ def run_one(method: Callable, question: MusiqueQuestion, label: str, depth: int)
     docs = method(question, [recorder])
     seconds = time.perf_counter() - started
     trace = docs[0].metadata.get("dod_trace") if docs else None
-    wrapped = not (label == "plain" or label.startswith("gold_"))  # a retriever of its own around the base one
+    # a retriever of its own around the base one: its own run is the first recorded
+    wrapped = label == "multiquery" or label.startswith("dod")
     queries = recorder.queries[1:] if wrapped else recorder.queries
-    model_calls = {"plain": 0, "multiquery": 1}.get(label, 0 if label.startswith("gold_") else 1)
+    model_calls = 0 if label == "plain" or label.startswith("gold_") else 1
     return {
         "method": label,
         "id": question.id,
