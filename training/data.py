@@ -50,8 +50,8 @@ FORMATS = ("gsm8k", "socratic", "jsonl", "bamboogle", "drop", "musique")
 MUSIQUE_STEP_STYLE = "keep"
 """How a MuSiQue training target writes a reference to an earlier step's answer: ``"Where was #1 born?"``.
 
-Chosen by measurement (benchmarks/results/musique/steps_bm25.md: BM25 recall@5 of the gold steps over the pooled
-292-question corpus): keeping ``#N`` retrieves as well as dropping it or writing "it", "that" or "that person",
+Chosen by measurement (training/MULTIHOP.md, benchmarks/results/musique/bm25.md: BM25 recall of the gold steps over the
+pooled 292-question corpus): keeping ``#N`` retrieves as well as dropping it or writing "it", "that" or "that person",
 and it is the one form the iterative retriever fills without guessing (``resolve_step``)."""
 
 
