@@ -120,3 +120,42 @@ def test_recipe_on_the_real_data_gives_2225_questions_none_of_them_evaluated(rea
     assert all(2 <= len(e.subquestions or []) <= 4 for e in examples)
     assert not any(">>" in s for e in examples for s in e.subquestions or [])
     assert all(s[0].isupper() and s.endswith("?") for e in examples for s in e.subquestions or [] if s[0].isalpha())
+
+
+def _record(ident: str, question: str, steps: list[tuple[str, str]], **extra: object) -> dict:
+    decomposition = [
+        {"id": i, "question": q, "answer": a, "paragraph_support_idx": None} for i, (q, a) in enumerate(steps)
+    ]
+    return {"id": ident, "question": question, "question_decomposition": decomposition, "answer": steps[-1][1], **extra}
+
+
+def test_conversion_of_crowd_written_and_wikidata_steps(tmp_path: Path) -> None:
+    """Made-up records with the awkward cases of the real data: lower-case steps without '?', two references in
+    one step, a rare relation, and a train question that is also an evaluation question."""
+    evaluated = _record("2hop__1_1", "Eval?", [("A >> spouse", "B"), ("#1 >> place of birth", "C")], paragraphs=[])
+    four_hop = _record(
+        "4hop3__5_6_7_8",
+        "When did the birthplace of Ah Via Musicom's performer become the capital of the state Knowles is from?",
+        [
+            ("Ah Via Musicom >> performer", "Eric Johnson"),
+            ("#1 >> place of birth", "Austin"),
+            ("what state was Knowles from ", "Texas"),
+            ("when did #2 become the capital of #3", "1839"),
+        ],
+    )
+    rare = _record(
+        "2hop__2_3", "Which taxon is above the one of Bluefin?", [("Bluefin >> parent taxon", "Thunnus")] * 2
+    )
+    (tmp_path / "dev_eval292.jsonl").write_text(json.dumps(evaluated) + "\n")
+    (tmp_path / "dev_decompositions2417.json").write_text(json.dumps([evaluated, four_hop, rare]))
+    (tmp_path / "train100.json").write_text(json.dumps([{**evaluated, "question": "Eval again?"}]))
+    examples = load_examples(tmp_path)
+    assert [e.id for e in examples] == ["4hop3__5_6_7_8", "2hop__2_3"]  # the evaluation id is gone from both files
+    assert examples[0].subquestions == [
+        "Who is the performer of Ah Via Musicom?",
+        "Where was #1 born?",
+        "What state was Knowles from?",
+        "When did #2 become the capital of #3?",
+    ]
+    assert examples[0].answer == "1839"
+    assert examples[1].subquestions == ["What is the parent taxon of Bluefin?"] * 2
