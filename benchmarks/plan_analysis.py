@@ -94,8 +94,9 @@ def gold_steps(answer: str) -> int:
 def restates_question(sub: str, question: str, threshold: float = 0.7) -> bool:
     """The sub-question's content words are mostly those of the question's last (asking) sentence.
 
-    Stricter than ``training.socratic.is_restatement``, which counts every word: with "how many ... does"
-    counted, "How many pencils does Sarah buy on Tuesday?" would restate "How many pencils does Sarah have?".
+    Stricter than ``langchain_dod.evaluation.datasets.is_restatement``, which counts every word: with
+    "how many ... does" counted, "How many pencils does Sarah buy on Tuesday?" would restate "How many pencils
+    does Sarah have?".
     """
     sentences = [s for s in _SENTENCE.split(question.strip()) if s.strip()]
     asked = [s for s in sentences if "?" in s] or sentences

@@ -58,7 +58,9 @@ def _items(n: int) -> list[dict]:
     ids = json.loads((EVAL / "manifest.json").read_text())["ids"][:n]
     test = [json.loads(line) for line in (GSM8K_DIR / "test.jsonl").read_text().splitlines()]
     socratic = [json.loads(line) for line in (GSM8K_DIR / "test_socratic.jsonl").read_text().splitlines()]
-    from langchain_dod.evaluation.oracle import socratic_subquestions
+    from langchain_dod.evaluation.datasets import SocraticOptions, socratic_subquestions
+
+    every_step = SocraticOptions(cap=100, drop_restatement=False)  # all steps; _cap() cuts them
 
     out = []
     for item_id in ids:
@@ -70,7 +72,7 @@ def _items(n: int) -> list[dict]:
                 "id": item_id,
                 "question": test[row]["question"],
                 "gold": gold,
-                "plan": socratic_subquestions(socratic[row]["answer"]),
+                "plan": socratic_subquestions(test[row]["question"], socratic[row]["answer"], every_step),
             }
         )
     return out

@@ -7,8 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from langchain_dod.evaluation.datasets import DatasetError, detect_format, load_dataset, select_items
-from langchain_dod.evaluation.oracle import SocraticOracle, socratic_subquestions
+from langchain_dod.evaluation.datasets import (
+    DatasetError,
+    detect_format,
+    load_dataset,
+    select_items,
+    socratic_subquestions,
+)
+from langchain_dod.evaluation.oracle import SocraticOracle
 
 FIX = Path(__file__).parent / "fixtures" / "eval"
 
@@ -105,10 +111,10 @@ def test_socratic_oracle_caps_dedupes_and_reports_no_tokens():
     assert oracle.invoke(
         {"question": "The temperature was 4 degrees and fell by 9 degrees. What is the temperature now?"}
     ).subquestions == ["What is 4 minus 9?"]
-    assert socratic_subquestions("A? ** x\nB? ** y\n#### 3") == ["A?", "B?"]
+    assert socratic_subquestions("Q?", "A? ** x\nB? ** y\n#### 3") == ["A?", "B?"]
     from langchain_dod.decomposer import DecompositionError
 
-    with pytest.raises(DecompositionError, match="No human sub-questions"):
+    with pytest.raises(DecompositionError, match="No Socratic sub-questions"):
         oracle.invoke("Unknown question?")
     # pydantic wraps the DatasetError in a ValueError
     with pytest.raises(ValueError, match=r"Socratic file not found.*Pass path= .*\(--socratic PATH"):
@@ -141,3 +147,14 @@ def test_drop_jsonl_and_bamboogle_jsonl_variants(tmp_path):
     bamboogle.write_text(json.dumps({"Question": "Capital of France?", "Answer": "Paris"}) + "\n")
     ds = load_dataset(bamboogle)
     assert ds.fmt == "bamboogle" and ds.items[0].answer == "Paris"
+
+
+def test_the_oracle_gives_the_sub_questions_training_learns_from():
+    """One Socratic rule: the oracle's plan for a question is the teacher-``human`` training target for it."""
+    from training.data import load_examples
+
+    path = Path(__file__).parent / "fixtures" / "training" / "socratic_tiny.jsonl"
+    oracle = SocraticOracle(path=str(path), max_subquestions=3)
+    examples = load_examples(path, "socratic")
+    assert [oracle.invoke(e.question).subquestions for e in examples] == [e.subquestions for e in examples]
+    assert examples[0].subquestions == ["How many pens does Tom have?"]  # the restatement is dropped for both

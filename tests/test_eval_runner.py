@@ -116,7 +116,35 @@ def test_records_scores_costs_and_manifest(tmp_path):
 
     meta = json.loads((tmp_path / "runs" / "oracle.meta.json").read_text())
     assert meta["spec"]["decomposer"] == "oracle" and meta["segments"][0]["items"] == 5
+    assert meta["spec"]["oracle_rule"].startswith("datasets.socratic_subquestions")  # the one Socratic rule
     assert meta["wall_seconds"] >= 0
+
+
+def test_exclude_leaves_training_ids_out_and_is_part_of_the_manifest(tmp_path):
+    """`exclude`: ids seen in training (a decompositions JSONL) never enter the items; changing it is refused."""
+    ds = load_dataset(GSM)
+    trained = tmp_path / "decompositions.jsonl"
+    trained.write_text(json.dumps({"id": "gsm8k_mini-1", "subquestions": []}) + "\n")  # the other id spelling
+    out = tmp_path / "val"
+    summary = run_evaluation(
+        ds, [RunSpec(solver=AnswerBook(), mode="cot", name="cot")], out, exclude=[trained], seed=1, progress=False
+    )
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert summary["cot"]["done"] == 4 and "gsm8k_mini-0001" not in manifest["ids"]
+    assert manifest["ids"] == [i.id for i in select_items([i for i in ds.items if i.id != "gsm8k_mini-0001"], None, 1)]
+    assert manifest["exclude"] == [str(trained)]
+    with pytest.raises(EvaluationError, match="excluded ids differ"):
+        run_evaluation(ds, [RunSpec(solver=AnswerBook(), mode="cot", name="cot")], out, seed=1, progress=False)
+
+
+def test_eval_run_cli_passes_exclude(tmp_path, monkeypatch):
+    import langchain_dod.evaluation.runner as runner
+
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(runner, "run_evaluation", lambda ds, specs, out, **kw: seen.update(kw) or {})
+    args = ["eval", "run", "--data", str(GSM), "--out", str(tmp_path), "--single-stage", "cot"]
+    assert main([*args, "--exclude", "a.jsonl", "--exclude", "m.json"]) == 0
+    assert seen["exclude"] == ["a.jsonl", "m.json"]
 
 
 def test_resume_extends_and_repairs_a_torn_last_line(tmp_path):

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from langchain_dod.evaluation.datasets import is_restatement, socratic_subquestions
 from training.build import build, with_gold_answer
 from training.config import load_config, validate_config
-from training.data import canonical_id, load_examples
+from training.data import SocraticOptions, load_examples
 from training.errors import TrainingError
 from training.screen import answers_match
-from training.socratic import SocraticOptions, is_restatement, socratic_subquestions
 from training.store import JsonlWriter, read_jsonl, read_records
 
 FIX = Path(__file__).parent / "fixtures" / "training"
@@ -104,8 +104,8 @@ def test_generic_bamboogle_and_drop_loaders():
     ("name", "message"),
     [
         ("empty.jsonl", "holds no examples"),
-        ("missing_question.jsonl", "record 2: missing or empty 'question'"),
-        ("malformed.jsonl", "malformed.jsonl:2 is not valid JSON"),
+        ("missing_question.jsonl", "1 bad row.*line 2: needs 'question'"),
+        ("malformed.jsonl", "line 2: not JSON"),
         ("does_not_exist.jsonl", "does not exist"),
     ],
 )
@@ -117,7 +117,7 @@ def test_bad_data_files_give_clear_errors(name, message):
 def test_gsm8k_without_hashes_and_duplicate_ids(tmp_path):
     bad = tmp_path / "g.jsonl"
     bad.write_text(json.dumps({"question": "q?", "answer": "no marker"}) + "\n")
-    with pytest.raises(TrainingError, match="no '#### N' line"):
+    with pytest.raises(TrainingError, match="line 1: needs 'question' and an 'answer' ending in '#### <number>'"):
         load_examples(bad, "gsm8k")
     dup = tmp_path / "d.jsonl"
     dup.write_text("".join(json.dumps({"id": "a", "question": f"q{i}?"}) + "\n" for i in range(2)))
@@ -134,12 +134,13 @@ def test_exclude_keeps_evaluation_items_out_before_the_limit(tmp_path):
     from langchain_dod.evaluation.datasets import load_dataset, select_items
 
     data = FIX / "gsm8k_tiny.jsonl"
-    eval_ids = [item.id for item in select_items(load_dataset(data).items, limit=1, seed=0)]
+    eval_items = select_items(load_dataset(data).items, limit=1, seed=0)
+    eval_ids = [item.id for item in eval_items]
     assert eval_ids[0] not in {e.id for e in load_examples(data)}  # 'gsm8k_tiny-0002' vs 'gsm8k_tiny-2'
     manifest = tmp_path / "manifest.json"
     manifest.write_text(json.dumps({"seed": 0, "limit": 1, "ids": eval_ids}))
     everything = [e.id for e in load_examples(data)]
-    held = {canonical_id(i) for i in eval_ids}
+    held = {e.id for e in load_examples(data) if e.question == eval_items[0].question}
     assert held <= set(everything) and len(held) == 1
     kept = [e.id for e in load_examples(data, exclude=[manifest], limit=2)]
     assert kept == [i for i in everything if i not in held][:2]
@@ -161,6 +162,63 @@ def _all(tmp_path: Path, ids: list[str]) -> Path:
     path = tmp_path / "all.json"
     path.write_text(json.dumps({"ids": ids}))
     return path
+
+
+EVAL_FIX = Path(__file__).parent / "fixtures" / "eval"
+
+
+@pytest.mark.parametrize(
+    ("data", "fmt"),
+    [
+        (FIX / "gsm8k_tiny.jsonl", "gsm8k"),
+        (FIX / "socratic_tiny.jsonl", "socratic"),
+        (FIX / "generic.jsonl", "jsonl"),
+        (EVAL_FIX / "gsm8k_mini.jsonl", "jsonl"),  # generic JSONL without ids: rows named by number
+        (FIX / "bamboogle_tiny.csv", "bamboogle"),  # 'bamboogle-001' in an eval manifest, '<stem>-1' here
+        (FIX / "drop_tiny.json", "drop"),
+        (EVAL_FIX / "drop_mini.json", "drop"),
+    ],
+)
+def test_exclude_works_for_every_format(tmp_path, data, fmt):
+    """Whatever the format, an evaluation manifest over the same file keeps its items out of training."""
+    from langchain_dod.evaluation.datasets import load_dataset, select_items
+
+    eval_fmt = "gsm8k" if fmt == "socratic" else fmt
+    held = select_items(load_dataset(data, eval_fmt, skip_bad=True).items, limit=1, seed=0)[0]
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"seed": 0, "limit": 1, "ids": [held.id]}))
+    everything = load_examples(data, fmt)
+    kept = load_examples(data, fmt, exclude=[manifest])
+    assert [e.question for e in everything if e.question != held.question] == [e.question for e in kept]
+    assert len(kept) == len(everything) - 1
+
+
+GSM8K_TRAIN_ROWS = {0: "train-0", 7: "train-7", 24: "train-24", 4530: "train-4530"}
+
+
+def test_committed_ids_keep_matching(gsm8k_dir):
+    """The ids committed files are keyed by: training outputs (runs/smollm2-sdr: ``train-0``) and evaluation
+    folders (benchmarks/results/eval: ``train-0024``); and an evaluation manifest keeps exactly its rows out."""
+    from langchain_dod.evaluation.datasets import load_dataset
+
+    train = gsm8k_dir / "train.jsonl"
+    rows = [json.loads(line) for line in train.read_text(encoding="utf-8").splitlines()]
+    examples = load_examples(train, "gsm8k")
+    for row, ident in GSM8K_TRAIN_ROWS.items():
+        assert examples[row].id == ident and examples[row].question == rows[row]["question"].strip()
+    assert examples[0].answer == "72"  # runs/smollm2-sdr/shard0/decompositions.jsonl, first line
+    items = load_dataset(train).items
+    assert [items[r].id for r in (0, 24, 4530)] == ["train-0000", "train-0024", "train-4530"]
+    manifest = Path(__file__).parents[1] / "benchmarks/results/eval/gsm8k-train-distilled/manifest.json"
+    held = json.loads(manifest.read_text())["ids"]
+    assert "train-0024" in held and "train-4530" in held
+    kept = load_examples(train, "gsm8k", exclude=[manifest])
+    assert len(kept) == len(rows) - len(held)
+    kept_ids = {e.id for e in kept}
+    assert "train-24" not in kept_ids and "train-4530" not in kept_ids and "train-0" in kept_ids
+    # the shards of runs/smollm2-sdr: --exclude the manifest --offset S*500 --limit 500
+    shard1 = load_examples(train, "gsm8k", exclude=[manifest], offset=500, limit=500)
+    assert shard1[0].id == kept[500].id and len(shard1) == 500
 
 
 # -- the crash-safe store --------------------------------------------------------------------------------------
@@ -324,3 +382,123 @@ def test_offset_shards_the_examples_after_the_exclusion(tmp_path):
         load_examples(data, offset=len(everything))
     with pytest.raises(TrainingError, match="offset must be"):
         load_examples(data, offset=-1)
+
+
+# -- stage settings: declared once, CLI flags and recipe tables derive from them -------------------------------
+
+OLD_DEFAULTS = {  # the defaults the stages' signatures and flags had before the settings dataclasses
+    "generate": {
+        "profile": "math",
+        "max_subquestions": 3,
+        "max_concurrency": 1,
+        "retries": 2,
+        "backoff": 1.0,
+        "temperature": None,
+        "seed": 0,
+        "max_tokens": 256,
+        "price_in": None,
+        "price_out": None,
+    },
+    "screen": {
+        "second_teacher": None,
+        "second_temperature": 0.7,
+        "skip": None,
+        "max_tokens": 400,
+        "max_concurrency": 1,
+        "retries": 2,
+        "backoff": 1.0,
+    },
+    "build": {"kinds": ["SD-T"], "val_fraction": 0.1, "seed": 0, "drop_empty": False},
+    "export": {
+        "kind": "adapter",
+        "outtype": "f16",
+        "quantize": ["Q8_0"],
+        "verify": True,
+        "probe_tokens": 8,
+        "min_match": 4,
+    },
+    "data": {
+        "format": None,
+        "limit": None,
+        "offset": 0,
+        "exclude": [],
+        "cap": 3,
+        "overflow": "first",
+        "drop_restatement": True,
+        "restatement_threshold": 0.7,
+        "step_style": "keep",
+    },
+}
+NOT_SETTINGS = {"generate": {"teacher"}, "screen": {"solver"}, "sft": {"base", "resume"}}
+
+
+def _stage_classes():
+    from training.build import BuildConfig
+    from training.data import DataConfig
+    from training.export import ExportConfig
+    from training.generate import GenerateConfig
+    from training.screen import ScreenConfig
+    from training.sft import SFTConfig
+
+    return {
+        "data": DataConfig,
+        "generate": GenerateConfig,
+        "screen": ScreenConfig,
+        "build": BuildConfig,
+        "sft": SFTConfig,
+        "export": ExportConfig,
+    }
+
+
+@pytest.mark.parametrize("recipe", sorted((Path(__file__).parents[1] / "training" / "recipes").glob("*.toml")))
+def test_every_shipped_recipe_loads_and_means_the_same(recipe):
+    """Each table of a shipped recipe becomes its stage's settings: the keys as written, the rest the old defaults."""
+    from dataclasses import asdict
+
+    config = load_config(recipe)
+    for stage, cls in _stage_classes().items():
+        if stage not in config:
+            continue
+        table = {k: v for k, v in config[stage].items() if k not in NOT_SETTINGS.get(stage, set())}
+        settings = asdict(cls(**table))
+        for key, value in table.items():
+            assert settings[key] == value, (recipe.name, stage, key)
+        for key, value in OLD_DEFAULTS.get(stage, {}).items():
+            if key not in table:
+                assert list(settings[key]) == value if isinstance(value, list) else settings[key] == value
+
+
+def test_cli_flags_derive_from_the_stage_settings():
+    """Every setting has its flag, and a command line without them gives the dataclass defaults."""
+    from training.cli import build_parser
+    from training.settings import from_args
+
+    parser = build_parser()
+    minimal = {
+        "generate": ["--data", "d.jsonl", "--teacher", "human", "--out", "o"],
+        "screen": ["--decompositions", "d", "--solver", "s", "--out", "o"],
+        "build": ["--out", "o"],
+        "export": ["--model", "m", "--out", "o"],
+        "sft": ["--data", "d", "--base", "b", "--out", "o"],
+    }
+    classes = _stage_classes()
+    for command, argv in minimal.items():
+        args = parser.parse_args([command, *argv])
+        cls = classes[command]
+        if command == "sft":
+            assert from_args(cls, args, target_modules="all-linear", kinds=None) == cls()
+            continue
+        assert from_args(cls, args) == cls(), command
+        for key, value in OLD_DEFAULTS[command].items():
+            assert getattr(args, key) == value, (command, key)
+    args = parser.parse_args(
+        ["generate", *minimal["generate"], "--keep-restatement", "--exclude", "a", "--exclude", "b"]
+    )
+    data = from_args(classes["data"], args)
+    assert data.source == "d.jsonl" and data.drop_restatement is False and data.exclude == ["a", "b"]
+    args = parser.parse_args(["export", *minimal["export"], "--no-verify", "--quantize", "Q8_0,Q4_K_M"])
+    assert from_args(classes["export"], args).verify is False and args.quantize == ["Q8_0", "Q4_K_M"]
+    with pytest.raises(TrainingError, match=r"generate: unknown settings \['profil'\]"):
+        from training.generate import generate
+
+        generate([], "human", "o.jsonl", profil="math")

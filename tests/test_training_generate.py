@@ -65,13 +65,15 @@ def test_generate_logs_malformed_and_empty_replies_then_retries_only_those(tmp_p
     assert {r["id"]: r for r in read_jsonl(out)}["q2"] == rows["q2"]
 
 
-def test_human_teacher_writes_socratic_steps_and_refuses_data_without_them(tmp_path):
+def test_given_teacher_writes_socratic_steps_and_refuses_data_without_them(tmp_path):
     examples = load_examples(FIX / "socratic_tiny.jsonl")
-    report = generate(examples, "human", tmp_path / "h.jsonl", progress=False)
+    report = generate(examples, "given", tmp_path / "h.jsonl", progress=False)
     rows = read_jsonl(tmp_path / "h.jsonl")
     assert report.written == 4 and [r["subquestions"] for r in rows] == [e.subquestions for e in examples]
-    assert all(r["teacher"] == "human" and r["answer"] for r in rows)
-    with pytest.raises(TrainingError, match="has no human sub-questions"):
+    assert all(r["teacher"] == "given" and r["answer"] for r in rows)
+    generate(examples, "human", tmp_path / "legacy.jsonl", progress=False)  # the old name still works
+    assert read_jsonl(tmp_path / "legacy.jsonl") == rows
+    with pytest.raises(TrainingError, match="has no sub-questions of its own"):
         generate(load_examples(FIX / "gsm8k_tiny.jsonl"), "human", tmp_path / "x.jsonl", progress=False)
 
 

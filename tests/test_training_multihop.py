@@ -17,7 +17,7 @@ from langchain_dod.prompts import decomposer_messages
 from training.build import build
 from training.cli import main as dod_train
 from training.config import load_config
-from training.data import guess_format, load_examples
+from training.data import DataConfig, guess_format, load_examples
 from training.errors import TrainingError
 from training.generate import generate
 
@@ -55,6 +55,16 @@ def test_step_styles_and_bad_style() -> None:
         load_examples(MUSIQUE, step_style="fill")  # needs the gold answers: a training target must not
 
 
+def test_step_style_is_a_data_setting_with_its_flag() -> None:
+    from training.cli import build_parser
+
+    argv = ["generate", "--data", "d", "--teacher", "given", "--out", "o"]
+    assert build_parser().parse_args(argv).step_style == DataConfig(source="d").step_style == "keep"
+    assert build_parser().parse_args([*argv, "--step-style", "typed"]).step_style == "typed"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*argv, "--step-style", "fill"])  # gold answers: not a training target
+
+
 def test_a_folder_without_the_evaluation_file_is_refused(tmp_path: Path) -> None:
     for name in ("dev_decompositions2417.json", "train100.json"):
         shutil.copy(MUSIQUE / name, tmp_path / name)
@@ -74,14 +84,13 @@ def test_recipe_excludes_the_evaluation_ids_and_builds_multihop_records(tmp_path
     config = load_config(RECIPE)
     assert config["data"]["format"] == "musique" and config["data"]["source"] == SHARED
     assert config["data"]["exclude"] == [f"{SHARED}/dev_eval292.jsonl"]
-    assert config["generate"] == {"teacher": "human", "profile": "multihop", "max_subquestions": 4}
+    assert config["generate"] == {"teacher": "given", "profile": "multihop", "max_subquestions": 4}
     assert config["sft"]["base"] == "smollm2-135m-instruct" and config["sft"]["method"] == "lora"
 
-    data = _recipe_on(MUSIQUE)
-    examples = load_examples(data["source"], data["format"], exclude=data["exclude"], step_style=data["step_style"])
+    examples = DataConfig(**_recipe_on(MUSIQUE)).load()  # what dod-train distill does with [data]
     assert not {e.id for e in examples} & EVAL_IDS and len(examples) == 2
     decompositions = tmp_path / "decompositions.jsonl"
-    report = generate(examples, "human", decompositions, profile="multihop", max_subquestions=4, progress=False)
+    report = generate(examples, "given", decompositions, profile="multihop", max_subquestions=4, progress=False)
     assert report.written == 2 and report.failed == 0
     built = build(tmp_path / "data", decompositions=decompositions, val_fraction=0.0, drop_empty=True)
     assert built.train == 2
@@ -96,7 +105,7 @@ def test_recipe_excludes_the_evaluation_ids_and_builds_multihop_records(tmp_path
 
 def test_dod_train_generate_reads_a_musique_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "dec.jsonl"
-    argv = ["generate", "--data", str(MUSIQUE), "--format", "musique", "--teacher", "human"]
+    argv = ["generate", "--data", str(MUSIQUE), "--format", "musique", "--teacher", "given"]
     argv += ["--profile", "multihop", "--max-subquestions", "4", "--out", str(out), "--no-progress"]
     assert dod_train(argv) == 0
     assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["2hop__6_7", "2hop__8_9"]

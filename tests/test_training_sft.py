@@ -260,3 +260,45 @@ def test_sft_resumes_after_sigkill(tmp_path, hf_base):
     assert report["steps"] == 4
     assert (out / "final" / "adapter_model.safetensors").is_file()
     assert not (out / "final" / "training_args.bin").exists()  # no pickles in what we hand on
+
+
+def test_keep_best_makes_final_the_lowest_validation_checkpoint(tmp_path, hf_base):
+    """`keep_best`: final = the checkpoint with the lowest validation loss (epochs chosen on validation)."""
+    from langchain_dod.prompts import decomposer_messages, decomposition_target
+    from training.sft import SFTConfig, sft
+
+    def rows(n: int, offset: int) -> str:
+        return "".join(
+            json.dumps(
+                {
+                    "id": f"r{offset + i}",
+                    "kind": "SD-R",
+                    "messages": [
+                        *decomposer_messages(f"Sara has {offset + i} cats and buys {i} more. How many now?"),
+                        {"role": "assistant", "content": decomposition_target([] if i % 2 else ["How many more?"])},
+                    ],
+                }
+            )
+            + "\n"
+            for i in range(n)
+        )
+
+    train, val = tmp_path / "train.jsonl", tmp_path / "val.jsonl"
+    train.write_text(rows(6, 0))
+    val.write_text(rows(2, 100))
+    with pytest.raises(TrainingError, match="must be a multiple of eval_steps"):
+        SFTConfig(keep_best=True, eval_steps=2, save_steps=3)
+    with pytest.raises(TrainingError, match="give validation records"):
+        sft(train, hf_base, tmp_path / "none", config=SFTConfig(keep_best=True))
+    # a learning rate far too high: validation loss does not fall monotonically over the 4 steps
+    config = SFTConfig(
+        keep_best=True, max_steps=4, eval_steps=1, save_steps=1, batch_size=2, lora_r=4, learning_rate=0.3, threads=1
+    )
+    report = sft(train, hf_base, tmp_path / "o", validation=val, config=config, progress=False)
+    evals = {e["step"]: e["eval_loss"] for e in report.log if "eval_loss" in e and "step" in e}
+    best_step = min(evals, key=lambda s: evals[s])
+    assert best_step < 4, evals  # the case that matters: the last checkpoint is not the best one
+    assert report.best_checkpoint == f"checkpoint-{best_step}"
+    assert report.eval_loss_after == pytest.approx(evals[best_step], rel=1e-4)
+    info = json.loads((Path(report.final) / "dod_training.json").read_text())
+    assert info["report"]["best_checkpoint"] == report.best_checkpoint

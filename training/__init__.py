@@ -13,8 +13,13 @@ from importlib import import_module
 from typing import Any
 
 __all__ = [
+    "BuildConfig",
+    "DataConfig",
     "Example",
+    "ExportConfig",
+    "GenerateConfig",
     "SFTConfig",
+    "ScreenConfig",
     "SocraticOptions",
     "TrainingError",
     "build",
@@ -31,9 +36,14 @@ __all__ = [
 ]
 
 _WHERE = {
+    "DataConfig": "training.data",
+    "GenerateConfig": "training.generate",
+    "ScreenConfig": "training.screen",
+    "BuildConfig": "training.build",
+    "ExportConfig": "training.export",
     "Example": "training.data",
     "load_examples": "training.data",
-    "SocraticOptions": "training.socratic",
+    "SocraticOptions": "training.data",
     "TrainingError": "training.errors",
     "generate": "training.generate",
     "screen": "training.screen",

@@ -28,11 +28,22 @@ from pathlib import Path
 from typing import Any
 
 from training.errors import TrainingError
+from training.settings import setting, with_settings
 from training.store import read_jsonl
 
-__all__ = ["KINDS", "BuildReport", "build", "records_for", "with_gold_answer"]
+__all__ = ["KINDS", "BuildConfig", "BuildReport", "build", "records_for", "with_gold_answer"]
 
 KINDS = ("SD-T", "SD-R", "SE-T", "SE-A")
+
+
+@dataclass
+class BuildConfig:
+    """Which SFT records ``build`` writes and how it splits them (the ``[build]`` table, and the CLI flags)."""
+
+    kinds: list[str] = setting(["SD-T"], csv=True, help="comma-separated, default SD-T")
+    val_fraction: float = setting(0.1)
+    seed: int = setting(0)
+    drop_empty: bool = setting(False, action="store_true", help="drop decompositions with no sub-questions")
 
 
 @dataclass
@@ -132,16 +143,18 @@ def _write(path: Path, records: Sequence[dict[str, Any]]) -> None:
 
 def build(
     out_dir: str | Path,
+    config: BuildConfig | None = None,
     *,
-    kinds: Sequence[str] = ("SD-T",),
     decompositions: str | Path | None = None,
     screened: str | Path | None = None,
-    val_fraction: float = 0.1,
-    seed: int = 0,
-    drop_empty: bool = False,
+    **settings: Any,
 ) -> BuildReport:
-    """Write ``train.jsonl``, ``validation.jsonl`` and ``build.json`` into ``out_dir``."""
-    kinds = list(dict.fromkeys(kinds))
+    """Write ``train.jsonl``, ``validation.jsonl`` and ``build.json`` into ``out_dir``.
+
+    Settings (:class:`BuildConfig`) come as ``config`` and/or keywords (``kinds=["SD-R"]``, ...).
+    """
+    cfg = with_settings(BuildConfig, config, settings, "build")
+    kinds, val_fraction, seed, drop_empty = list(dict.fromkeys(cfg.kinds)), cfg.val_fraction, cfg.seed, cfg.drop_empty
     for kind in kinds:
         if kind not in KINDS:
             raise TrainingError(f"Unknown kind {kind!r}; choose from {', '.join(KINDS)}.")

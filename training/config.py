@@ -1,8 +1,8 @@
 """The ``dod-train distill`` config: one small TOML or YAML file naming every stage's settings.
 
-Every key is checked against the stages' own parameters, so a typo (``lora_rank`` for ``lora_r``) is an
-error naming the allowed keys, never a silently ignored setting. Relative paths are relative to the
-directory you run ``dod-train`` from (the repository root for the shipped recipes).
+Every key is checked against the stages' settings dataclasses (:mod:`training.settings`), so a typo
+(``lora_rank`` for ``lora_r``) is an error naming the allowed keys, never a silently ignored setting. Relative
+paths are relative to the directory you run ``dod-train`` from (the repository root for the shipped recipes).
 
 Example (``training/recipes/smollm2-socratic.toml`` is a full one)::
 
@@ -11,7 +11,7 @@ Example (``training/recipes/smollm2-socratic.toml`` is a full one)::
     source = "../shared/data/gsm8k/test_socratic.jsonl"
     format = "socratic"
     [generate]
-    teacher = "human"
+    teacher = "given"
     [build]
     kinds = ["SD-T"]
     [sft]
@@ -28,7 +28,13 @@ import os
 from pathlib import Path
 from typing import Any
 
+from training.build import BuildConfig
+from training.data import DataConfig
 from training.errors import TrainingError
+from training.export import ExportConfig
+from training.generate import GenerateConfig
+from training.screen import ScreenConfig
+from training.settings import names
 from training.sft import SFTConfig
 
 __all__ = ["SCHEMA", "load_config", "validate_config"]
@@ -36,45 +42,15 @@ __all__ = ["SCHEMA", "load_config", "validate_config"]
 SCHEMA: dict[str, set[str] | None] = {
     "out_dir": None,
     "seed": None,
-    "data": {
-        "source",
-        "format",
-        "limit",
-        "offset",
-        "exclude",
-        "cap",
-        "overflow",
-        "drop_restatement",
-        "restatement_threshold",
-        "step_style",
-    },
-    "generate": {
-        "teacher",
-        "profile",
-        "max_subquestions",
-        "max_concurrency",
-        "retries",
-        "backoff",
-        "temperature",
-        "seed",
-        "max_tokens",
-        "price_in",
-        "price_out",
-    },
-    "screen": {
-        "solver",
-        "second_teacher",
-        "second_temperature",
-        "skip",
-        "max_tokens",
-        "max_concurrency",
-        "retries",
-        "backoff",
-    },
-    "build": {"kinds", "val_fraction", "seed", "drop_empty"},
-    "sft": {"base", "resume"} | (SFTConfig.names()),
-    "export": {"kind", "outtype", "quantize", "verify", "probe_tokens", "min_match"},
+    "data": names(DataConfig),
+    "generate": {"teacher"} | names(GenerateConfig),
+    "screen": {"solver"} | names(ScreenConfig),
+    "build": names(BuildConfig),
+    "sft": {"base", "resume"} | names(SFTConfig),
+    "export": names(ExportConfig),
 }
+"""Each stage's table: its settings dataclass's fields, plus the inputs that are not settings (teacher, solver,
+base)."""
 REQUIRED = {"data": {"source"}, "generate": {"teacher"}, "sft": {"base"}}
 
 

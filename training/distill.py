@@ -24,12 +24,11 @@ __all__ = ["distill"]
 def distill(config: str | Path | dict[str, Any], *, progress: bool = True) -> dict[str, Any]:
     """Run generate → (screen) → build → sft → export as the config says; returns every stage's report."""
     from training.build import build
-    from training.data import load_examples
+    from training.data import DataConfig
     from training.export import export_and_verify, probe_messages
     from training.generate import generate
     from training.screen import screen
     from training.sft import SFTConfig, sft
-    from training.socratic import SocraticOptions
     from training.store import read_jsonl
 
     config = load_config(config) if isinstance(config, (str, Path)) else validate_config(config)
@@ -38,19 +37,7 @@ def distill(config: str | Path | dict[str, Any], *, progress: bool = True) -> di
     seed = config.get("seed", 0)
     reports: dict[str, Any] = {}
 
-    data = dict(config["data"])
-    socratic = SocraticOptions(
-        **{k: data.pop(k) for k in ("cap", "overflow", "drop_restatement", "restatement_threshold") if k in data}
-    )
-    examples = load_examples(
-        data["source"],
-        data.get("format"),
-        limit=data.get("limit"),
-        offset=data.get("offset", 0),
-        socratic=socratic,
-        exclude=data.get("exclude", ()),
-        **({"step_style": data["step_style"]} if "step_style" in data else {}),
-    )
+    examples = DataConfig(**config["data"]).load()
     gen = {"seed": seed, **config["generate"]}
     teacher = gen.pop("teacher")
     decompositions = out / "decompositions.jsonl"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import json
 import shutil
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,10 @@ from training.basemodel import is_hf_folder, load_causal_lm, load_tokenizer
 from training.converters import run_converter
 from training.errors import TrainingError
 from training.runs import read_training_info
+from training.settings import setting, with_settings
 
 __all__ = [
+    "ExportConfig",
     "PROBE_QUESTION",
     "Verification",
     "check_adapter_base",
@@ -39,6 +42,18 @@ __all__ = [
 PROBE_QUESTION = (
     "A shop sells pencils at 3 for $1. Tom buys 12 pencils and pays with a $10 bill. How much change does he get?"
 )
+
+
+@dataclass
+class ExportConfig:
+    """What ``export`` writes and how it checks it (the ``[export]`` table, and the CLI flags)."""
+
+    kind: str = setting("adapter", choices=("adapter", "merged"))
+    outtype: str = setting("f16", choices=("f32", "f16", "bf16", "q8_0"))
+    quantize: list[str] = setting(["Q8_0"], csv=True, help="for merged: comma-separated, e.g. Q8_0,Q4_K_M")
+    verify: bool = setting(True, flag="--no-verify", action="store_false")
+    probe_tokens: int = setting(8)
+    min_match: int = setting(4)
 
 
 @dataclass
@@ -284,7 +299,7 @@ def probe_messages(records: list[dict[str, Any]]) -> list[dict[str, str]] | None
 def export_and_verify(
     model_dir: Path,
     out: Path,
-    settings: dict[str, Any],
+    settings: ExportConfig | Mapping[str, Any],
     probe: list[dict[str, str]] | None,
     base_gguf: str | None,
     base: str | Path | None = None,
@@ -294,13 +309,14 @@ def export_and_verify(
     What ``dod-train export`` and ``distill`` run. ``probe``: the chat to verify on (see :func:`probe_messages`);
     ``base_gguf``: the GGUF base an adapter is verified on (``sft`` records the one it started from).
     """
-    kind = settings.get("kind", "adapter")
-    verify = settings.get("verify", True)
-    tokens, need = settings.get("probe_tokens", 8), settings.get("min_match", 4)
+    cfg = (
+        settings if isinstance(settings, ExportConfig) else with_settings(ExportConfig, None, dict(settings), "export")
+    )
+    kind, verify, tokens, need = cfg.kind, cfg.verify, cfg.probe_tokens, cfg.min_match
     out.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {"kind": kind}
     if kind == "adapter":
-        adapter = export_adapter(model_dir, out / "adapter.gguf", base=base, outtype=settings.get("outtype", "f16"))
+        adapter = export_adapter(model_dir, out / "adapter.gguf", base=base, outtype=cfg.outtype)
         result["adapter"] = str(adapter)
         result["adapter_bytes"] = adapter.stat().st_size
         if verify:
@@ -318,7 +334,7 @@ def export_and_verify(
                 )
             )
     elif kind == "merged":
-        outputs = export_merged(model_dir, out, base=base, quantizations=settings.get("quantize", ["Q8_0"]))
+        outputs = export_merged(model_dir, out, base=base, quantizations=cfg.quantize)
         result.update({k: str(v) for k, v in outputs.items()})
         if verify:
             result["verify"] = verification_dict(
@@ -335,7 +351,7 @@ def export_and_verify(
                         strict=False,
                     )
                 )
-                for q in settings.get("quantize", ["Q8_0"])
+                for q in cfg.quantize
             }
     else:
         raise TrainingError(f"[export] kind must be 'adapter' or 'merged', got {kind!r}.")

@@ -1,7 +1,8 @@
 """Stage 1: teacher decompositions, written to an append-only JSONL keyed by example id.
 
 The teacher is any SPEC ``dod ask`` takes (``llamacpp:qwen2.5-coder-1.5b-instruct``, ``openai:gpt-4o-mini``,
-…), a LangChain model, or ``"human"``: the examples' own sub-questions (GSM8K Socratic). It is asked through
+…), a LangChain model, or ``"given"``: the examples' own sub-questions (GSM8K Socratic, written by a model).
+It is asked through
 the runtime's :class:`~langchain_dod.decomposer.Decomposer`, i.e. with exactly the prompt the distilled model
 will see. Each finished example is one fsynced line (:class:`~training.store.JsonlWriter`), so a rerun after a
 crash or SIGKILL skips what is done, redoes only what was in flight, and never pays for an example twice.
@@ -23,10 +24,12 @@ from langchain_dod.evaluation.cost import PAPER_RATE
 from training.data import Example
 from training.errors import TrainingError
 from training.runs import failed_path, is_fatal, write_as_finished
+from training.settings import setting, with_settings
 from training.store import read_records
 
 __all__ = [
     "PAPER_PRICES",
+    "GenerateConfig",
     "GenerateReport",
     "decompose_with_retries",
     "failed_path",
@@ -36,7 +39,26 @@ __all__ = [
 
 #: The paper's cost model for a hosted teacher: dollars per 1K input and output tokens (the evaluation's rate).
 PAPER_PRICES = (PAPER_RATE.input_per_1k, PAPER_RATE.output_per_1k)
-HUMAN = "human"
+GIVEN = "given"  # the data's own sub-questions (GSM8K Socratic: written by a model, not by people)
+LEGACY_GIVEN = "human"  # the old name of GIVEN, still accepted (recipes written before it)
+
+
+@dataclass
+class GenerateConfig:
+    """How ``generate`` asks the teacher (the ``[generate]`` table besides ``teacher``, and the CLI flags)."""
+
+    profile: str = setting("math", choices=("math", "reading", "multihop"))
+    max_subquestions: int = setting(3)
+    max_concurrency: int = setting(1)
+    retries: int = setting(2)
+    backoff: float = setting(1.0, help="seconds before the first retry (doubles)")
+    temperature: float | None = setting(None, type=float)
+    seed: int | None = setting(0)
+    max_tokens: int = setting(256)
+    price_in: float | None = setting(
+        None, type=float, help="$ per 1K input tokens (default: paper's for hosted, 0 local)"
+    )
+    price_out: float | None = setting(None, type=float, help="$ per 1K output tokens")
 
 
 @dataclass
@@ -70,7 +92,7 @@ def _is_local(teacher: Any) -> bool:
     from langchain_dod.solvers import is_local_model, is_local_spec
 
     if isinstance(teacher, str):
-        return teacher == HUMAN or is_local_spec(teacher)
+        return teacher in (GIVEN, LEGACY_GIVEN) or is_local_spec(teacher)
     return is_local_model(getattr(teacher, "llm", teacher))  # a Decomposer: its model
 
 
@@ -126,10 +148,10 @@ def decompose_with_retries(
     raise last
 
 
-def _human_record(example: Example) -> dict[str, Any]:
+def _given_record(example: Example) -> dict[str, Any]:
     if example.subquestions is None:
         raise TrainingError(
-            f"Example {example.id!r} has no human sub-questions; teacher 'human' needs data with them "
+            f"Example {example.id!r} has no sub-questions of its own; teacher 'given' needs data with them "
             "(format socratic, or JSONL with a 'subquestions' list). Use a model SPEC as teacher otherwise."
         )
     return {
@@ -157,41 +179,53 @@ def generate(
     examples: Sequence[Example],
     teacher: Any,
     out: str | Path,
+    config: GenerateConfig | None = None,
     *,
-    profile: str = "math",
-    max_subquestions: int = 3,
-    max_concurrency: int = 1,
-    retries: int = 2,
-    backoff: float = 1.0,
-    temperature: float | None = None,
-    seed: int | None = 0,
-    max_tokens: int = 256,
-    price_in: float | None = None,
-    price_out: float | None = None,
     progress: bool = True,
+    **settings: Any,
 ) -> GenerateReport:
     """Write one teacher decomposition per example to ``out`` (JSONL), skipping ids already there.
 
+    Settings (:class:`GenerateConfig`) come as ``config`` and/or keywords (``profile="math"``, ...).
     ``price_in``/``price_out`` are dollars per 1K tokens for the cost estimate; by default the paper's prices for
     a hosted teacher and 0 for a local one.
     """
-    if not examples:
-        raise TrainingError("No examples to decompose; the data set is empty.")
-    if max_concurrency < 1:
-        raise TrainingError(f"max_concurrency must be at least 1, got {max_concurrency}.")
+    cfg = with_settings(GenerateConfig, config, settings, "generate")
     out = Path(out)
-    done = read_records(out)
-    _check_same_settings(out, done, profile=profile, max_subquestions=max_subquestions)
+    done = _done_so_far(examples, out, cfg)
     todo = [e for e in examples if e.id not in done]
     report = GenerateReport(out=str(out), total=len(examples), already_done=len(examples) - len(todo))
     if not todo:
         return report
-    p_in, p_out = _prices(teacher, price_in, price_out)
-    decompose, label = _teacher_work(
-        teacher, profile, max_subquestions, temperature, seed, max_tokens, retries=retries, backoff=backoff
-    )
+    decompose, label = _teacher_work(teacher, cfg)
     _check_same_settings(out, done, teacher=label)
-    settings = {"teacher": label, "profile": profile, "max_subquestions": max_subquestions}
+    _write_decompositions(todo, decompose, out, cfg, report, label, _prices(teacher, cfg), progress)
+    return report
+
+
+def _done_so_far(examples: Sequence[Example], out: Path, cfg: GenerateConfig) -> dict[str, dict[str, Any]]:
+    """The records already in ``out``, after checking the inputs and that they were made with these settings."""
+    if not examples:
+        raise TrainingError("No examples to decompose; the data set is empty.")
+    if cfg.max_concurrency < 1:
+        raise TrainingError(f"max_concurrency must be at least 1, got {cfg.max_concurrency}.")
+    done = read_records(out)
+    _check_same_settings(out, done, profile=cfg.profile, max_subquestions=cfg.max_subquestions)
+    return done
+
+
+def _write_decompositions(
+    todo: Sequence[Example],
+    decompose: Callable[[Example], dict[str, Any]],
+    out: Path,
+    cfg: GenerateConfig,
+    report: GenerateReport,
+    label: str,
+    prices: tuple[float, float],
+    progress: bool,
+) -> None:
+    """Decompose ``todo`` (``max_concurrency`` at a time), one fsynced line each, counting into ``report``."""
+    settings = {"teacher": label, "profile": cfg.profile, "max_subquestions": cfg.max_subquestions}
 
     def work(example: Example) -> dict[str, Any]:
         question = {"id": example.id, "question": example.question, "context": example.context}
@@ -204,7 +238,7 @@ def generate(
             work,
             out,
             stage="generate",
-            width=max_concurrency,
+            width=cfg.max_concurrency,
             item_id=lambda e: e.id,
             safe_before=report.already_done,
             failure_fields={"teacher": label},
@@ -217,45 +251,34 @@ def generate(
             report.written += 1
             report.input_tokens += record["input_tokens"]
             report.output_tokens += record["output_tokens"]
-            report.cost = (report.input_tokens * p_in + report.output_tokens * p_out) / 1000
+            report.cost = (report.input_tokens * prices[0] + report.output_tokens * prices[1]) / 1000
             bar.update(1)
             bar.set_postfix(tok_in=report.input_tokens, tok_out=report.output_tokens, cost=f"${report.cost:.4f}")
     finally:
         bar.close()
-    return report
 
 
-def _prices(teacher: Any, price_in: float | None, price_out: float | None) -> tuple[float, float]:
+def _prices(teacher: Any, cfg: GenerateConfig) -> tuple[float, float]:
     """Dollars per 1K input and output tokens: as given, else the paper's for a hosted teacher and 0 for a local one."""
     p_in, p_out = (0.0, 0.0) if _is_local(teacher) else PAPER_PRICES
-    return (p_in if price_in is None else price_in), (p_out if price_out is None else price_out)
+    return (p_in if cfg.price_in is None else cfg.price_in), (p_out if cfg.price_out is None else cfg.price_out)
 
 
-def _teacher_work(
-    teacher: Any,
-    profile: str,
-    max_subquestions: int,
-    temperature: float | None,
-    seed: int | None,
-    max_tokens: int,
-    *,
-    retries: int,
-    backoff: float,
-) -> tuple[Callable[[Example], dict[str, Any]], str]:
+def _teacher_work(teacher: Any, cfg: GenerateConfig) -> tuple[Callable[[Example], dict[str, Any]], str]:
     """``(decompose, label)``: what one example's decomposition record holds, and the teacher's name in it."""
-    if isinstance(teacher, str) and teacher == HUMAN:
-        return _human_record, HUMAN
+    if isinstance(teacher, str) and teacher in (GIVEN, LEGACY_GIVEN):
+        return _given_record, GIVEN
     decomposer = make_teacher(
         teacher,
-        profile=profile,
-        max_subquestions=max_subquestions,
-        temperature=temperature,
-        seed=seed,
-        max_tokens=max_tokens,
+        profile=cfg.profile,
+        max_subquestions=cfg.max_subquestions,
+        temperature=cfg.temperature,
+        seed=cfg.seed,
+        max_tokens=cfg.max_tokens,
     )
 
     def decompose(example: Example) -> dict[str, Any]:
-        result, attempts = decompose_with_retries(decomposer, example, retries=retries, backoff=backoff)
+        result, attempts = decompose_with_retries(decomposer, example, retries=cfg.retries, backoff=cfg.backoff)
         return {
             "subquestions": list(result.subquestions),
             "raw": result.raw,

@@ -17,7 +17,6 @@ solver data), append-only and resumable like ``generate``.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,30 +29,42 @@ from training.data import Example
 from training.errors import TrainingError
 from training.generate import decompose_with_retries, make_teacher
 from training.runs import failed_path, is_fatal, write_as_finished
+from training.settings import setting, with_settings
 from training.store import read_jsonl, read_records
 
-__all__ = ["ScreenReport", "answers_match", "screen"]
-
-_NUM = re.compile(r"^-?\d+(?:\.\d+)?$")
+__all__ = ["ScreenConfig", "ScreenReport", "answers_match", "screen"]
 
 
-def _norm(text: str) -> str:
-    return " ".join(re.sub(r"[^a-z0-9 ]", " ", text.lower()).split())
+@dataclass
+class ScreenConfig:
+    """How ``screen`` solves and keeps (the ``[screen]`` table besides ``solver``, and the CLI flags)."""
+
+    second_teacher: Any = setting(None, type=str, help="teacher SPEC (or model) for a second sample of the failures")
+    second_temperature: float = setting(0.7)
+    skip: str | None = setting(
+        None,
+        type=str,
+        choices=("cot",),
+        help="learned skip: keep an empty plan where no decomposition but the solver's own chain of thought won",
+    )
+    max_tokens: int | None = setting(400, help="solver output limit (as dod eval run)")
+    max_concurrency: int = setting(1)
+    retries: int = setting(2)
+    backoff: float = setting(1.0)
 
 
 def answers_match(predicted: str | None, gold: str | None) -> bool:
-    """The evaluation's rule: a numeric gold needs exactly that one number (``gsm8k_strict``).
+    """The evaluation's own rule (``metrics.score`` for generic data, one gold answer).
 
-    That is how ``dod eval`` scores GSM8K; a text gold needs equal or contained normalised text.
+    A numeric gold needs exactly that one number (``gsm8k_strict``, how ``dod eval`` scores GSM8K); a text gold
+    needs its normalised text inside the normalised answer (``contains``, Bamboogle's accuracy).
     """
-    from langchain_dod.evaluation.metrics import gsm8k_strict
+    from langchain_dod.evaluation.metrics import score
 
-    if predicted is None or gold is None:
+    if predicted is None or not gold:
         return False
-    if _NUM.match(gold.strip().replace(",", "")):
-        return gsm8k_strict(predicted, gold)
-    p, g = _norm(predicted), _norm(gold)
-    return bool(g) and (p == g or f" {g} " in f" {p} ")
+    scores = score("jsonl", predicted, ((gold,),))
+    return bool(scores.get("strict", scores["contains"]))
 
 
 @dataclass
@@ -96,51 +107,63 @@ def screen(
     decompositions: str | Path | Sequence[dict[str, Any]],
     solver: Any,
     out: str | Path,
+    config: ScreenConfig | None = None,
     *,
-    second_teacher: Any = None,
-    second_temperature: float = 0.7,
-    skip: str | None = None,
-    max_tokens: int | None = 400,
-    max_concurrency: int = 1,
-    retries: int = 2,
-    backoff: float = 1.0,
     progress: bool = True,
+    **settings: Any,
 ) -> ScreenReport:
     """Screen every decomposition (from ``generate``) with ``solver`` (SPEC or LangChain model) into ``out``.
 
-    ``skip="cot"`` adds the learned skip (module docstring); ``max_tokens`` caps a SPEC solver's reply (400, as
-    ``dod eval run`` does by default, so the screen sees the replies the evaluation would score).
+    Settings (:class:`ScreenConfig`) come as ``config`` and/or keywords. ``skip="cot"`` adds the learned skip
+    (module docstring); ``max_tokens`` caps a SPEC solver's reply (400, as ``dod eval run`` does by default, so
+    the screen sees the replies the evaluation would score). ``second_teacher`` may also be a LangChain model.
     """
-    from langchain_dod.solvers import model_label
-
-    if skip not in (None, "cot"):
-        raise TrainingError(f"skip must be 'cot' (no-plan targets where chain of thought wins) or None, not {skip!r}.")
+    cfg = with_settings(ScreenConfig, config, settings, "screen")
+    if cfg.skip not in (None, "cot"):
+        raise TrainingError(
+            f"skip must be 'cot' (no-plan targets where chain of thought wins) or None, not {cfg.skip!r}."
+        )
     records = _decompositions(decompositions)
-    solver = _solver(solver, max_tokens)
-    second = _second_teacher(second_teacher, second_temperature, records[0])
+    solver = _solver(solver, cfg.max_tokens)
+    second = _second_teacher(cfg.second_teacher, cfg.second_temperature, records[0])
     out = Path(out)
     todo = [r for r in records if str(r["id"]) not in read_records(out)]
-    solve = _Solve(solver, retries, backoff)
+    work = _screen_one(_Solve(solver, cfg.retries, cfg.backoff), second, cfg, solver)
+    new, failed = _write_screened(todo, work, out, len(records), cfg.max_concurrency, progress)
+    return _report(out, len(records), new, failed)
+
+
+def _screen_one(solve: _Solve, second: Any, cfg: ScreenConfig, solver: Any) -> Any:
+    """What one record's screened line holds: the teacher's plan, a second sample, or a learned skip."""
+    from langchain_dod.solvers import model_label
+
     label = model_label(solver)
 
     def work(record: dict[str, Any]) -> dict[str, Any]:
-        result = _first_then_second(solve, record, second, retries, backoff)
-        if not result["correct"] and skip == "cot":
+        result = _first_then_second(solve, record, second, cfg.retries, cfg.backoff)
+        if not result["correct"] and cfg.skip == "cot":
             result = _learned_skip(solve, record, result)
         keep = ("id", "question", "context", "answer", "teacher", "profile", "max_subquestions")
         return {**{k: record.get(k) for k in keep}, **result, "solver": label}
 
+    return work
+
+
+def _write_screened(
+    todo: list[dict[str, Any]], work: Any, out: Path, total: int, width: int, progress: bool
+) -> tuple[int, int]:
+    """Screen ``todo`` (``width`` at a time), one fsynced line each; ``(new, failed)``."""
     new = failed = 0
-    bar = tqdm(total=len(records), initial=len(records) - len(todo), desc="screen", unit="ex", disable=not progress)
+    bar = tqdm(total=total, initial=total - len(todo), desc="screen", unit="ex", disable=not progress)
     try:
         for finished in write_as_finished(
             todo,
             work,
             out,
             stage="screen",
-            width=max_concurrency,
+            width=width,
             item_id=lambda r: r["id"],
-            safe_before=len(records) - len(todo),
+            safe_before=total - len(todo),
             fatal=_fatal,
         ):
             if finished.failure is not None:
@@ -150,7 +173,7 @@ def screen(
             bar.update(1)
     finally:
         bar.close()
-    return _report(out, len(records), new, failed)
+    return new, failed
 
 
 def _fatal(err: BaseException) -> bool:

@@ -20,6 +20,7 @@ from typing import Any
 from training.basemodel import load_causal_lm, load_tokenizer, prepare_base
 from training.errors import TrainingError
 from training.runs import training_info_path
+from training.settings import setting
 from training.store import read_jsonl
 
 __all__ = ["SFTConfig", "SFTReport", "encode_chat", "last_checkpoint", "load_sft_records", "sft"]
@@ -33,7 +34,9 @@ class SFTConfig:
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
-    target_modules: list[str] | str = "all-linear"
+    target_modules: list[str] | str = setting(
+        "all-linear", csv=True, cli_default=None, help="comma-separated (default all-linear)"
+    )
     learning_rate: float = 2e-4
     epochs: float = 3.0
     max_steps: int = -1
@@ -49,8 +52,11 @@ class SFTConfig:
     save_steps: int = 100
     save_total_limit: int = 2
     eval_before: bool = True
-    kinds: list[str] | None = None
-    threads: int | None = None
+    keep_best: bool = False
+    """Make ``final`` the checkpoint with the lowest validation loss, not the last one: the number of epochs is then
+    chosen on validation (needs a validation set, and ``save_steps`` a multiple of ``eval_steps``)."""
+    kinds: list[str] | None = setting(None, csv=True, help="comma-separated (default None)")
+    threads: int | None = setting(None, type=int, help="torch CPU threads (default: all cores)")
     """torch CPU threads (``None``: torch's default, all cores). On a CPU shared with other jobs, 1 is often
     several times faster than 2 (threads that wait for a busy core stall each other)."""
 
@@ -71,6 +77,11 @@ class SFTConfig:
                 raise TrainingError(f"{name} must be at least 1, got {getattr(self, name)}.")
         if self.max_steps <= 0 and self.epochs <= 0:
             raise TrainingError("Give a positive epochs or max_steps.")
+        if self.keep_best and self.save_steps % self.eval_steps:
+            raise TrainingError(
+                f"keep_best compares checkpoints by validation loss: save_steps ({self.save_steps}) must be a "
+                f"multiple of eval_steps ({self.eval_steps})."
+            )
 
     @classmethod
     def names(cls) -> set[str]:
@@ -93,6 +104,8 @@ class SFTReport:
     train_loss_first: float | None
     train_loss_last: float | None
     resumed_from: str | None = None
+    best_checkpoint: str | None = None
+    """With ``keep_best``: the checkpoint ``final`` was taken from (lowest validation loss)."""
     log: list[dict[str, Any]] = field(default_factory=list)
 
     def summary(self) -> str:
@@ -102,6 +115,8 @@ class SFTReport:
             return "n/a" if x is None else f"{x:.4f}"
 
         resumed = f", resumed from {self.resumed_from}" if self.resumed_from else ""
+        if self.best_checkpoint:
+            resumed += f", final = best validation checkpoint {self.best_checkpoint}"
         return (
             f"{self.method} fine-tune: {self.steps} steps on {self.train_records} records{resumed}; validation loss "
             f"{fmt(self.eval_loss_before)} -> {fmt(self.eval_loss_after)}, train loss {fmt(self.train_loss_first)} -> "
@@ -201,17 +216,57 @@ def sft(
     config = config or SFTConfig()
     out = Path(out)
     train_path, validation_path = _data_paths(data, validation)
-    train_records = load_sft_records(train_path, config.kinds)
-    val_records = load_sft_records(validation_path, config.kinds) if validation_path else []
-    if not train_records:
-        raise TrainingError(
-            f"{train_path} holds no training records{' of kinds ' + str(config.kinds) if config.kinds else ''}."
-        )
+    train_records, val_records = _records(train_path, validation_path, config.kinds)
+    if config.keep_best and not val_records:
+        raise TrainingError("keep_best chooses the checkpoint by validation loss; give validation records.")
     checkpoint = _checkpoint_to_resume(out, resume)
     base_dir = prepare_base(base)
+    tokenizer, train_set, val_set, dropped = _tokenized(base_dir, train_records, val_records, config)
+    trainer = _trainer(base_dir, out, config, tokenizer, train_set, val_set, progress, callbacks)
+    eval_before = (
+        _eval_before(trainer, out, resuming=checkpoint is not None) if val_set and config.eval_before else None
+    )
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    eval_after = trainer.evaluate()["eval_loss"] if val_set else None
+    final = _save_final(trainer, tokenizer, out)
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e and math.isfinite(e["loss"])]
+    report = SFTReport(
+        final=str(final),
+        method=config.method,
+        steps=trainer.state.global_step,
+        train_records=len(train_set),
+        validation_records=len(val_set),
+        dropped_too_long=dropped,
+        eval_loss_before=eval_before,
+        eval_loss_after=eval_after,
+        train_loss_first=losses[0] if losses else None,
+        train_loss_last=losses[-1] if losses else None,
+        resumed_from=checkpoint.name if checkpoint else None,
+        best_checkpoint=Path(trainer.state.best_model_checkpoint).name if config.keep_best else None,
+        log=list(trainer.state.log_history),
+    )
+    _write_training_info(final, base_dir, config, report, train_path, validation_path)
+    os.sync()
+    return report
 
+
+def _records(
+    train_path: Path, validation_path: Path | None, kinds: list[str] | None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The training and validation records of the kinds asked for; no training record is an error."""
+    train_records = load_sft_records(train_path, kinds)
+    val_records = load_sft_records(validation_path, kinds) if validation_path else []
+    if not train_records:
+        raise TrainingError(f"{train_path} holds no training records{' of kinds ' + str(kinds) if kinds else ''}.")
+    return train_records, val_records
+
+
+def _tokenized(
+    base_dir: Path, train_records: list[dict[str, Any]], val_records: list[dict[str, Any]], config: SFTConfig
+) -> tuple[Any, list[dict[str, list[int]]], list[dict[str, list[int]]], int]:
+    """``(tokenizer, train set, validation set, records dropped as too long)``, after seeding torch."""
     import torch
-    from transformers import DataCollatorForSeq2Seq, Trainer, set_seed
+    from transformers import set_seed
 
     set_seed(config.seed)
     if config.threads:
@@ -221,8 +276,23 @@ def sft(
     val_set, val_dropped = _encode(tokenizer, val_records, config.max_length)
     if not train_set:
         raise TrainingError(f"Every training record is longer than max_length={config.max_length}; raise it.")
+    return tokenizer, train_set, val_set, dropped + val_dropped
 
-    trainer = Trainer(
+
+def _trainer(
+    base_dir: Path,
+    out: Path,
+    config: SFTConfig,
+    tokenizer: Any,
+    train_set: list[dict[str, list[int]]],
+    val_set: list[dict[str, list[int]]],
+    progress: bool,
+    callbacks: list[Any] | None,
+) -> Any:
+    """The transformers ``Trainer`` over the model (LoRA-wrapped or full) and the tokenised records."""
+    from transformers import DataCollatorForSeq2Seq, Trainer
+
+    return Trainer(
         model=_model(base_dir, config),
         args=_training_arguments(out, config, evaluate=bool(val_set), progress=progress),
         train_dataset=train_set,
@@ -231,34 +301,15 @@ def sft(
         processing_class=tokenizer,
         callbacks=callbacks,
     )
-    eval_before = (
-        _eval_before(trainer, out, resuming=checkpoint is not None) if val_set and config.eval_before else None
-    )
-    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    eval_after = trainer.evaluate()["eval_loss"] if val_set else None
 
+
+def _save_final(trainer: Any, tokenizer: Any, out: Path) -> Path:
+    """Save the model (adapter or full) and the tokenizer to ``out/final``."""
     final = out / "final"
     trainer.save_model(str(final))
     tokenizer.save_pretrained(str(final))
     (final / "training_args.bin").unlink(missing_ok=True)  # a pickle; settings are in the training info
-    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e and math.isfinite(e["loss"])]
-    report = SFTReport(
-        final=str(final),
-        method=config.method,
-        steps=trainer.state.global_step,
-        train_records=len(train_set),
-        validation_records=len(val_set),
-        dropped_too_long=dropped + val_dropped,
-        eval_loss_before=eval_before,
-        eval_loss_after=eval_after,
-        train_loss_first=losses[0] if losses else None,
-        train_loss_last=losses[-1] if losses else None,
-        resumed_from=checkpoint.name if checkpoint else None,
-        log=list(trainer.state.log_history),
-    )
-    _write_training_info(final, base_dir, config, report, train_path, validation_path)
-    os.sync()
-    return report
+    return final
 
 
 def _checkpoint_to_resume(out: Path, resume: bool) -> Path | None:
@@ -324,6 +375,9 @@ def _training_arguments(out: Path, config: SFTConfig, *, evaluate: bool, progres
         dataloader_num_workers=0,
         disable_tqdm=not progress,
         save_only_model=False,
+        load_best_model_at_end=config.keep_best and evaluate,  # final = the lowest validation loss
+        metric_for_best_model="eval_loss",
+        greater_is_better=False,
     )
 
 

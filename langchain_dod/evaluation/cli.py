@@ -81,6 +81,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         args.out,
         limit=args.limit,
         seed=None if args.seed < 0 else args.seed,
+        exclude=args.exclude or (),
         max_concurrency=args.max_concurrency,
         chunk=args.chunk,
         retry_errors=args.retry_errors,
@@ -143,6 +144,13 @@ def register(subparsers: Any) -> None:
     p.add_argument("--out", required=True, help="evaluation folder (manifest.json, runs/*.jsonl)")
     p.add_argument("--limit", type=int_in(1), default=None, help="evaluate the first N items after shuffling")
     p.add_argument("--seed", type=int_in(-1), default=0, help="shuffle seed; -1 keeps file order")
+    p.add_argument(
+        "--exclude",
+        action="append",
+        metavar="FILE",
+        help="repeatable: leave out the ids in FILE (an eval manifest.json, or JSONL records with 'id', e.g. a "
+        "decomposer's training decompositions) before shuffling",
+    )
     p.add_argument("--solver", action="append", help="SPEC, repeatable (default: the local Qwen 1.5B)")
     p.add_argument(
         "--decomposer",

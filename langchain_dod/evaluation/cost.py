@@ -8,7 +8,7 @@ at that rate scaled by the parameter ratio. So, by default:
 - a decomposer that is a different model from the solver is priced at the paper's rate × (its parameters /
   175B, GPT-3.5's size), when its label names a size (``smollm2-135m`` → 135M, ``qwen2.5-1.5b`` → 1.5B);
   a decomposer that is the solver model itself pays the solver's rate (the paper's teacher setting);
-- human/oracle sub-questions cost nothing (no tokens).
+- oracle (the data's own) sub-questions cost nothing (no tokens).
 
 Local stages also get their CPU seconds reported separately (see the runner), since a dollar price for
 your own CPU is a guess. A JSON table overrides any of this::

@@ -1,9 +1,17 @@
-"""An oracle "decomposer" that returns human-written sub-questions (GSM8K's Socratic split).
+"""An oracle "decomposer" that returns the data's own sub-questions (GSM8K's Socratic split).
+
+GSM8K's Socratic sub-questions were written by a model, not by people (GSM8K's README says so).
 
 GSM8K's ``*_socratic.jsonl`` writes each reasoning step as ``SUB-QUESTION ** step``. Fed to the solver in
 place of a model's decomposition, these are an upper-bound teacher: what a perfect decomposer could give.
-The oracle looks a question up by its text (whitespace-insensitive), keeps the first ``max_subquestions``
-sub-questions (the paper's cap) and reports zero tokens: nobody was paid to write them at run time.
+The oracle looks a question up by its text (whitespace-insensitive) and reports zero tokens: nobody was paid
+to write them at run time.
+
+The steps become sub-questions by the data layer's one rule
+(:func:`~langchain_dod.evaluation.datasets.socratic_subquestions` with ``cap=max_subquestions``: a final
+restatement of the question dropped, then the first ``max_subquestions`` kept), the rule that makes the
+training data of teacher ``given``. So the oracle measures the decompositions an adapter could learn from, not
+a variant of them (before, the oracle kept the restatement the training data drops).
 """
 
 from __future__ import annotations
@@ -16,32 +24,22 @@ from langchain_core.runnables import RunnableConfig, RunnableSerializable
 from pydantic import ConfigDict, Field, PrivateAttr
 
 from langchain_dod.decomposer import Decomposition, DecompositionError, normalize_input
-from langchain_dod.evaluation.datasets import DatasetError
-from langchain_dod.parsing import normalize_subquestions
+from langchain_dod.evaluation.datasets import DatasetError, SocraticOptions, socratic_subquestions
 
-__all__ = ["ORACLE_LABEL", "SocraticOracle", "socratic_subquestions"]
+__all__ = ["ORACLE_LABEL", "ORACLE_RULE", "SocraticOracle"]
 
 ORACLE_LABEL = "oracle:gsm8k-socratic"
+#: Recorded in an oracle run's description: runs made by another rule (the old one kept the restatement) must not
+#: be extended with this one's sub-questions.
+ORACLE_RULE = "datasets.socratic_subquestions: final restatement dropped, first max_subquestions kept"
 
 
 def _key(question: str) -> str:
     return " ".join(question.split()).lower()
 
 
-def socratic_subquestions(answer: str) -> list[str]:
-    """The sub-questions of one Socratic answer (the text before `` ** `` on each step line), de-duplicated."""
-    steps = answer.rsplit("####", 1)[0]
-    out = []
-    for line in steps.splitlines():
-        if "**" in line:
-            sub = line.split("**", 1)[0].strip()
-            if sub:
-                out.append(sub)
-    return normalize_subquestions(out)
-
-
 class SocraticOracle(RunnableSerializable[Any, Decomposition]):
-    """Runnable: question → the human sub-questions for it, as a :class:`Decomposition` with 0 tokens."""
+    """Runnable: question → the data's sub-questions for it, as a :class:`Decomposition` with 0 tokens."""
 
     path: str
     """The Socratic JSONL (e.g. ``../shared/data/gsm8k/test_socratic.jsonl``)."""
@@ -58,14 +56,16 @@ class SocraticOracle(RunnableSerializable[Any, Decomposition]):
                 f"Socratic file not found: {path}. Pass path= a Socratic JSONL such as test_socratic.jsonl "
                 "(--socratic PATH on the command line)."
             )
+        options = SocraticOptions(cap=self.max_subquestions)
         with path.open(encoding="utf-8") as fh:
             for number, line in enumerate(fh, 1):
                 if not line.strip():
                     continue
                 try:
                     row = json.loads(line)
-                    self._table[_key(row["question"])] = socratic_subquestions(row["answer"])
-                except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
+                    subquestions = socratic_subquestions(row["question"], row["answer"], options)
+                    self._table[_key(row["question"])] = subquestions or []
+                except (json.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as err:
                     raise DatasetError(
                         f"{path}:{number} is not a Socratic GSM8K row {{question, answer}} ({err})."
                     ) from err
@@ -77,7 +77,7 @@ class SocraticOracle(RunnableSerializable[Any, Decomposition]):
         question, _ = normalize_input(value)
         subs = self._table.get(_key(question))
         if subs is None:
-            raise DecompositionError(f"No human sub-questions for this question in {self.path}.")
+            raise DecompositionError(f"No Socratic sub-questions for this question in {self.path}.")
         return Decomposition(
             subquestions=subs[: self.max_subquestions],
             model=ORACLE_LABEL,
@@ -88,5 +88,5 @@ class SocraticOracle(RunnableSerializable[Any, Decomposition]):
         )
 
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Decomposition:
-        """The human sub-questions of ``input`` (a question or ``{question, context}``)."""
+        """The Socratic sub-questions of ``input`` (a question or ``{question, context}``)."""
         return self._call_with_config(self._lookup, input, config, run_type="chain", **kwargs)

@@ -37,7 +37,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models import BaseLanguageModel
 from langchain_core.runnables import Runnable
 
-from langchain_dod.evaluation.datasets import Item, LoadedDataset, select_items
+from langchain_dod.evaluation.datasets import Item, LoadedDataset, drop_excluded, read_ids, select_items
 from langchain_dod.evaluation.metrics import score
 from langchain_dod.jsonl_store import JsonlError, append_jsonl, read_records, repair_tail
 from langchain_dod.solvers import is_local_model, load_chat_model, model_label, spec_label
@@ -87,7 +87,7 @@ class RunSpec:
     """One pipeline: a solver, and either a decomposer (two-stage) or a single-stage ``mode``.
 
     ``solver``: a SPEC (``llamacpp:qwen2.5-coder-1.5b-instruct``, ``openai:gpt-4o-mini``) or a LangChain model.
-    ``decomposer``: ``None`` (single-stage, then ``mode`` is ``direct`` or ``cot``), ``"oracle"`` (human
+    ``decomposer``: ``None`` (single-stage, then ``mode`` is ``direct`` or ``cot``), ``"oracle"`` (the data's own
     Socratic sub-questions from ``socratic``), ``"default"`` (the shipped SmolLM2 decomposer), a SPEC or
     GGUF name/path (untuned, e.g. ``llamacpp:smollm2-135m-instruct``), or a ready runnable / model.
     """
@@ -153,6 +153,10 @@ class RunSpec:
         }
         if self.decomposer == "default":  # which adapter "default" meant: results of two adapters must not mix
             described["adapter"] = _default_adapter_id(self.profile)
+        if self.decomposer == "oracle":  # how the Socratic steps became sub-questions: two rules must not mix
+            from langchain_dod.evaluation.oracle import ORACLE_RULE
+
+            described["oracle_rule"] = ORACLE_RULE
         described["prompts"] = self.prompts_id()  # a changed wording must not mix into a run's earlier items
         return described
 
@@ -487,7 +491,14 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _manifest(out: Path, dataset: LoadedDataset, items: list[Item], seed: int | None, limit: int | None) -> dict:
+def _manifest(
+    out: Path,
+    dataset: LoadedDataset,
+    items: list[Item],
+    seed: int | None,
+    limit: int | None,
+    exclude: Sequence[str] = (),
+) -> dict:
     path = out / "manifest.json"
     new: dict[str, Any] = {
         "dataset": {
@@ -502,19 +513,23 @@ def _manifest(out: Path, dataset: LoadedDataset, items: list[Item], seed: int | 
         "ids": [i.id for i in items],
         "created": _now(),
     }
+    if exclude:  # the files whose ids were left out before shuffling (e.g. a decomposer's training questions)
+        new["exclude"] = list(exclude)
     if path.exists():
         old = read_json(path)
-        same_data = (old["dataset"]["sha256"], old["dataset"]["format"], old.get("seed")) == (
+        same_data = (old["dataset"]["sha256"], old["dataset"]["format"], old.get("seed"), old.get("exclude", [])) == (
             dataset.sha256,
             dataset.fmt,
             seed,
+            list(exclude),
         )
         old_ids, new_ids = old["ids"], new["ids"]
         prefix = old_ids[: len(new_ids)] == new_ids or new_ids[: len(old_ids)] == old_ids
         if not same_data or not prefix:
             raise EvaluationError(
-                f"{out} holds an evaluation of other items (data set, format or seed differ: was "
-                f"{old['dataset']['path']} {old['dataset']['format']} seed={old.get('seed')}). Use another --out."
+                f"{out} holds an evaluation of other items (data set, format, seed or excluded ids differ: was "
+                f"{old['dataset']['path']} {old['dataset']['format']} seed={old.get('seed')} "
+                f"exclude={old.get('exclude', [])}). Use another --out."
             )
         if len(new_ids) <= len(old_ids):
             return old
@@ -662,6 +677,7 @@ async def arun_evaluation(
     *,
     limit: int | None = None,
     seed: int | None = 0,
+    exclude: Sequence[str | os.PathLike[str]] = (),
     max_concurrency: int = 1,
     chunk: int | None = None,
     retry_errors: bool = False,
@@ -674,8 +690,9 @@ async def arun_evaluation(
     if len(set(names)) != len(names):
         raise ValueError(f"Two runs share a name: {names}; give them distinct names.")
     out = Path(out)
-    items = select_items(dataset.items, limit, seed)
-    _manifest(out, dataset, items, seed, limit)
+    pool = drop_excluded(dataset.items, read_ids(exclude)) if exclude else dataset.items
+    items = select_items(pool, limit, seed)
+    _manifest(out, dataset, items, seed, limit, [str(p) for p in exclude])
     states = [_open_run(out, s, dataset, retry_errors) for s in specs]
     total = sum(1 for st in states for i in items if i.id not in st.done)
     bar = None
@@ -711,7 +728,8 @@ def run_evaluation(
 ) -> dict[str, dict[str, Any]]:
     """Evaluate every run in ``specs`` on the selected items of ``dataset``; write and return a summary.
 
-    Keyword arguments: ``limit``, ``seed`` (the shuffle; ``None`` keeps file order), ``max_concurrency`` (items
+    Keyword arguments: ``limit``, ``seed`` (the shuffle; ``None`` keeps file order), ``exclude`` (files whose ids
+    are left out before the shuffle: manifests, JSONL records with ``id``), ``max_concurrency`` (items
     in flight per run; keep 1–2 for one in-process llama.cpp model, which serves one sequence at a time),
     ``chunk`` (interleave runs every ``chunk`` items), ``retry_errors``, ``progress``.
     """

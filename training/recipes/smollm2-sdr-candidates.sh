@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Issue 12, step 3: train the SD-R candidates and choose one on validation (loss and accuracy), after the screening
+# of training/recipes/smollm2-sdr-shards.sh. Every step is resumable: rerun the script and finished steps are skipped.
+#
+#   A  sdr-lora   SD-R targets (kept teacher plans + learned skips), LoRA r16 (the recipe smollm2-sdr.toml)
+#   B  sdr-full   the same data, full fine-tune
+#   C  sdr-mix    SD-R + the 782 GSM8K *test* Socratic plans that are complete in <= 3 steps (all steps, the last one
+#                 kept), LoRA r16. The test split is safe here: the evaluation items are GSM8K *train* items.
+#
+# All three share one validation split (10 % of the screened questions, split by question), so their validation
+# losses compare. Validation accuracy: each exported candidate decomposes 100 GSM8K-train items that no candidate
+# trained on (seed 1, the 400 evaluation items and the 1,000 SD-R questions excluded) for the Qwen 1.5B solver.
+set -eu
+cd "$(dirname "$0")/../.."
+export HF_HUB_OFFLINE=1
+R=runs/smollm2-sdr
+STEP=${1:-all}   # data | train | export | val | all
+
+data() {
+  cat $R/shard*/decompositions.jsonl > $R/decompositions.jsonl
+  cat $R/shard*/screened.jsonl > $R/screened.jsonl
+  dod-train build --screened $R/screened.jsonl --kinds SD-R --val-fraction 0.1 --out $R/data --no-progress
+  dod-train generate --data ../shared/data/gsm8k/test_socratic.jsonl --format socratic --teacher given --cap 3 \
+    --overflow skip --keep-restatement --max-subquestions 3 --out runs/socratic-complete/decompositions.jsonl \
+    --no-progress
+  dod-train build --decompositions runs/socratic-complete/decompositions.jsonl --kinds SD-T --val-fraction 0 \
+    --out runs/socratic-complete/data --no-progress
+  mkdir -p runs/sdr-mix
+  cat $R/data/train.jsonl runs/socratic-complete/data/train.jsonl > runs/sdr-mix/train.jsonl
+}
+
+SFT="--base smollm2-135m-instruct --validation $R/data/validation.jsonl --epochs 3 --batch-size 8 --max-length 768
+  --warmup 0.03 --logging-steps 10 --eval-steps 20 --save-steps 20 --save-total-limit 2 --keep-best --threads 2 --no-progress"
+train() {
+  [ -d runs/sdr-lora/final ] || dod-train sft --data $R/data/train.jsonl --out runs/sdr-lora --learning-rate 5e-4 $SFT --resume
+  [ -d runs/sdr-full/final ] || dod-train sft --data $R/data/train.jsonl --out runs/sdr-full --method full \
+    --learning-rate 5e-5 $SFT --resume
+  [ -d runs/sdr-mix/final ] || dod-train sft --data runs/sdr-mix/train.jsonl --out runs/sdr-mix --learning-rate 5e-4 \
+    $SFT --resume
+}
+
+export_() {
+  [ -f runs/sdr-lora/export/adapter.gguf ] || dod-train export --model runs/sdr-lora/final --out runs/sdr-lora/export
+  [ -f runs/sdr-mix/export/adapter.gguf ] || dod-train export --model runs/sdr-mix/final --out runs/sdr-mix/export
+  ls runs/sdr-full/export/*.gguf >/dev/null 2>&1 || dod-train export --model runs/sdr-full/final \
+    --out runs/sdr-full/export --kind merged --outtype q8_0
+}
+
+val() {
+  V="dod eval run --data ../shared/data/gsm8k/train.jsonl --out benchmarks/results/eval/gsm8k-train-validation
+    --limit 100 --seed 1 --exclude benchmarks/results/eval/gsm8k-train-distilled/manifest.json
+    --exclude $R/decompositions.jsonl --solver llamacpp:qwen2.5-coder-1.5b-instruct --max-tokens 400 --n-threads 1
+    --chunk 5 --no-progress"
+  DOD_DECOMPOSER_ADAPTER=runs/sdr-lora/export/adapter.gguf $V --decomposer default --label sdr-lora
+  DOD_DECOMPOSER_ADAPTER=runs/sdr-mix/export/adapter.gguf $V --decomposer default --label sdr-mix
+  $V --decomposer "$(ls runs/sdr-full/export/*.gguf | head -1)" --label sdr-full
+  $V --single-stage cot --decomposer llamacpp:smollm2-135m-instruct --label eq
+}
+
+case $STEP in
+  data) data ;; train) train ;; export) export_ ;; val) val ;;
+  all) data; train; export_; val ;;
+  *) echo "usage: $0 [data|train|export|val|all]" >&2; exit 2 ;;
+esac
