@@ -8,14 +8,20 @@ paragraphs, for quick looks).
 Methods, all over the same base retriever, each retriever asked for max(k) documents per query:
 
 - ``plain``: the base retriever on the question.
-- ``multiquery``: LangChain's ``MultiQueryRetriever`` with the local SmolLM2-135M writing its queries (the
-  original included; as shipped it returns the unique union, of which the first max(k) are kept).
+- ``multiquery``: LangChain's ``MultiQueryRetriever`` (``langchain_classic.retrievers.multi_query``) with the local
+  SmolLM2-135M (``ChatGGUF``, ``--query-writer``) writing its queries, the original included. As shipped it
+  returns the unique union in query order (the original last), of which the first max(k) are kept: with each
+  query asked for max(k) documents, that is mostly the first generated query's list.
+- ``multiquery_rrf``: the same chain's queries plus the question (first), fused by reciprocal rank like ``dod``
+  (separates the query writing from LangChain's union).
 - ``dod``: ``DecomposingRetriever`` with ``--decomposer`` (sub-questions + question, reciprocal-rank fusion).
 - ``dod_iterative``: the same with ``iterative=True`` (each step's answer read by the decomposer's model from its
   top passages and filled into the later steps).
-- ``gold_keep`` / ``gold_drop`` / ``gold_it`` / ``gold_that``: MuSiQue's gold decomposition used statically,
-  steps as questions (``"X >> relation"`` rewritten), ``#N`` kept, dropped, or written "it" / "that"; each step
-  and the question retrieved and fused by reciprocal rank. The ceiling of a static decomposition.
+- ``gold_keep`` / ``gold_drop`` / ``gold_it`` / ``gold_that`` / ``gold_typed``: MuSiQue's gold decomposition used
+  statically, steps as questions (``"X >> relation"`` rewritten), ``#N`` kept, dropped, or written "it" / "that" /
+  "that <noun>" ("that person", "that city": ``reference_noun``); each step and the question retrieved and fused
+  by reciprocal rank. The ceiling of a static decomposition. ``gold_raw``: the steps exactly as MuSiQue writes
+  them (``"#1 >> place of birth"``), to measure what the rewriting into questions does.
 - ``gold_filled``: the gold decomposition with each ``#N`` filled by the gold answer of step N (the ceiling of
   the iterative mode).
 
@@ -67,15 +73,18 @@ from langchain_dod.retrievers import reciprocal_rank_fusion
 METHODS = (
     "plain",
     "multiquery",
+    "multiquery_rrf",
     "dod",
     "dod_iterative",
+    "gold_raw",
     "gold_keep",
     "gold_drop",
     "gold_it",
     "gold_that",
+    "gold_typed",
     "gold_filled",
 )
-DEFAULT_METHODS = ("plain", "multiquery", "dod", "dod_iterative", "gold_keep", "gold_filled")
+DEFAULT_METHODS = ("plain", "multiquery", "multiquery_rrf", "dod", "dod_iterative", "gold_keep", "gold_filled")
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -175,14 +184,23 @@ def build_methods(
     methods: dict[str, Callable[[MusiqueQuestion, list], list[Document]]] = {}
     if "plain" in names:
         methods["plain"] = lambda q, cb: base.invoke(q.question, {"callbacks": cb})
-    if "multiquery" in names:
+    if {"multiquery", "multiquery_rrf"} & set(names):
         from langchain_classic.retrievers.multi_query import MultiQueryRetriever
 
         from langchain_dod import ChatGGUF
 
-        writer = ChatGGUF(model=args.query_writer, max_tokens=64, n_threads=args.threads).load()
+        writer = ChatGGUF(model=args.query_writer, max_tokens=args.query_writer_tokens, n_threads=args.threads).load()
         multi = MultiQueryRetriever.from_llm(retriever=base, llm=writer, include_original=True)
-        methods["multiquery"] = lambda q, cb: multi.invoke(q.question, {"callbacks": cb})[:depth]
+        if "multiquery" in names:
+            methods["multiquery"] = lambda q, cb: multi.invoke(q.question, {"callbacks": cb})[:depth]
+        if "multiquery_rrf" in names:
+
+            def multiquery_rrf(q: MusiqueQuestion, cb: list) -> list[Document]:
+                generated = multi.llm_chain.invoke({"question": q.question}, {"callbacks": cb})
+                queries = list(dict.fromkeys([q.question, *(g.strip() for g in generated if g.strip())]))
+                return reciprocal_rank_fusion(base.batch(queries, {"callbacks": cb}), queries)[:depth]
+
+            methods["multiquery_rrf"] = multiquery_rrf
     if {"dod", "dod_iterative"} & set(names):
         from langchain_dod import DecomposingRetriever
 
@@ -204,7 +222,7 @@ def build_methods(
             mode = "fill" if name == "gold_filled" else name.removeprefix("gold_")
 
             def gold(q: MusiqueQuestion, cb: list, mode: str = mode) -> list[Document]:
-                queries = list(dict.fromkeys([q.question, *gold_queries(q, mode)]))  # type: ignore[arg-type]
+                queries = list(dict.fromkeys([q.question, *gold_queries(q, mode)]))
                 return reciprocal_rank_fusion(base.batch(queries, {"callbacks": cb}), queries)[:depth]
 
             methods[name] = gold
@@ -218,9 +236,10 @@ def run_one(method: Callable, question: MusiqueQuestion, label: str, depth: int)
     docs = method(question, [recorder])
     seconds = time.perf_counter() - started
     trace = docs[0].metadata.get("dod_trace") if docs else None
-    wrapped = not (label == "plain" or label.startswith("gold_"))  # a retriever of its own around the base one
+    # a retriever of its own around the base one: its own run is the first recorded
+    wrapped = label == "multiquery" or label.startswith("dod")
     queries = recorder.queries[1:] if wrapped else recorder.queries
-    model_calls = {"plain": 0, "multiquery": 1}.get(label, 0 if label.startswith("gold_") else 1)
+    model_calls = 0 if label == "plain" or label.startswith("gold_") else 1
     return {
         "method": label,
         "id": question.id,
@@ -346,6 +365,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--read-top", type=int, default=2, help="dod_iterative: passages the reader sees per step")
     parser.add_argument("--read-chars", type=int, default=600, help="dod_iterative: characters kept per passage")
     parser.add_argument("--query-writer", default="smollm2-135m-instruct", help="GGUF writing multiquery's queries")
+    parser.add_argument(
+        "--query-writer-tokens",
+        type=int,
+        default=64,
+        help="multiquery's output limit (the 135M often cuts its third question at 64; at 160 it adds preamble and "
+        "notes as queries, +2.5 s per question, same recall on a 3-question smoke)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="llama.cpp / torch threads (the CPU is shared)")
     parser.add_argument("--embedding-cache", type=Path, default=None, help="folder caching minilm paragraph vectors")
     parser.add_argument(
@@ -397,7 +423,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "ks": ks,
             "depth_per_query": depth,
             "index_seconds": round(index_seconds, 1),
-            "query_writer": f"{args.query_writer} (ChatGGUF, greedy, max_tokens=64)",
+            "query_writer": f"{args.query_writer} (ChatGGUF, greedy, max_tokens={args.query_writer_tokens})",
             "decomposer": decomposer or "(not run)",
             "max_subquestions": args.max_subquestions,
             "reader": f"the decomposer's model, top {args.read_top} passages cut to {args.read_chars} characters",

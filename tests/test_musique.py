@@ -14,6 +14,7 @@ from langchain_dod.evaluation.musique import (
     paragraph_id,
     pooled_corpus,
     recall_at_k,
+    reference_noun,
     step_to_question,
     summarize_recall,
     training_questions,
@@ -92,8 +93,12 @@ def test_question_without_supporting_paragraph_is_refused(tmp_path) -> None:
             "In what administrative territorial entity is Van Hook Township located?",
         ),
         ("#1 >> place of birth", "Where was #1 born?"),
-        ("Green >> record label", "What is the record label of Green?"),  # the generic template
+        ("Green >> parent taxon", "What is the parent taxon of Green?"),  # the generic template
+        ("Green >> record label", "What record label is Green on?"),
         ("Who was the first president of #1 ?", "Who was the first president of #1?"),  # a question: tidied
+        # crowd-written steps: capitalised and given their question mark
+        ("when was #3 established", "When was #3 established?"),
+        ("what is the meaning of #2 in arabic dictionary.", "What is the meaning of #2 in arabic dictionary?"),
     ],
 )
 def test_step_to_question(step: str, expected: str) -> None:
@@ -132,6 +137,54 @@ def test_gold_queries_filled_with_gold_answers(questions) -> None:
         "What river is Orrin Cove at the mouth of?",
     ]
     assert gold_queries(questions[1])[2] == "What river is #2 at the mouth of?"
+
+
+@pytest.mark.parametrize(
+    ("step", "noun"),
+    [
+        ("#1 >> performer", "person"),
+        ("Van Hook Township >> located in the administrative territorial entity", "place"),
+        ("Achh >> country", "country"),
+        ("Green >> parent taxon", "one"),  # a relation of unknown kind
+        ("What city is #1 in?", "city"),
+        ("In which state is #1?", "state"),
+        ("who sang #1", "person"),
+        ("When was #2 founded?", "time"),
+        ("What is the capital of #1?", "one"),  # "what is": no noun to read
+    ],
+)
+def test_reference_noun(step: str, noun: str) -> None:
+    assert reference_noun(step) == noun
+
+
+def test_gold_queries_in_every_step_style(questions) -> None:
+    q = questions[1]  # Varnholt Bridge >> designer / Where was #1 born? / What river is #2 at the mouth of ?
+    assert gold_queries(q, "raw") == [
+        "Varnholt Bridge >> designer",
+        "Where was #1 born?",
+        "What river is #2 at the mouth of?",
+    ]
+    assert gold_queries(q, "keep")[1:] == ["Where was #1 born?", "What river is #2 at the mouth of?"]
+    assert gold_queries(q, "drop")[1:] == ["Where was born?", "What river is at the mouth of?"]
+    assert gold_queries(q, "typed")[1:] == ["Where was that one born?", "What river is that place at the mouth of?"]
+    assert gold_queries(questions[0], "typed")[1] == "Where was that one born?"  # "designer": unknown kind
+    with pytest.raises(ValueError, match="Unknown step style"):
+        gold_queries(q, "nested")
+
+
+def test_typed_style_drops_the_article_before_a_reference() -> None:
+    from langchain_dod.evaluation.musique import MusiqueQuestion, Step
+
+    q = MusiqueQuestion(
+        id="x",
+        question="?",
+        answer="a",
+        steps=(Step("Kirill Eskov >> country of citizenship", "Russia"), Step("Who argued that the #1 had won?", "b")),
+    )
+    assert gold_queries(q, "typed") == [
+        "What country is Kirill Eskov a citizen of?",
+        "Who argued that that country had won?",
+    ]
 
 
 @pytest.mark.parametrize(

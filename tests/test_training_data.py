@@ -426,6 +426,7 @@ OLD_DEFAULTS = {  # the defaults the stages' signatures and flags had before the
         "overflow": "first",
         "drop_restatement": True,
         "restatement_threshold": 0.7,
+        "step_style": "keep",
     },
 }
 NOT_SETTINGS = {"generate": {"teacher"}, "screen": {"solver"}, "sft": {"base", "resume"}}

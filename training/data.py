@@ -4,6 +4,12 @@ Formats (``format=`` or guessed from the file) are the data layer's, plus ``socr
 whose steps become each example's sub-questions by the data layer's rule (:class:`SocraticOptions`; teacher
 ``given`` writes them out as decompositions). Sources may also be ``hf:NAME[:CONFIG][@SPLIT]``.
 
+``musique``: MuSiQue gold decompositions, the gold steps written as questions become the sub-questions, each
+``#N`` (the answer of step N) written as ``step_style`` says (default ``keep``: see :data:`MUSIQUE_STEP_STYLE`).
+The source is a folder holding ``dev_decompositions2417.json``, ``train100.json`` and ``dev_eval292.jsonl`` (the
+2,417 answerable dev questions minus the 292 evaluation questions, then the 100 train questions), or one MuSiQue
+``.json``/``.jsonl`` file (name its evaluation ids in ``exclude=`` yourself). See training/MULTIHOP.md.
+
 Ids are the record's own ``id``/``query_id`` when it has one, else its row in the plain spelling
 (``train-24``: what the committed training outputs are keyed by; the evaluation pads it, ``train-0024``), so
 they are stable across reruns of the same file: resumable stages key their outputs by them. ``exclude=``
@@ -20,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from langchain_dod.evaluation.datasets import (
+    MUSIQUE_STEP_STYLE,
+    MUSIQUE_STEP_STYLES,
     DatasetError,
     Item,
     SocraticOptions,
@@ -35,6 +43,7 @@ from training.settings import setting
 
 __all__ = [
     "FORMATS",
+    "MUSIQUE_STEP_STYLE",
     "DataConfig",
     "Example",
     "Item",
@@ -44,7 +53,7 @@ __all__ = [
     "load_examples",
 ]
 
-FORMATS = ("gsm8k", "socratic", "jsonl", "bamboogle", "drop")
+FORMATS = ("gsm8k", "socratic", "jsonl", "bamboogle", "drop", "musique")
 
 
 class Example(Item):
@@ -66,7 +75,7 @@ class Example(Item):
 
 
 def guess_format(path: Path) -> str:
-    """The format a file most likely has: the data layer's guess, ``socratic`` for GSM8K written in steps."""
+    """The format of a file (or folder: ``musique``): the data layer's guess, ``socratic`` for GSM8K in steps."""
     try:
         fmt = detect_format(path)
     except DatasetError as err:
@@ -97,12 +106,14 @@ def load_examples(
     offset: int = 0,
     socratic: SocraticOptions | None = None,
     exclude: Iterable[str | os.PathLike[str]] = (),
+    step_style: str = MUSIQUE_STEP_STYLE,
 ) -> list[Item]:
     """Load a data set (see the module docstring); at most ``limit`` examples, in file order.
 
     Examples named in the ``exclude`` files are skipped before ``offset`` and ``limit`` count, so ``limit=800``
     gives 800 examples none of which is an evaluation item, and ``offset=400, limit=400`` is the second half of
-    them (a shard for a second process).
+    them (a shard for a second process). ``step_style``: how the ``musique`` format writes ``#N`` references
+    (see :data:`MUSIQUE_STEP_STYLE`).
 
     Raises :class:`TrainingError` for a missing file, an unknown format, a bad record (listed), duplicate ids,
     or an empty result.
@@ -111,15 +122,23 @@ def load_examples(
         raise TrainingError(f"offset must be 0 or more, got {offset}.")
     skip = excluded_ids([exclude] if isinstance(exclude, (str, os.PathLike)) else exclude)
     text = str(source)
-    if not text.startswith("hf:") and not Path(source).expanduser().is_file():
-        raise TrainingError(f"Data file {source} does not exist. Pass a GSM8K/JSONL/CSV/DROP file or hf:NAME.")
-    fmt = format or ("auto" if text.startswith("hf:") else guess_format(Path(source).expanduser()))
+    path = Path(source).expanduser()
+    if not text.startswith("hf:") and not (path.is_file() or (path.is_dir() and format in (None, "musique"))):
+        raise TrainingError(
+            f"Data file {source} does not exist. Pass a GSM8K/JSONL/CSV/DROP/MuSiQue file, a MuSiQue folder or hf:NAME."
+        )
+    fmt = format or ("auto" if text.startswith("hf:") else guess_format(path))
     if fmt not in FORMATS and fmt != "auto":
         raise TrainingError(f"Unknown data format {fmt!r}; choose one of {', '.join(FORMATS)} (or hf:NAME).")
     options = (socratic or SocraticOptions()) if fmt == "socratic" else None
     try:
         _, items, bad = read_items(
-            source, "gsm8k" if fmt == "socratic" else fmt, row_ids="plain", require_answer=False, socratic=options
+            source,
+            "gsm8k" if fmt == "socratic" else fmt,
+            row_ids="plain",
+            require_answer=False,
+            socratic=options,
+            step_style=step_style,
         )
     except DatasetError as err:
         raise TrainingError(str(err)) from None
@@ -139,7 +158,10 @@ def load_examples(
 class DataConfig:
     """Which examples a run uses: the ``[data]`` table of a distill config and ``dod-train generate``'s data flags."""
 
-    source: str = setting(flag="--data", help="GSM8K/Socratic/generic JSONL, Bamboogle CSV, DROP JSON or hf:NAME")
+    source: str = setting(
+        flag="--data",
+        help="GSM8K/Socratic/generic JSONL, Bamboogle CSV, DROP JSON, a MuSiQue folder or file, or hf:NAME",
+    )
     format: str | None = setting(None, choices=FORMATS)
     limit: int | None = setting(None, type=int, help="at most this many examples, counted after --exclude")
     offset: int = setting(0, help="skip the first N (after --exclude): a shard for a 2nd process")
@@ -162,6 +184,11 @@ class DataConfig:
         help="keep a final sub-question that restates the main question (dropped by default)",
     )
     restatement_threshold: float = setting(0.7)
+    step_style: str = setting(
+        MUSIQUE_STEP_STYLE,
+        choices=MUSIQUE_STEP_STYLES,
+        help="musique: how a step writes the answer of step N (default keep: '#N'; see training/MULTIHOP.md)",
+    )
 
     SOCRATIC = ("cap", "overflow", "drop_restatement", "restatement_threshold")
     """The settings of the Socratic normalisation (format socratic), a group of their own on the command line."""
@@ -179,4 +206,5 @@ class DataConfig:
             offset=self.offset,
             socratic=self.socratic(),
             exclude=self.exclude,
+            step_style=self.step_style,
         )

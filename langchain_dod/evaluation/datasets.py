@@ -15,6 +15,13 @@ Formats (``fmt``):
 - ``bamboogle``: CSV with ``Question`` / ``Answer`` columns, or JSONL with ``question`` / ``answer``.
 - ``jsonl``: generic ``{"id"?, "question", "answer"?, "context"?, "subquestions"?}``; ``answer`` may be a list of
   alternatives.
+- ``musique``: MuSiQue records (``.json`` list or ``.jsonl``, read by :mod:`langchain_dod.evaluation.musique`);
+  the gold answer and its ``answer_aliases`` are the gold answers, the gold decomposition steps written as
+  questions are the :attr:`Item.subquestions` (each ``#N``, the answer of step N, written as ``step_style`` says:
+  :data:`MUSIQUE_STEP_STYLES`). The source may also be a MuSiQue *folder* (``../shared/data/musique``): its
+  training questions, :func:`~langchain_dod.evaluation.musique.training_questions` (the dev decompositions
+  without the evaluation questions of the folder's ``dev_eval292.jsonl``, then the train questions); a folder
+  is training data only, :func:`load_dataset` refuses it.
 - ``hf:NAME[:CONFIG][@SPLIT]`` (a source, not a format): a Hugging Face data set (needs ``datasets`` and network).
 
 **Ids.** A record's own ``id`` / ``query_id`` when it has one, else a name for its row. Committed files are keyed
@@ -42,10 +49,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from langchain_dod.evaluation import musique
 from langchain_dod.parsing import normalize_subquestions
 
 __all__ = [
     "FORMATS",
+    "MUSIQUE_STEP_STYLE",
+    "MUSIQUE_STEP_STYLES",
     "DatasetError",
     "Item",
     "LoadedDataset",
@@ -62,8 +72,23 @@ __all__ = [
     "socratic_subquestions",
 ]
 
-FORMATS = ("gsm8k", "drop", "bamboogle", "jsonl")
-PROFILE_FOR_FORMAT = {"gsm8k": "math", "drop": "reading", "bamboogle": "multihop", "jsonl": "math"}
+FORMATS = ("gsm8k", "drop", "bamboogle", "jsonl", "musique")
+PROFILE_FOR_FORMAT = {
+    "gsm8k": "math",
+    "drop": "reading",
+    "bamboogle": "multihop",
+    "jsonl": "math",
+    "musique": "multihop",
+}
+MUSIQUE_STEP_STYLES: tuple[str, ...] = tuple(s for s in musique.STEP_STYLES if s != "fill")
+"""The ways a MuSiQue item's sub-questions may write ``#N`` (:data:`~langchain_dod.evaluation.musique.STEP_STYLES`
+without ``fill``, which writes in the gold answers: a decomposition must not know them)."""
+MUSIQUE_STEP_STYLE = "keep"
+"""How a MuSiQue item's sub-questions write a reference to an earlier step's answer: ``"Where was #1 born?"``.
+
+Chosen by measurement (training/MULTIHOP.md, benchmarks/results/musique/bm25.md: BM25 recall of the gold steps
+over the pooled 292-question corpus): keeping ``#N`` retrieves as well as dropping it or writing "it", "that" or
+"that person", and it is the one form the iterative retriever fills without guessing (``resolve_step``)."""
 RowIds = Literal["padded", "plain"]
 
 
@@ -241,12 +266,16 @@ def _read_jsonl(path: Path) -> list[tuple[int, Any]]:
 
 
 def detect_format(path: Path) -> str:
-    """Guess the format from the extension, the file name and the first row's keys."""
+    """Guess the format from the extension, the file name and the first row's keys; a folder is MuSiQue."""
+    if path.is_dir():
+        return "musique"
     suffix = path.suffix.lower()
     if suffix == ".csv":
         return "bamboogle"
     if suffix == ".json":
-        return "drop"
+        with path.open(encoding="utf-8") as fh:
+            head = fh.read(4096)
+        return "musique" if '"question_decomposition"' in head else "drop"
     if suffix not in (".jsonl", ".ndjson"):
         raise DatasetError(
             f"Cannot tell the format of {path.name!r} from its extension; pass fmt= one of {', '.join(FORMATS)} "
@@ -256,6 +285,8 @@ def detect_format(path: Path) -> str:
     if first is None:
         raise DatasetError(f"{path} holds no JSON object rows.")
     keys = {k.lower() for k in first}
+    if "question_decomposition" in keys:
+        return "musique"
     if "passage" in keys or "answers_spans" in keys:
         return "drop"
     if isinstance(first.get("answer"), str) and "####" in first["answer"]:
@@ -273,11 +304,12 @@ def _text(value: Any) -> str | None:
 
 @dataclass(frozen=True)
 class _Reading:
-    """How to read one file: the row-id spelling, whether a gold answer is required, the Socratic rule."""
+    """How to read one file: row-id spelling, whether a gold answer is required, Socratic rule, MuSiQue steps."""
 
     row_ids: RowIds = "padded"
     require_answer: bool = True
     socratic: SocraticOptions | None = None
+    step_style: str = MUSIQUE_STEP_STYLE
 
     def row_item(self, prefix: str, row: int, width: int, **fields: Any) -> Item:
         """An item named after its row; ``plain_prefix`` (default ``prefix``) names it in the plain spelling."""
@@ -453,6 +485,29 @@ def _generic(path: Path, how: _Reading) -> tuple[list[Item], list[str]]:
     return items, bad
 
 
+def _musique(path: Path, how: _Reading) -> tuple[list[Item], list[str]]:
+    if how.step_style not in MUSIQUE_STEP_STYLES:
+        raise DatasetError(
+            f"Unknown MuSiQue step_style {how.step_style!r}; choose one of {', '.join(MUSIQUE_STEP_STYLES)}."
+        )
+    try:
+        # a folder: its evaluation questions (dev_eval292.jsonl, required) are left out by the MuSiQue module
+        questions = musique.training_questions(path) if path.is_dir() else musique.load_decompositions(path)
+    except (OSError, ValueError) as err:
+        raise DatasetError(f"{path} (musique): {err}") from None
+    items = [
+        Item(
+            q.id,
+            q.question,
+            tuple((answer,) for answer in dict.fromkeys((q.answer, *q.aliases)) if answer.strip()),
+            meta={"hops": q.hops},
+            subquestions=musique.gold_queries(q, how.step_style),
+        )
+        for q in questions
+    ]
+    return items, []
+
+
 def _huggingface(name: str) -> tuple[list[Item], list[str]]:
     try:
         datasets = importlib.import_module("datasets")
@@ -486,6 +541,7 @@ _READERS: dict[str, Callable[[Path, _Reading], tuple[list[Item], list[str]]]] = 
     "drop": _drop,
     "bamboogle": _bamboogle,
     "jsonl": _generic,
+    "musique": _musique,
 }
 
 
@@ -496,24 +552,29 @@ def read_items(
     row_ids: RowIds = "padded",
     require_answer: bool = True,
     socratic: SocraticOptions | None = None,
+    step_style: str = MUSIQUE_STEP_STYLE,
 ) -> tuple[str, list[Item], list[str]]:
-    """``(fmt, items, bad rows)`` of a file (or ``hf:NAME``), in file order; the first row of a repeated id wins.
+    """``(fmt, items, bad rows)`` of a file (``hf:NAME``, a MuSiQue folder), in file order; a repeated id: first wins.
 
     ``row_ids`` spells the ids of rows without their own (module docstring); ``require_answer`` makes a row
     without a gold answer a bad row; ``socratic`` turns GSM8K Socratic steps into sub-questions (``gsm8k``
-    only). Raises :class:`DatasetError` for a missing file, an unknown format or a file that is not the format.
+    only); ``step_style`` says how MuSiQue sub-questions write ``#N`` (``musique`` only). Raises
+    :class:`DatasetError` for a missing file, an unknown format or a file that is not the format.
     """
     if str(source).startswith("hf:"):
         fmt, (items, bad) = "hf", _huggingface(str(source))
     else:
         path = Path(source).expanduser()
-        if not path.is_file():
+        if path.is_dir() and fmt not in ("auto", "musique"):
+            raise DatasetError(f"{path} is a folder; only the musique format reads a folder (pass a file for {fmt}).")
+        if not (path.is_file() or path.is_dir()):
             raise DatasetError(f"Data set file not found: {path}.")
         if fmt == "auto":
             fmt = detect_format(path)
         if fmt not in _READERS:
             raise DatasetError(f"Unknown data set format {fmt!r}; choose one of {', '.join(FORMATS)} or auto.")
-        items, bad = _READERS[fmt](path, _Reading(row_ids, require_answer, socratic if fmt == "gsm8k" else None))
+        how = _Reading(row_ids, require_answer, socratic if fmt == "gsm8k" else None, step_style)
+        items, bad = _READERS[fmt](path, how)
     seen: set[str] = set()
     unique = []
     for item in items:
@@ -534,6 +595,11 @@ def bad_rows_message(where: str, bad: list[str]) -> str:
 def load_dataset(path: str | Path, fmt: str = "auto", *, skip_bad: bool = False) -> LoadedDataset:
     """Read ``path`` as ``fmt`` (``auto`` guesses). Bad rows raise :class:`DatasetError` unless ``skip_bad``."""
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise DatasetError(
+            f"{path} is a folder; evaluate one file (a MuSiQue folder gives the training questions, "
+            f"its evaluation questions left out: name its {musique.EVAL_FILE} instead)."
+        )
     fmt, items, bad = read_items(path, fmt)
     if bad and not skip_bad:
         raise DatasetError(

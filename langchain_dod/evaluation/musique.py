@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import statistics
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
@@ -36,14 +37,17 @@ __all__ = [
     "TRAIN_FILE",
     "MusiqueQuestion",
     "Paragraph",
+    "STEP_STYLES",
     "Step",
     "all_at_k",
     "default_dir",
     "gold_queries",
+    "load_decompositions",
     "load_questions",
     "paragraph_id",
     "pooled_corpus",
     "recall_at_k",
+    "reference_noun",
     "step_to_question",
     "summarize_recall",
     "training_questions",
@@ -185,6 +189,11 @@ def load_questions(path: str | os.PathLike[str] | None = None, limit: int | None
     return questions
 
 
+def load_decompositions(path: str | os.PathLike[str]) -> list[MusiqueQuestion]:
+    """Every record of one MuSiQue file (``.json`` list or ``.jsonl``), paragraphs or not, in file order."""
+    return _load(Path(path))
+
+
 def pooled_corpus(questions: Iterable[MusiqueQuestion]) -> list[Document]:
     """All paragraphs of ``questions`` as one corpus, deduplicated by title + text, in first-seen order.
 
@@ -260,8 +269,134 @@ RELATION_TEMPLATES: dict[str, str] = {
     "named after": "What is {s} named after?",
     "followed by": "What followed {s}?",
     "follows": "What did {s} follow?",
+    # the rarer relations of the training decompositions whose generic question reads badly
+    "record label": "What record label is {s} on?",
+    "country of citizenship": "What country is {s} a citizen of?",
+    "platform": "On what platform is {s} available?",
+    "mouth of the watercourse": "What body of water does {s} flow into?",
+    "licensed to broadcast to": "Where is {s} licensed to broadcast?",
+    "has part": "What is part of {s}?",
+    "located in or next to body of water": "What body of water is {s} located on or next to?",
+    "member of political party": "What political party is {s} a member of?",
+    "screenwriter": "Who wrote the screenplay of {s}?",
+    "part of the series": "What series is {s} part of?",
+    "original language of film or tv show": "What is the original language of {s}?",
+    "notable work": "What is a notable work of {s}?",
+    "participant in": "What did {s} participate in?",
+    "participant": "Who participated in {s}?",
+    "conflict": "What conflict did {s} take part in?",
+    "award received": "What award did {s} receive?",
+    "production company": "What company produced {s}?",
+    "movement": "What movement is {s} associated with?",
+    "league": "What league does {s} play in?",
+    "developer": "Who developed {s}?",
+    "distributed by": "Who distributed {s}?",
+    "occupant": "Who occupies {s}?",
+    "present in work": "In what work does {s} appear?",
+    "original broadcaster": "What network originally broadcast {s}?",
+    "crosses": "What does {s} cross?",
+    "based on": "What is {s} based on?",
+    "languages spoken, written or signed": "What languages does {s} speak?",
+    "drafted by": "What team drafted {s}?",
+    "place served by transport hub": "What place does {s} serve?",
+    "military branch": "In what military branch did {s} serve?",
+    "residence": "Where did {s} live?",
+    "applies to jurisdiction": "What jurisdiction does {s} apply to?",
+    "sport": "What sport does {s} play?",
 }
 GENERIC_TEMPLATE = "What is the {r} of {s}?"
+
+
+# What kind of thing a step's answer is, for writing a reference to it as "that <noun>" ("Where was that person
+# born?"): by the relation of a "subject >> relation" step, else by the question's wh-phrase.
+_PERSON_RELATIONS = (
+    "performer",
+    "author",
+    "spouse",
+    "child",
+    "father",
+    "mother",
+    "sibling",
+    "creator",
+    "composer",
+    "director",
+    "producer",
+    "founded by",
+    "cast member",
+    "screenwriter",
+    "winner",
+    "occupant",
+    "developer",
+)
+_PLACE_RELATIONS = (
+    "located in the administrative territorial entity",
+    "contains administrative territorial entity",
+    "place of birth",
+    "place of death",
+    "headquarters location",
+    "location of formation",
+    "location",
+    "work location",
+    "capital",
+    "capital of",
+    "shares border with",
+    "licensed to broadcast to",
+    "residence",
+)
+RELATION_NOUNS: dict[str, str] = {
+    **dict.fromkeys(_PERSON_RELATIONS, "person"),
+    **dict.fromkeys(_PLACE_RELATIONS, "place"),
+    "country": "country",
+    "country of citizenship": "country",
+    "country of origin": "country",
+    "continent": "continent",
+    "member of sports team": "team",
+    "record label": "label",
+    "educated at": "school",
+    "employer": "employer",
+    "operator": "operator",
+    "owned by": "owner",
+    "manufacturer": "manufacturer",
+    "publisher": "publisher",
+    "mouth of the watercourse": "river",
+    "located in or next to body of water": "body of water",
+    "located on terrain feature": "feature",
+    "religion": "religion",
+    "platform": "platform",
+    "league": "league",
+    "member of political party": "party",
+    "production company": "company",
+}
+_WH_NOUN = re.compile(r"^(?:in |on |at |for |of |from |to |by )?(?:what|which)\s+([a-z]+)\b", re.I)
+_WH_WORD = {"who": "person", "whom": "person", "whose": "person", "where": "place", "when": "time"}
+_THE_REFERENCE = re.compile(r"\bthe\s+(#\s?\d+)", re.I)
+_NOT_NOUNS = frozenset("is was are were does did do has had have can could will would of in on the a an".split())
+
+
+def reference_noun(step: str) -> str:
+    """The kind of thing ``step``'s answer is, as a noun: "person", "place", "time", "country", ... ("one" if unknown).
+
+    ``"#1 >> performer"`` -> ``"person"``; ``"What city is #1 in?"`` -> ``"city"``; ``"When was X founded?"`` ->
+    ``"time"``. Used to write a reference to that answer as ``"that <noun>"`` (the ``typed`` step writing).
+    """
+    text = tidy(step)
+    if ">>" in text:
+        return RELATION_NOUNS.get(text.partition(">>")[2].strip().lower(), "one")
+    if match := _WH_NOUN.match(text):
+        noun = match.group(1).lower()
+        if noun not in _NOT_NOUNS:
+            return noun
+    first = re.match(r"[a-z]+", text.lower())
+    return _WH_WORD.get(first.group(0), "one") if first else "one"
+
+
+def _as_question(text: str) -> str:
+    """Capitalised, ending in "?" (MuSiQue's crowd-written steps are often neither: "when was #3 established")."""
+    text = tidy(text).rstrip(" .")
+    if not text:
+        return text
+    text = text[0].upper() + text[1:]
+    return text if text.endswith("?") else text + "?"
 
 
 def step_to_question(step: str, mode: ReferenceMode = "keep", answers: dict[int, str] | None = None) -> str:
@@ -269,20 +404,39 @@ def step_to_question(step: str, mode: ReferenceMode = "keep", answers: dict[int,
 
     ``"Van Hook Township >> located in the administrative territorial entity"`` becomes
     ``"In what administrative territorial entity is Van Hook Township located?"``; a step that is already a
-    question is only tidied. ``mode``/``answers``: see :func:`~langchain_dod.references.rewrite_references`
-    (``fill`` with the gold answers gives the filled-gold ceiling).
+    question is tidied, capitalised and given its question mark (``"when was #3 established"`` ->
+    ``"When was #3 established?"``). ``mode``/``answers``: see
+    :func:`~langchain_dod.references.rewrite_references` (``fill`` with the gold answers gives the filled-gold
+    ceiling).
     """
     if ">>" in step:
         subject, _, relation = (part.strip() for part in step.partition(">>"))
         template = RELATION_TEMPLATES.get(relation.lower(), GENERIC_TEMPLATE)
         step = template.format(s=subject, r=relation)
-    return rewrite_references(tidy(step), mode, answers)
+    return rewrite_references(_as_question(step), mode, answers)
 
 
-def gold_queries(question: MusiqueQuestion, mode: ReferenceMode = "keep") -> list[str]:
-    """The gold steps as questions; ``mode="fill"`` fills every ``#N`` with step N's gold answer."""
-    answers = {i: s.answer for i, s in enumerate(question.steps, 1)} if mode == "fill" else None
-    return [step_to_question(s.question, mode, answers) for s in question.steps]
+STEP_STYLES: tuple[str, ...] = ("raw", "keep", "drop", "it", "that", "typed", "fill")
+"""How :func:`gold_queries` writes a step: ``raw`` as MuSiQue has it ("X >> relation", ``#N`` kept); the rest
+as natural questions with each ``#N`` kept, dropped, written "it" / "that" / "that <noun>" (``typed``, the noun
+from :func:`reference_noun`: "Where was that person born?"), or filled with step N's gold answer (``fill``)."""
+
+
+def gold_queries(question: MusiqueQuestion, mode: str = "keep") -> list[str]:
+    """The gold steps written in one of the :data:`STEP_STYLES`; ``fill`` uses the gold answers."""
+    if mode not in STEP_STYLES:
+        raise ValueError(f"Unknown step style {mode!r}; choose one of {', '.join(STEP_STYLES)}.")
+    steps = question.steps
+    if mode == "raw":
+        return [tidy(s.question) for s in steps]
+    if mode == "fill":
+        answers = {i: s.answer for i, s in enumerate(steps, 1)}
+        return [step_to_question(s.question, "fill", answers) for s in steps]
+    if mode == "typed":
+        nouns = {i: f"that {reference_noun(s.question)}" for i, s in enumerate(steps, 1)}
+        # "the #1" -> "that person", not "the that person"
+        return [step_to_question(_THE_REFERENCE.sub(r"\1", s.question), "fill", nouns) for s in steps]
+    return [step_to_question(s.question, mode, None) for s in steps]  # type: ignore[arg-type]
 
 
 # -- the metric -------------------------------------------------------------------------------------------------
