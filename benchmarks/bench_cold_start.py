@@ -7,8 +7,10 @@ Every measurement is a new Python process started from this checkout, so nothing
   same for ``from langchain_dod import Decomposer`` (what a LangChain user pays on first use);
 * ``dod decompose``: wall seconds from starting ``python -m langchain_dod.cli decompose QUESTION`` to its printed
   answer and to its exit, the child's CPU seconds (user + system) and its peak RSS, read from ``wait4``'s rusage
-  for that one child. The shipped default takes the lean path (no LangChain); ``--decomposer`` with the same
-  model and adapter takes the LangChain ``Decomposer`` path, for comparison.
+  for that one child. The shipped default takes the lean path (no LangChain) and reads the system prompt's KV
+  state from the cache (filled by the discarded warm-up run, as by any earlier use); the same with
+  ``DOD_PROMPT_CACHE=0`` evaluates the system prompt, as a first run does; ``--decomposer`` with the same model and
+  adapter takes the LangChain ``Decomposer`` path (no prompt cache), for comparison.
 
 Medians over ``--repeats``. Targets: import ≤ 0.4 s, decompose ≤ 1.0 s wall to the answer, peak RSS ≤ 300 MB.
 
@@ -38,11 +40,16 @@ TARGETS = {"import_s": 0.4, "answer_s": 1.0, "peak_rss_mb": 300}
 _ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
 
 
-def _spawn(args: list[str]) -> dict[str, Any]:
+def _spawn(args: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run ``python ARGS`` from the checkout; wall to the first stdout line and to exit, CPU and peak RSS."""
     started = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, *args], cwd=ROOT, env=_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, *args],
+        cwd=ROOT,
+        env={**_ENV, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     assert proc.stdout is not None and proc.stderr is not None
     first = proc.stdout.readline()
@@ -69,9 +76,11 @@ def measure_import(statement: str) -> float:
     return float(_spawn(["-c", code])["stdout"].strip().splitlines()[-1])
 
 
-def measure_decompose(extra: Sequence[str], question: str = QUESTION) -> dict[str, Any]:
-    """One cold ``dod decompose --json QUESTION EXTRA...``."""
-    run = _spawn(["-m", "langchain_dod.cli", "decompose", "--json", question, *extra])
+def measure_decompose(
+    extra: Sequence[str], question: str = QUESTION, env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """One cold ``dod decompose --json QUESTION EXTRA...`` (``env``: extra environment variables)."""
+    run = _spawn(["-m", "langchain_dod.cli", "decompose", "--json", question, *extra], env)
     answer = json.loads(run.pop("stdout").strip().splitlines()[0])
     run["subquestions"] = answer.get("subquestions")
     run["model"] = answer.get("model")
@@ -133,26 +142,32 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from langchain_dod.decomposition import default_decomposer_model
 
     model, adapter = default_decomposer_model("math")
-    paths = [("`dod decompose` (default: lean path)", [])]
+    paths: list[tuple[str, list[str], dict[str, str]]] = [
+        ("`dod decompose` (default: lean path, cached prompt state)", [], {}),
+        ("`dod decompose`, `DOD_PROMPT_CACHE=0`", [], {"DOD_PROMPT_CACHE": "0"}),
+    ]
     if not args.skip_langchain:
         same = ["--decomposer", f"llamacpp:{model}", *(["--adapter", adapter] if adapter else [])]
-        paths.append(("`dod decompose --decomposer llamacpp:…` (LangChain path, same model)", same))
+        paths.append(("`dod decompose --decomposer llamacpp:…` (LangChain path, same model)", same, {}))
 
-    measure_decompose(paths[0][1], args.question)  # warm the page cache (model files, site-packages); not counted
+    # warm the page cache (model files, site-packages) and fill the prompt-state cache, as any earlier use does
+    measure_decompose([], args.question)
     imports: dict[str, list[float]] = {"python_s": [], "langchain_dod_s": [], "decomposer_s": []}
-    rows: dict[str, list[dict[str, Any]]] = {label: [] for label, _ in paths}
+    rows: dict[str, list[dict[str, Any]]] = {label: [] for label, _, _ in paths}
     for _ in range(args.repeats):  # interleaved, so that a change in the machine's load hits every path alike
         imports["python_s"].append(_spawn(["-c", "pass"])["exit_s"])
         imports["langchain_dod_s"].append(measure_import("import langchain_dod"))
         imports["decomposer_s"].append(measure_import("from langchain_dod import Decomposer"))
-        for label, extra in paths:
-            rows[label].append(measure_decompose(extra, args.question))
+        for label, extra, env in paths:
+            rows[label].append(measure_decompose(extra, args.question, env))
     result = {
         "import": {
             **{k: round(statistics.median(v), 3) for k, v in imports.items()},
             **{f"{k}_all": [round(x, 3) for x in v] for k, v in imports.items()},
         },
-        "decompose": [{"label": label, "args": extra, "summary": _summary(rows[label])} for label, extra in paths],
+        "decompose": [
+            {"label": label, "args": extra, "env": env, "summary": _summary(rows[label])} for label, extra, env in paths
+        ],
         "targets": TARGETS,
         "meta": {
             "command": "python -m benchmarks.bench_cold_start " + " ".join(sys.argv[1:] if argv is None else argv),

@@ -23,7 +23,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from langchain_dod.models import ROLE_DEFAULTS, role_env_model
+from langchain_dod.models import ROLE_DEFAULTS, _env_flag, role_env_model
 from langchain_dod.parsing import normalize_subquestions, parse_subquestions
 from langchain_dod.prompts import DEFAULT_MAX_SUBQUESTIONS, PROFILES, decomposer_messages
 
@@ -328,6 +328,16 @@ def drive(steps: Generator[bool, Reply, Decomposition], call: Callable[[bool], R
 # -- the local model without LangChain ---------------------------------------------------------------------
 
 
+def _shared_prefix(loaded: Any, profile: str, max_subquestions: int) -> list[int]:
+    """The prompt tokens every question of ``profile`` starts with (the system prompt, under the chat template)."""
+    from langchain_dod import engine
+
+    a, _ = engine.render(loaded, decomposer_messages("A?", profile=profile, max_subquestions=max_subquestions))
+    b, _ = engine.render(loaded, decomposer_messages("Z?", profile=profile, max_subquestions=max_subquestions))
+    same = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+    return a[:same]
+
+
 def decompose_gguf(
     value: Any,
     *,
@@ -344,6 +354,9 @@ def decompose_gguf(
     Gives what ``Decomposer(llm=ChatGGUF(model=model, lora_path=lora_path), ...).invoke(value)`` gives with the
     default ``ChatGGUF`` settings (``params``: :func:`langchain_dod.engine.llama_params`); the model loads once per
     process and is shared with ``ChatGGUF`` instances of the same settings. This is the ``dod decompose`` path.
+
+    A fresh process reads the system prompt's KV state from the cache instead of evaluating it
+    (:func:`langchain_dod.engine.warm_prefix`; ``DOD_PROMPT_CACHE=0`` turns that off).
     """
     from langchain_dod import engine
 
@@ -351,6 +364,8 @@ def decompose_gguf(
         raise ValueError(f"Unknown profile {profile!r}; choose one of {sorted(PROFILES)}.")
     question, context = normalize_input(value)
     loaded, _ = engine.load(model, lora_path, params if params is not None else engine.llama_params())
+    if _env_flag("DOD_PROMPT_CACHE", default=True):
+        engine.warm_prefix(loaded, _shared_prefix(loaded, profile, max_subquestions))
     messages = decomposer_messages(question, context, profile=profile, max_subquestions=max_subquestions)
     schema = subquestion_schema(max_subquestions)
 

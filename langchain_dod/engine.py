@@ -18,11 +18,14 @@ Importing this module costs numpy and the GGUF checker; ``llama_cpp`` is importe
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import hashlib
 import json
 import math
 import os
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +52,7 @@ __all__ = [
     "physical_cores",
     "render",
     "run",
+    "warm_prefix",
 ]
 
 DEFAULTS: dict[str, Any] = {
@@ -124,6 +128,8 @@ class _Loaded:
     render: Callable[[list[dict[str, Any]]], tuple[list[int], list[str]]]
     n_ctx: int
     load_seconds: float
+    key: tuple[Any, ...] = ()
+    """What was loaded: (model path, adapter path, settings); names the cached prompt states."""
 
 
 _LOADED: dict[tuple[Any, ...], _Loaded] = {}
@@ -182,7 +188,9 @@ def _load(key: tuple[Any, ...], path: Path, lora: Path | None, params: dict[str,
             stops = result.stop if isinstance(result.stop, list) else ([result.stop] if result.stop else [])
             return tokens, stops
 
-        loaded = _Loaded(llm=llm, lock=threading.Lock(), render=render, n_ctx=llm.n_ctx(), load_seconds=seconds)
+        loaded = _Loaded(
+            llm=llm, lock=threading.Lock(), render=render, n_ctx=llm.n_ctx(), load_seconds=seconds, key=key
+        )
         _LOADED[key] = loaded
         return loaded, True
 
@@ -491,6 +499,66 @@ def complete(
         cached_tokens=cached[0] if cached else 0,
         seconds=round(time.perf_counter() - started, 4),
     )
+
+
+def _prefix_file(loaded: _Loaded, prefix: list[int], folder: Path) -> Path:
+    """The cache file of ``prefix``'s state: named by the model and adapter files, the settings and the tokens."""
+    import llama_cpp
+
+    files = [Path(p) for p in loaded.key[:2] if p]
+    identity = (loaded.key, [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files], llama_cpp.__version__)
+    digest = hashlib.sha256(repr((identity, prefix)).encode()).hexdigest()[:32]
+    return folder / f"{Path(loaded.key[0]).stem}-{len(prefix)}-{digest}.kv"
+
+
+def warm_prefix(loaded: _Loaded, prefix: list[int], folder: Path | None = None) -> str:
+    """Make a freshly loaded model's KV cache hold ``prefix`` (a fixed system prompt), from disk when cached.
+
+    A new process otherwise evaluates the whole system prompt before the first question (most of a cold
+    ``dod decompose``). The state of sequence 0 after ``prefix`` (its KV cells, ~23 KB per token for SmolLM2-135M) is
+    written once to ``folder`` (``cache_dir()/prompt-states``) and read back by later processes; the tokens stored
+    with it must equal ``prefix``. A model that already holds other tokens is left alone (in-process prefix reuse
+    does the rest). Writes go to a temporary name and are renamed into place, so two processes filling the cache at
+    once both succeed; a file that does not load is removed with a warning and rebuilt.
+
+    Returns how the prefix got there: ``memory``, ``disk``, ``computed`` or ``skipped`` (the model holds other
+    tokens).
+    """
+    import llama_cpp
+
+    from langchain_dod.models import cache_dir
+
+    llm, n = loaded.llm, len(prefix)
+    with loaded.lock:
+        if llm.n_tokens >= n and list(llm.input_ids[:n]) == prefix:
+            return "memory"
+        if llm.n_tokens or not n:
+            return "skipped"
+        path = _prefix_file(loaded, prefix, folder or cache_dir() / "prompt-states")
+        if path.is_file():
+            tokens, count = (llama_cpp.llama_token * n)(), ctypes.c_size_t(0)
+            read = llama_cpp.llama_state_seq_load_file(
+                llm._ctx.ctx, os.fsencode(path), 0, tokens, n, ctypes.byref(count)
+            )
+            if read and count.value == n and list(tokens) == prefix:
+                llm.input_ids[:n] = prefix
+                llm.n_tokens = n
+                return "disk"
+            llm._ctx.kv_cache_clear()
+            llm.reset()
+            warnings.warn(f"Rebuilding the cached prompt state {path}: it does not load.", stacklevel=2)
+            path.unlink(missing_ok=True)
+        llm.eval(prefix)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            if llama_cpp.llama_state_seq_save_file(
+                llm._ctx.ctx, os.fsencode(tmp), 0, (llama_cpp.llama_token * n)(*prefix), n
+            ):
+                os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return "computed"
 
 
 #: llama-cpp-python's schema converter lets a JSON string hold raw control characters (a newline, say), which
