@@ -67,6 +67,7 @@ def _spawn(args: list[str], env: dict[str, str] | None = None) -> dict[str, Any]
         "cpu_s": usage.ru_utime + usage.ru_stime,
         "peak_rss_mb": usage.ru_maxrss / 1024,  # Linux reports KiB
         "stdout": first + rest,
+        "stderr": errors,
     }
 
 
@@ -86,6 +87,24 @@ def measure_decompose(
     run["model"] = answer.get("model")
     run["input_tokens"], run["output_tokens"] = answer.get("input_tokens"), answer.get("output_tokens")
     return run
+
+
+LEAN_IMPORTS = (
+    "import langchain_dod.cli, langchain_dod.decomposition, langchain_dod.engine, llama_cpp.llama_chat_format"
+)
+"""What the lean ``dod decompose`` has imported by the time it answers."""
+
+
+def importtime_top(statement: str = LEAN_IMPORTS, top: int = 12) -> list[tuple[str, float]]:
+    """Where import time goes: each module's own seconds (``python -X importtime``) summed per top-level package."""
+    errors = _spawn(["-X", "importtime", "-c", statement])["stderr"]
+    totals: dict[str, float] = {}
+    for line in errors.splitlines():
+        parts = line.split("|")
+        if len(parts) == 3 and parts[0].startswith("import time:") and parts[1].strip().isdigit():
+            package = parts[2].strip().split(".")[0]
+            totals[package] = totals.get(package, 0.0) + int(parts[0].removeprefix("import time:")) / 1e6
+    return sorted(((k, round(v, 3)) for k, v in totals.items()), key=lambda kv: -kv[1])[:top]
 
 
 def _median(rows: list[dict[str, Any]], key: str) -> float:
@@ -161,6 +180,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         for label, extra, env in paths:
             rows[label].append(measure_decompose(extra, args.question, env))
     result = {
+        "importtime_top": importtime_top(),
         "import": {
             **{k: round(statistics.median(v), 3) for k, v in imports.items()},
             **{f"{k}_all": [round(x, 3) for x in v] for k, v in imports.items()},
@@ -187,6 +207,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         f"Command: `{result['meta']['command']}` ({result['meta']['cpu_count']} CPUs, llama.cpp threads: the "
         f"default (physical cores), load average at end {result['meta']['load_average_at_end']}; medians of "
         f"{args.repeats} cold processes after one discarded warm-up)\n\n{table}\n\n"
+        f"Imports of the lean path (`python -X importtime -c {LEAN_IMPORTS!r}`, one process, own s per "
+        f"top-level package): {', '.join(f'{k} {v}' for k, v in result['importtime_top'])}.\n\n"
         f"Question: {args.question!r}. Answer: {result['decompose'][0]['summary']['subquestions']} "
         f"({result['decompose'][0]['summary']['model']}, tokens in/out "
         f"{result['decompose'][0]['summary']['tokens']}). Wall to answer is from process start to the printed "
