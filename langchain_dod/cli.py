@@ -81,6 +81,22 @@ def _decomposer(args: argparse.Namespace) -> Any:
     return Decomposer(llm=llm, max_subquestions=args.max_subquestions, profile=args.profile)
 
 
+def _decompose_fn(args: argparse.Namespace) -> Callable[[dict[str, Any]], Any]:
+    """What ``dod decompose`` calls per question.
+
+    The shipped default runs through :func:`langchain_dod.decomposition.decompose_gguf`, which gives what
+    :class:`~langchain_dod.decomposer.Decomposer` gives without importing LangChain: a cold ``dod decompose`` is
+    import, load and one decode (issue 16). ``--decomposer`` (any SPEC) takes the LangChain path.
+    """
+    if args.decomposer is not None:
+        return _decomposer(args).invoke
+    from langchain_dod.decomposition import decompose_gguf, default_decomposer_model
+
+    model, adapter = default_decomposer_model(args.profile)
+    settings = {"max_subquestions": args.max_subquestions, "profile": args.profile}
+    return lambda value: decompose_gguf(value, model=model, lora_path=args.adapter or adapter, **settings)
+
+
 def _print(obj: dict[str, Any]) -> None:
     print(json.dumps(obj, ensure_ascii=False), flush=True)
 
@@ -103,10 +119,10 @@ def _run_each(args: argparse.Namespace, handle: Any) -> int:
 
 def cmd_decompose(args: argparse.Namespace) -> int:
     """Print the sub-questions for each question."""
-    decomposer = _decomposer(args)
+    decompose = _decompose_fn(args)
 
     def handle(question: str) -> None:
-        result = decomposer.invoke({"question": question, "context": args.context})
+        result = decompose({"question": question, "context": args.context})
         if args.json:
             _print({"question": question, **result.model_dump(exclude={"raw"})})
         else:
@@ -202,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ask", help="decompose, then solve in one solver call")
     common(p)
-    from langchain_dod.solvers import DEFAULT_SOLVER
+    from langchain_dod.models import DEFAULT_SOLVER  # not from solvers: that imports LangChain for every command
 
     p.add_argument("--solver", default=DEFAULT_SOLVER, help="SPEC: provider:model or llamacpp:NAME|PATH")
     p.add_argument("--single-stage", action="store_true", help="no decomposition (baseline)")

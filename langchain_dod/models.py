@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = [
+    "DEFAULT_SOLVER",
     "MODELS",
     "ModelNotFoundError",
     "ModelSpec",
@@ -38,6 +39,8 @@ __all__ = [
 
 ROLE_ENV = {"decomposer": "DOD_DECOMPOSER_GGUF", "solver": "DOD_SOLVER_GGUF"}
 ROLE_DEFAULTS = {"decomposer": "smollm2-135m-instruct", "solver": "qwen2.5-coder-1.5b-instruct"}
+DEFAULT_SOLVER = "llamacpp:" + ROLE_DEFAULTS["solver"]
+"""The solver SPEC ``dod ask`` and the evaluation use by default (see ``langchain_dod.solvers``)."""
 
 
 def role_env_model(role: str) -> str | None:

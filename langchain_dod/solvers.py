@@ -17,6 +17,7 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 
 from langchain_dod.chat_models import ChatGGUF
+from langchain_dod.models import DEFAULT_SOLVER
 
 __all__ = [
     "DEFAULT_SOLVER",
@@ -30,7 +31,6 @@ __all__ = [
     "spec_label",
 ]
 
-DEFAULT_SOLVER = "llamacpp:qwen2.5-coder-1.5b-instruct"
 LOCAL_PROVIDERS = ("llamacpp", "gguf")
 """Providers that mean "a local GGUF through ChatGGUF"; ``gguf`` is an alias of ``llamacpp``."""
 

@@ -93,3 +93,21 @@ def test_models_lists_the_registry() -> None:
     run = dod("models")
     assert run.returncode == 0
     assert "smollm2-135m-instruct" in run.stdout and "qwen2.5-coder-1.5b-instruct" in run.stdout
+
+
+def test_default_decompose_runs_without_langchain_and_gives_what_the_runnable_gives() -> None:
+    """``dod decompose`` with the shipped default takes the lean path (issue 16: cold start) to the same answer."""
+    code = (
+        "import json, sys\nfrom langchain_dod.cli import main\n"
+        f"main(['decompose', '--json', {Q1!r}])\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith(('langchain_core', 'langsmith', "
+        "'langchain_dod.evaluation', 'langchain_dod.chat_models', 'training')))))"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=600)
+    assert run.returncode == 0, run.stderr
+    answer, modules = (json.loads(line) for line in run.stdout.strip().splitlines())
+    assert modules == []
+    from langchain_dod import Decomposer
+
+    expected = Decomposer().invoke(Q1).model_dump(exclude={"raw", "seconds"})
+    assert {k: v for k, v in answer.items() if k not in ("question", "seconds")} == expected

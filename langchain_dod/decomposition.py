@@ -1,0 +1,385 @@
+"""The decomposition itself, without LangChain: prompt → model → parsed sub-questions.
+
+:class:`~langchain_dod.decomposer.Decomposer` (the LangChain runnable) and the lean ``dod decompose`` path
+(:func:`decompose_gguf`, which runs the local model through :mod:`langchain_dod.engine` directly) share
+everything here: the reply's schema, the default model and adapter, when to decode freely first, how a reply is
+read (:func:`read_reply`) and the order of attempts (:func:`attempts`, a generator that does no I/O itself: each
+caller runs the model its own way, sync, async or without LangChain).
+
+Importing this module costs pydantic; :func:`decompose_gguf` imports the engine (numpy, llama.cpp) when called.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from langchain_dod.models import ROLE_DEFAULTS, _env_flag, role_env_model
+from langchain_dod.parsing import normalize_subquestions, parse_subquestions
+from langchain_dod.prompts import DEFAULT_MAX_SUBQUESTIONS, PROFILES, decomposer_messages
+
+__all__ = [
+    "ADAPTER_PROFILE",
+    "DEFAULT_ADAPTER",
+    "Decomposition",
+    "DecompositionError",
+    "Reply",
+    "Task",
+    "attempts",
+    "decompose_gguf",
+    "default_adapter",
+    "default_adapter_for",
+    "default_decomposer_model",
+    "drive",
+    "free_first",
+    "model_label",
+    "normalize_input",
+    "read_reply",
+    "subquestion_schema",
+]
+
+DEFAULT_ADAPTER = "smollm2-135m-decomposer-lora.gguf"
+ADAPTER_PROFILE = "math"
+"""The prompt profile the shipped adapter was trained on (GSM8K); other profiles get the untuned base."""
+DEFAULT_MAX_TOKENS = 256
+_MAX_SUBQUESTION_CHARS = 240
+
+
+class DecompositionError(RuntimeError):
+    """The decomposer ran but produced nothing usable, or failed."""
+
+
+class Decomposition(BaseModel):
+    """The decomposer's output: sub-questions (0 means "answer directly") and what produced them."""
+
+    subquestions: list[str] = Field(default_factory=list)
+    model: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    seconds: float | None = None
+    raw: str | None = Field(default=None, description="the model's reply before parsing")
+    constrained: bool | None = Field(
+        default=None, description="True: the reply was decoded under the grammar; False: written freely"
+    )
+
+
+def subquestion_schema(max_subquestions: int = DEFAULT_MAX_SUBQUESTIONS) -> dict[str, Any]:
+    """JSON schema of the decomposer's reply; llama.cpp turns it into the grammar that enforces it."""
+    return {
+        "type": "object",
+        "properties": {
+            "subquestions": {
+                "type": "array",
+                "items": {"type": "string", "minLength": 1, "maxLength": _MAX_SUBQUESTION_CHARS},
+                "maxItems": max_subquestions,
+            }
+        },
+        "required": ["subquestions"],
+    }
+
+
+# -- which model ---------------------------------------------------------------------------------------------
+
+
+def default_adapter() -> Path | None:
+    """The shipped distilled LoRA adapter for the default base, or ``None`` when none ships (yet)."""
+    if env := os.environ.get("DOD_DECOMPOSER_ADAPTER"):
+        return None if env.lower() in ("", "none", "0") else Path(env).expanduser()
+    candidate = resources.files("langchain_dod") / "data" / DEFAULT_ADAPTER
+    return Path(str(candidate)) if candidate.is_file() else None
+
+
+def default_adapter_for(profile: str = ADAPTER_PROFILE) -> Path | None:
+    """The adapter the default decomposer applies for ``profile``; ``None`` when it runs the untuned base.
+
+    The adapter is applied only for the profile it was trained on (``math``): for ``reading`` or ``multihop``
+    the untuned base, decoded under the grammar, is the better guess. ``DOD_DECOMPOSER_GGUF`` replaces the
+    base; the adapter is then not applied (it fits only its base).
+    """
+    if role_env_model("decomposer") or profile != ADAPTER_PROFILE:
+        return None
+    return default_adapter()
+
+
+def default_decomposer_model(profile: str = ADAPTER_PROFILE) -> tuple[str, str | None]:
+    """``(model, adapter)`` of the shipped default decomposer for ``profile`` (see :func:`default_adapter_for`)."""
+    if base := role_env_model("decomposer"):
+        return base, None  # the adapter fits only the shipped base
+    adapter = default_adapter_for(profile)
+    return ROLE_DEFAULTS["decomposer"], str(adapter) if adapter else None
+
+
+def model_label(name: Any, adapter: str | os.PathLike[str] | None) -> str:
+    """A short name of a decomposing model for reports: ``base+adapter.gguf``."""
+    return f"{name}+{Path(adapter).name}" if adapter else str(name)
+
+
+def free_first(grammar: str, adapter: str | os.PathLike[str] | None) -> bool:
+    """Whether a local model decodes freely first (``Decomposer.grammar``: ``auto`` frees a model with an adapter)."""
+    if grammar == "always":
+        return False
+    return grammar == "fallback" or bool(adapter)
+
+
+# -- reading a reply -----------------------------------------------------------------------------------------
+
+
+def normalize_input(value: Any) -> tuple[str, str | None]:
+    """Accept ``"question"`` or ``{"question": ..., "context": ...}``; reject the rest clearly."""
+    if isinstance(value, str):
+        question, context = value, None
+    elif isinstance(value, dict):
+        if "question" not in value:
+            raise ValueError(f"Input dict needs a 'question' key; got keys {sorted(value)}.")
+        question, context = value["question"], value.get("context")
+    else:
+        raise TypeError(
+            f"Expected a question string or a dict {{'question': ..., 'context': ...}}, got {type(value).__name__}."
+        )
+    if not isinstance(question, str):
+        raise TypeError(f"The question must be a string, got {type(question).__name__}.")
+    if not question.strip():
+        raise ValueError("The question is empty; pass a non-empty question.")
+    if not any(ch.isalnum() for ch in question):  # only symbols or control characters: nothing to decompose
+        raise ValueError(f"The question has no letters or digits ({question[:40]!r}); pass a question in words.")
+    if context is not None and not isinstance(context, str):
+        raise TypeError(f"The context must be a string or None, got {type(context).__name__}.")
+    return question.strip(), (context.strip() or None) if context else None
+
+
+@dataclass(frozen=True)
+class Task:
+    """One decomposition to do: the question and the settings that read its reply."""
+
+    question: str
+    context: str | None
+    profile: str = ADAPTER_PROFILE
+    max_subquestions: int = DEFAULT_MAX_SUBQUESTIONS
+    max_tokens: int = DEFAULT_MAX_TOKENS
+    model_name: str = ""
+
+
+@dataclass
+class Reply:
+    """What a model call returned, in plain terms.
+
+    ``how`` it was decoded: ``free`` (without the grammar), ``grammar`` (under it), ``structured`` (a chat model's
+    structured output, ``items`` already parsed) or ``text`` (free text, parsed robustly); ``cut``: stopped at the
+    token limit.
+    """
+
+    text: str
+    how: str = "text"
+    cut: bool = False
+    items: list[Any] | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+
+
+_JSON_STRING = re.compile(r'"((?:[^"\\]|\\.)*)"')
+
+
+def _strings_from_partial_json(text: str) -> list[str]:
+    """Complete string items of a JSON reply cut off by the token limit."""
+    items = []
+    for match in _JSON_STRING.finditer(text):
+        try:
+            value = json.loads(f'"{match.group(1)}"')
+        except json.JSONDecodeError:
+            continue
+        if value != "subquestions":
+            items.append(value)
+    return items
+
+
+def _valid_reply(raw: str, max_subquestions: int) -> list[str] | None:
+    """The sub-questions of a reply that is exactly what the grammar allows, else ``None``."""
+    try:
+        reply = json.loads(raw)
+    except json.JSONDecodeError:
+        return None
+    items = reply.get("subquestions") if isinstance(reply, dict) else None
+    if not isinstance(items, list) or len(items) > max_subquestions:
+        return None
+    if not all(isinstance(i, str) and 0 < len(i) <= _MAX_SUBQUESTION_CHARS for i in items):
+        return None
+    return items
+
+
+_WORD = re.compile(r"[^\W\d_]+")
+
+
+def _words(text: str, min_length: int = 1) -> set[str]:
+    """Lower-case words without a final "s", so that "sells" matches "sell" and "muffins" "muffin"."""
+    return {w.casefold().rstrip("s") for w in _WORD.findall(text) if len(w) >= min_length}
+
+
+def _copies_example(subquestions: list[str], question: str, context: str | None, profile: str) -> bool:
+    """Whether a sub-question names the prompt example's subject where the question does not.
+
+    A small model that cannot read a question (another language, symbols) copies the example's sub-questions,
+    often reworded: "How many muffins does the baker make?". Only the example's words of 5+ letters count (its
+    subject: muffins, the Bears, the Eiffel Tower), so that "many" or "make" never do. Checked on GSM8K: none of
+    the 1,319 Socratic (model-written) test plans is flagged; the plans flagged among our models' were all copies.
+    """
+    example = PROFILES[profile]
+    subject = _words(f"{example.example_question} {example.example_context or ''}", 5)
+    asked = _words(f"{question} {context or ''}")
+    return any((_words(s, 5) & subject) - asked for s in subquestions)
+
+
+_NONE_PHRASES = re.compile(r"\b(no (further )?(decomposition|sub-?questions?)|not needed|none)\b", re.I)
+
+
+def _says_none(text: str) -> bool:
+    return bool(_NONE_PHRASES.search(text)) or text.strip() in ("[]", "{}")
+
+
+def read_reply(reply: Reply, seconds: float, task: Task) -> Decomposition | None:
+    """The decomposition in ``reply``; ``None`` for a free reply that is not valid JSON (decode again)."""
+    raw, items, cut, how = reply.text, reply.items, reply.cut, reply.how
+    if how == "free":
+        items = _valid_reply(raw, task.max_subquestions)
+        if items is None:
+            return None
+    if items is None and how == "grammar":
+        try:
+            items = json.loads(raw)["subquestions"]
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            items = _strings_from_partial_json(raw)  # cut off by max_tokens mid-list
+            # the grammar allows only valid JSON: an invalid reply was cut off, whatever the metadata says
+            cut = cut or isinstance(err, json.JSONDecodeError)
+    if items is None:
+        items = parse_subquestions(raw)
+        if not items and raw.strip() and not _says_none(raw) and not cut:
+            raise DecompositionError(
+                f"The decomposer ({task.model_name}) replied with no sub-questions and did not say none are "
+                f"needed: {raw[:200]!r}. Use a model that follows the instruction, or our local decomposer."
+            )
+    if cut and not items:
+        # not an empty plan: that means "answer directly" and would hide the cut from the caller
+        raise DecompositionError(
+            f"The decomposer's reply was cut off by max_tokens={task.max_tokens} before its first sub-question "
+            f"was complete ({raw[:80]!r}). Raise max_tokens (the default is {DEFAULT_MAX_TOKENS})."
+        )
+    subquestions = normalize_subquestions(
+        [i[:_MAX_SUBQUESTION_CHARS] if isinstance(i, str) else i for i in items], task.max_subquestions
+    )
+    if _copies_example(subquestions, task.question, task.context, task.profile):
+        # a model that cannot read the question (another language, only symbols) copies the prompt's example:
+        # no plan (the solver answers the question itself) beats a plan about the example's muffins
+        subquestions = []
+    return Decomposition(
+        subquestions=subquestions,
+        model=task.model_name,
+        input_tokens=reply.input_tokens,
+        output_tokens=reply.output_tokens,
+        seconds=round(seconds, 4),
+        raw=raw,
+        constrained={"grammar": True, "free": False}.get(how),
+    )
+
+
+# -- the order of attempts -----------------------------------------------------------------------------------
+
+
+def attempts(task: Task, *, free: bool) -> Generator[bool, Reply, Decomposition]:
+    """The decomposition's steps, without I/O: yields whether to decode freely next and receives the :class:`Reply`.
+
+    With ``free`` the model first writes freely (a distilled decomposer writes the JSON by itself, about twice as
+    fast as under the grammar); only a reply that is not valid JSON is decoded again, constrained (the grammar,
+    structured output, or free text for a model with neither). Run it with :func:`drive` or its async twin in
+    ``Decomposer``.
+    """
+    started = time.perf_counter()
+    first: Reply | None = None
+    if free:
+        first = yield True
+        if (result := read_reply(first, time.perf_counter() - started, task)) is not None:
+            return result
+    result = read_reply((yield False), time.perf_counter() - started, task)
+    assert result is not None  # only a "free" reply can be refused
+    if first is not None and (first.input_tokens is not None or first.output_tokens is not None):
+        # count the discarded free attempt's tokens in the result (its time is already in ``seconds``)
+        result.input_tokens = (result.input_tokens or 0) + (first.input_tokens or 0)
+        result.output_tokens = (result.output_tokens or 0) + (first.output_tokens or 0)
+    return result
+
+
+def drive(steps: Generator[bool, Reply, Decomposition], call: Callable[[bool], Reply]) -> Decomposition:
+    """Run :func:`attempts` with a synchronous ``call(free) -> Reply``."""
+    free = next(steps)
+    while True:
+        try:
+            free = steps.send(call(free))
+        except StopIteration as done:
+            return done.value
+
+
+# -- the local model without LangChain ---------------------------------------------------------------------
+
+
+def _shared_prefix(loaded: Any, profile: str, max_subquestions: int) -> list[int]:
+    """The prompt tokens every question of ``profile`` starts with (the system prompt, under the chat template)."""
+    from langchain_dod import engine
+
+    a, _ = engine.render(loaded, decomposer_messages("A?", profile=profile, max_subquestions=max_subquestions))
+    b, _ = engine.render(loaded, decomposer_messages("Z?", profile=profile, max_subquestions=max_subquestions))
+    same = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+    return a[:same]
+
+
+def decompose_gguf(
+    value: Any,
+    *,
+    model: str,
+    lora_path: str | None = None,
+    profile: str = ADAPTER_PROFILE,
+    max_subquestions: int = DEFAULT_MAX_SUBQUESTIONS,
+    max_tokens: int = DEFAULT_MAX_TOKENS,
+    grammar: str = "auto",
+    params: dict[str, Any] | None = None,
+) -> Decomposition:
+    """Decompose with a local GGUF through :mod:`langchain_dod.engine`, without importing LangChain.
+
+    Gives what ``Decomposer(llm=ChatGGUF(model=model, lora_path=lora_path), ...).invoke(value)`` gives with the
+    default ``ChatGGUF`` settings (``params``: :func:`langchain_dod.engine.llama_params`); the model loads once per
+    process and is shared with ``ChatGGUF`` instances of the same settings. This is the ``dod decompose`` path.
+
+    A fresh process reads the system prompt's KV state from the cache instead of evaluating it
+    (:func:`langchain_dod.engine.warm_prefix`; ``DOD_PROMPT_CACHE=0`` turns that off).
+    """
+    from langchain_dod import engine
+
+    if profile not in PROFILES:
+        raise ValueError(f"Unknown profile {profile!r}; choose one of {sorted(PROFILES)}.")
+    question, context = normalize_input(value)
+    loaded, _ = engine.load(model, lora_path, params if params is not None else engine.llama_params())
+    if _env_flag("DOD_PROMPT_CACHE", default=True):
+        engine.warm_prefix(loaded, _shared_prefix(loaded, profile, max_subquestions))
+    messages = decomposer_messages(question, context, profile=profile, max_subquestions=max_subquestions)
+    schema = subquestion_schema(max_subquestions)
+
+    def call(free: bool) -> Reply:
+        done = engine.complete(
+            loaded, messages, model=model, max_tokens=max_tokens, json_schema=None if free else schema
+        )
+        return Reply(
+            text=done.text,
+            how="free" if free else "grammar",
+            cut=done.finish_reason == "length",
+            input_tokens=done.input_tokens,
+            output_tokens=done.output_tokens,
+        )
+
+    task = Task(question, context, profile, max_subquestions, max_tokens, model_label(model, lora_path))
+    return drive(attempts(task, free=free_first(grammar, lora_path)), call)
