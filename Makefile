@@ -31,7 +31,6 @@ bench: install  # each writes benchmarks/results/NAME.{json,md}
 	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.bench_chat_model --repeats 5 --max-tokens 32
 	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.bench_decompose --n 20
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_sft.py --steps 5 --repeats 2
-	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_remote.py --requests 8 --repeats 3
 	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.bench_cold_start --repeats 7
 	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.bench_decode --n 10 --threads 1 2
 	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.bench_concurrency --requests 32 --levels 1 8 32

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -30,6 +29,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from benchmarks.report import run_meta, write_result
 
 __all__ = ["main", "measure_decompose", "measure_import"]
 
@@ -189,31 +190,24 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             {"label": label, "args": extra, "env": env, "summary": _summary(rows[label])} for label, extra, env in paths
         ],
         "targets": TARGETS,
-        "meta": {
-            "command": "python -m benchmarks.bench_cold_start " + " ".join(sys.argv[1:] if argv is None else argv),
-            "question": args.question,
-            "repeats": args.repeats,
-            "cpu_count": os.cpu_count(),
-            "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
-            "machine": f"{platform.processor() or platform.machine()}, python {platform.python_version()}",
-        },
+        "meta": run_meta("benchmarks.bench_cold_start", argv, question=args.question, repeats=args.repeats),
     }
-    table = markdown(result)
+    meta, table = result["meta"], markdown(result)
     print(table)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
-    args.out.with_suffix(".md").write_text(
+    answer = result["decompose"][0]["summary"]
+    write_result(
+        args.out,
+        result,
         f"# Cold start: `import langchain_dod` and `dod decompose` in fresh processes\n\n"
-        f"Command: `{result['meta']['command']}` ({result['meta']['cpu_count']} CPUs, llama.cpp threads: the "
-        f"default (physical cores), load average at end {result['meta']['load_average_at_end']}; medians of "
+        f"Command: `{meta['command']}` ({meta['cpu_count']} CPUs, llama.cpp threads: the "
+        f"default (physical cores), load average at end {meta['load_average_at_end']}; medians of "
         f"{args.repeats} cold processes after one discarded warm-up)\n\n{table}\n\n"
         f"Imports of the lean path (`python -X importtime -c {LEAN_IMPORTS!r}`, one process, own s per "
         f"top-level package): {', '.join(f'{k} {v}' for k, v in result['importtime_top'])}.\n\n"
-        f"Question: {args.question!r}. Answer: {result['decompose'][0]['summary']['subquestions']} "
-        f"({result['decompose'][0]['summary']['model']}, tokens in/out "
-        f"{result['decompose'][0]['summary']['tokens']}). Wall to answer is from process start to the printed "
+        f"Question: {args.question!r}. Answer: {answer['subquestions']} ({answer['model']}, tokens in/out "
+        f"{answer['tokens']}). Wall to answer is from process start to the printed "
         "JSON line; peak RSS and CPU are the child's own (wait4). Absolute seconds depend on the machine's load: "
-        "compare rows of one run.\n"
+        "compare rows of one run.\n",
     )
     return result
 

@@ -16,6 +16,8 @@ first, the grammar only for an invalid reply; servers: free text, parsed). ``--m
 sub-question grammar everywhere (servers: ``response_format`` with the schema). Each level decomposes
 ``--requests`` GSM8K train questions (at least as many as callers); latency is per request, queueing included.
 
+``--server-url URL --label NAME`` adds a server you run yourself (it must serve the same model as ``smollm2``).
+
 Run:  ``python -m benchmarks.bench_concurrency --requests 32 --levels 1 8 32``
       ``... --llama-server /path/to/llama-server --slots 8``  (writes benchmarks/results/concurrency.json + .md)
 """
@@ -24,16 +26,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
-import platform
+import contextlib
+import socket
+import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+import urllib.request
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main", "measure"]
+from benchmarks.report import run_meta, write_result
+
+__all__ = ["llama_cpp_python_server", "llama_server", "main", "measure"]
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "concurrency"
@@ -106,22 +112,64 @@ def _remote_decomposer(url: str, mode: str, max_tokens: int) -> Any:
     return Decomposer(llm=llm, max_tokens=max_tokens, structured_output=structured)
 
 
-def _llama_cpp_python_server(model: Path, adapter: str | None, threads: int) -> Any:
-    """llama-cpp-python's server, with the adapter applied as in-process (``--lora_path``)."""
-    from benchmarks.bench_remote import _free_port, _serve
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
+
+@contextlib.contextmanager
+def _serve(command: list[str], port: int, ready_path: str, timeout_s: float = 180) -> Iterator[str]:
+    """Run a server command until the block ends; yields ``http://127.0.0.1:PORT/v1`` once it is ready."""
+    log = tempfile.TemporaryFile(mode="w+")  # a file, not a pipe: a full pipe would block the server
+    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    root = f"http://127.0.0.1:{port}"
+
+    def tail() -> str:
+        log.seek(0)
+        return log.read()[-2000:]
+
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{command[0]} exited with {proc.returncode}: {tail()}")
+            with contextlib.suppress(OSError):
+                with urllib.request.urlopen(root + ready_path, timeout=2):
+                    break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{command[0]} did not answer within {timeout_s}s: {tail()}")
+            time.sleep(0.5)
+        yield root + "/v1"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def llama_cpp_python_server(
+    model: Path, threads: int, adapter: str | None = None, n_ctx: int = 4096
+) -> contextlib.AbstractContextManager[str]:
+    """``python -m llama_cpp.server`` on a free port, the model as ``smollm2``, ``adapter`` as ``--lora_path``.
+
+    One model, one global lock: requests take turns (no parallel slots).
+    """
     port = _free_port()
     command = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--model_alias", "smollm2"]
-    command += ["--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096"]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx)]
     command += ["--n_threads", str(threads), "--n_threads_batch", str(threads)]
     command += ["--lora_path", adapter] if adapter else []
     return _serve(command, port, "/v1/models")
 
 
-def _llama_server(binary: Path, model: Path, adapter: str | None, threads: int, slots: int) -> Any:
+def llama_server(
+    binary: Path, model: Path, threads: int, slots: int, adapter: str | None = None
+) -> contextlib.AbstractContextManager[str]:
     """llama.cpp's ``llama-server``: ``slots`` slots of 1024 tokens, continuous batching, the adapter as ``--lora``."""
-    from benchmarks.bench_remote import _free_port, _serve
-
     port = _free_port()
     command = [str(binary), "-m", str(model), "--alias", "smollm2", "--host", "127.0.0.1", "--port", str(port)]
     command += ["-np", str(slots), "-c", str(1024 * slots), "-t", str(threads), "-tb", str(threads)]
@@ -156,6 +204,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--llama-server", type=Path, default=None, help="also start and measure this binary")
     parser.add_argument("--slots", type=int, default=8, help="llama-server parallel slots (-np)")
+    parser.add_argument("--server-url", default=None, help="also measure this running OpenAI-compatible server")
+    parser.add_argument("--label", default=None, help="name of --server-url's server in the table")
     parser.add_argument("--skip", nargs="*", default=[], choices=["in-process", "llama-cpp-python"])
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -179,40 +229,41 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         )
         backends.append({"label": "in-process Decomposer", "rows": measure(local, questions, args.levels)})
     if "llama-cpp-python" not in args.skip:
-        with _llama_cpp_python_server(path, adapter, args.threads) as url:
+        with llama_cpp_python_server(path, args.threads, adapter) as url:
             rows = measure(_remote_decomposer(url, args.mode, args.max_tokens), questions, args.levels)
         backends.append({"label": "llama-cpp-python server (no slots)", "rows": rows})
     if args.llama_server:
-        with _llama_server(args.llama_server, path, adapter, args.threads, args.slots) as url:
+        with llama_server(args.llama_server, path, args.threads, args.slots, adapter) as url:
             rows = measure(_remote_decomposer(url, args.mode, args.max_tokens), questions, args.levels)
         backends.append({"label": f"llama-server -np {args.slots}", "rows": rows})
+    if args.server_url:
+        rows = measure(_remote_decomposer(args.server_url, args.mode, args.max_tokens), questions, args.levels)
+        backends.append({"label": args.label or args.server_url, "rows": rows})
     if not backends:
-        parser.error("nothing to measure: every backend skipped and no --llama-server")
+        parser.error("nothing to measure: every backend skipped and no --llama-server or --server-url")
     result = {
         "backends": backends,
-        "meta": {
-            "command": "python -m benchmarks.bench_concurrency " + " ".join(sys.argv[1:] if argv is None else argv),
-            "model": path.name,
-            "adapter": Path(adapter).name if adapter else None,
-            "mode": args.mode,
-            "threads": args.threads,
-            "cpu_count": os.cpu_count(),
-            "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
-            "machine": f"{platform.processor() or platform.machine()}, python {platform.python_version()}",
-        },
+        "meta": run_meta(
+            "benchmarks.bench_concurrency",
+            argv,
+            model=path.name,
+            adapter=Path(adapter).name if adapter else None,
+            mode=args.mode,
+            threads=args.threads,
+        ),
     }
-    table = markdown(result)
+    meta, table = result["meta"], markdown(result)
     print(table)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
-    args.out.with_suffix(".md").write_text(
+    write_result(
+        args.out,
+        result,
         f"# Many users: decompositions/s and latency at 1–{max(args.levels)} concurrent callers\n\nCommand: "
-        f"`{result['meta']['command']}` ({result['meta']['cpu_count']} CPUs, {args.threads} llama.cpp threads, "
-        f"{args.mode} decoding, load average at end {result['meta']['load_average_at_end']})\n\n{table}\n\n"
+        f"`{meta['command']}` ({meta['cpu_count']} CPUs, {args.threads} llama.cpp threads, "
+        f"{args.mode} decoding, load average at end {meta['load_average_at_end']})\n\n{table}\n\n"
         "Latency is per request from its call to its answer, time queued behind other requests included. "
         "In-process and llama-cpp-python's server run one request at a time on one model (no parallel slots); "
         "llama-server decodes the requests of its slots together in one batch. Absolute numbers depend on the "
-        "machine's load: compare rows of one run.\n"
+        "machine's load: compare rows of one run.\n",
     )
     return result
 

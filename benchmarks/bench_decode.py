@@ -20,10 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
-import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -31,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from benchmarks.report import run_meta, write_result
 
 __all__ = ["bytes_per_token", "main", "memory_bandwidth"]
 
@@ -202,28 +201,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     result = {
         "bytes_per_token": bytes_per_token(resolve(model), Path(adapter) if adapter else None),
         "threads": per_thread,
-        "meta": {
-            "command": "python -m benchmarks.bench_decode " + " ".join(sys.argv[1:] if argv is None else argv),
-            "model": model,
-            "adapter": Path(adapter).name if adapter else None,
-            "cpu_count": os.cpu_count(),
-            "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
-            "machine": f"{platform.processor() or platform.machine()}, python {platform.python_version()}",
-        },
+        "meta": run_meta("benchmarks.bench_decode", argv, model=model, adapter=Path(adapter).name if adapter else None),
     }
-    table = markdown(result)
+    meta, table = result["meta"], markdown(result)
     print(table)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
-    args.out.with_suffix(".md").write_text(
+    write_result(
+        args.out,
+        result,
         f"# Decode speed: grammar vs free, and against the memory-bandwidth bound\n\nCommand: "
-        f"`{result['meta']['command']}` ({result['meta']['cpu_count']} CPUs, {model}"
-        f"{' + ' + result['meta']['adapter'] if adapter else ''}, greedy, load average at end "
-        f"{result['meta']['load_average_at_end']})\n\n{table}\n\n"
+        f"`{meta['command']}` ({meta['cpu_count']} CPUs, {model}{' + ' + meta['adapter'] if adapter else ''}, "
+        f"greedy, load average at end {meta['load_average_at_end']})\n\n{table}\n\n"
         "Grammar vs free: the same prompt (served from the KV cache), the same greedy reply when 'same reply' "
         "says so; time per call. Bandwidth: numpy sums over a buffer far larger than the caches, T threads; the "
         "bound is bandwidth / bytes per token. Absolute numbers depend on the machine's load: compare rows of one "
-        "run.\n"
+        "run.\n",
     )
     return result
 
