@@ -45,11 +45,8 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
-import platform
 import re
 import statistics
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -60,6 +57,7 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.vectorstores import InMemoryVectorStore
 
+from benchmarks.report import run_meta, write_result
 from langchain_dod.evaluation.musique import (
     MusiqueQuestion,
     default_dir,
@@ -317,11 +315,12 @@ def write_outputs(result: dict[str, Any], out: Path) -> None:
     """``OUT.json`` (everything), ``OUT.md`` (the table, the command, how to read it), ``OUT.png`` (a plot)."""
     meta, ks = result["meta"], result["meta"]["ks"]
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
     k_plot = 5 if 5 in ks else ks[0]
     title = f"MuSiQue, {meta['retriever']}, {meta['questions']} questions, {meta['corpus_paragraphs']} paragraphs"
     has_plot = plot(result["summary"], k_plot, out.with_suffix(".png"), title)
-    out.with_suffix(".md").write_text(
+    write_result(
+        out,
+        result,
         f"# Multi-hop retrieval on MuSiQue: {meta['retriever']}, {meta['questions']} questions, "
         f"{meta['corpus_paragraphs']} pooled paragraphs\n\n"
         f"Command: `{meta['command']}` ({meta['date']}).\n\n"
@@ -332,7 +331,7 @@ def write_outputs(result: dict[str, Any], out: Path) -> None:
         f"Query writer for multiquery: {meta['query_writer']}; decomposer for dod: {meta['decomposer']}. "
         f"{meta['threads']} llama.cpp thread(s), shared 2-core CPU (load average {meta['load_average_at_end']}).\n\n"
         + (f"![recall@{k_plot} by hops]({out.with_suffix('.png').name})\n\n" if has_plot else "")
-        + "Data: MuSiQue-Ans (Trivedi et al., TACL 2022), CC BY 4.0; see ../shared/data/musique/SOURCE.md.\n"
+        + "Data: MuSiQue-Ans (Trivedi et al., TACL 2022), CC BY 4.0; see ../shared/data/musique/SOURCE.md.\n",
     )
 
 
@@ -413,25 +412,24 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     rows = [r for r in rows if r["id"] in wanted]  # a resumed file may hold more questions than --limit asks
     decomposer = next((label.split(":", 1)[1] for label in methods if ":" in label), None)
     result = {
-        "meta": {
-            "command": "python -m benchmarks.bench_musique " + " ".join(sys.argv[1:] if argv is None else argv),
-            "date": datetime.date.today().isoformat(),
-            "retriever": args.retriever
+        "meta": run_meta(
+            "benchmarks.bench_musique",
+            argv,
+            date=datetime.date.today().isoformat(),
+            retriever=args.retriever
             + (" (BM25Retriever, lower-case word tokens)" if args.retriever == "bm25" else " (all-MiniLM-L6-v2)"),
-            "corpus_paragraphs": len(corpus),
-            "questions": len(questions),
-            "ks": ks,
-            "depth_per_query": depth,
-            "index_seconds": round(index_seconds, 1),
-            "query_writer": f"{args.query_writer} (ChatGGUF, greedy, max_tokens={args.query_writer_tokens})",
-            "decomposer": decomposer or "(not run)",
-            "max_subquestions": args.max_subquestions,
-            "reader": f"the decomposer's model, top {args.read_top} passages cut to {args.read_chars} characters",
-            "threads": args.threads,
-            "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
-            "machine": f"{platform.processor() or platform.machine()}, python {platform.python_version()}",
-            "data": "MuSiQue-Ans v1.0 dev (Trivedi et al., TACL 2022), CC BY 4.0",
-        },
+            corpus_paragraphs=len(corpus),
+            questions=len(questions),
+            ks=ks,
+            depth_per_query=depth,
+            index_seconds=round(index_seconds, 1),
+            query_writer=f"{args.query_writer} (ChatGGUF, greedy, max_tokens={args.query_writer_tokens})",
+            decomposer=decomposer or "(not run)",
+            max_subquestions=args.max_subquestions,
+            reader=f"the decomposer's model, top {args.read_top} passages cut to {args.read_chars} characters",
+            threads=args.threads,
+            data="MuSiQue-Ans v1.0 dev (Trivedi et al., TACL 2022), CC BY 4.0",
+        ),
         "summary": summarize(rows, ks),
         "rows": rows,
     }
