@@ -9,12 +9,6 @@ must equal what the in-process ChatGGUF decomposer writes.
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +21,7 @@ pytest.importorskip("langchain_openai", reason="needs langchain-openai")
 
 from langchain_openai import ChatOpenAI  # noqa: E402
 
+from benchmarks.bench_concurrency import llama_cpp_python_server  # noqa: E402
 from langchain_dod import ChatGGUF, Decomposer  # noqa: E402
 from langchain_dod.decomposer import DecompositionError, subquestion_schema  # noqa: E402
 
@@ -34,68 +29,13 @@ QUESTIONS = [
     "In which country was the architect of the Sydney Opera House born?",
     "What currency is used in the country where the Petronas Towers stand?",
 ]
-READY_TIMEOUT_S = 120
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
-def server_url(smollm2_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Start ``python -m llama_cpp.server`` on a free port, wait until it answers, stop it afterwards."""
-    port = free_port()
-    log = tmp_path_factory.mktemp("server") / "server.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "llama_cpp.server",
-                "--model",
-                str(smollm2_path),
-                "--model_alias",
-                "smollm2",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--n_ctx",
-                "2048",
-                "--n_threads",
-                "1",
-                "--n_threads_batch",
-                "1",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        )
-    url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"llama_cpp.server exited with {proc.returncode}:\n{log.read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{url}/models", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"llama_cpp.server not ready after {READY_TIMEOUT_S}s:\n{log.read_text()[-2000:]}")
-            time.sleep(0.5)
+def server_url(smollm2_path: Path) -> Iterator[str]:
+    """``python -m llama_cpp.server`` on a free port, as the concurrency benchmark starts it; stopped afterwards."""
+    with llama_cpp_python_server(smollm2_path, threads=1, n_ctx=2048) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def remote_decomposer(url: str) -> Decomposer:
