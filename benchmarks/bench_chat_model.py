@@ -88,25 +88,34 @@ def _time_stream(stream: Callable[[], Any]) -> tuple[float, float, int]:
     return first - start, last - first, count
 
 
-def _summary(
-    backend: str,
-    load: float,
-    rss: float,
-    n_prompt: list[int],
-    n_out: list[int],
-    prompt_tps: list[float],
-    decode_tps: list[float],
-) -> dict[str, Any]:
+class _Calls:
+    """One backend's per-call token counts and speeds (prompt tok/s to the first token, decode tok/s after it)."""
+
+    def __init__(self) -> None:
+        self.n_prompt: list[int] = []
+        self.n_out: list[int] = []
+        self.prompt_tps: list[float] = []
+        self.decode_tps: list[float] = []
+
+    def add(self, n_in: int, n_out: int, ttft: float, rest: float) -> None:
+        self.n_prompt.append(n_in)
+        self.n_out.append(n_out)
+        self.prompt_tps.append(n_in / ttft)
+        if n_out > 1:
+            self.decode_tps.append((n_out - 1) / rest)
+
+
+def _summary(backend: str, load: float, rss: float, calls: _Calls) -> dict[str, Any]:
     """One backend's row: the same fields and rounding for every worker."""
     return {
         "backend": backend,
         "load_s": round(load, 4),
         "rss_after_load_mb": round(rss, 1),
         "peak_rss_mb": round(_peak_mb(), 1),
-        "prompt_tokens": sorted(set(n_prompt)),
-        "output_tokens_median": statistics.median(n_out),
-        "prompt_tok_s": _median(prompt_tps),
-        "decode_tok_s": _median(decode_tps),
+        "prompt_tokens": sorted(set(calls.n_prompt)),
+        "output_tokens_median": statistics.median(calls.n_out),
+        "prompt_tok_s": _median(calls.prompt_tps),
+        "decode_tok_s": _median(calls.decode_tps),
     }
 
 
@@ -119,7 +128,7 @@ def worker_chatgguf(repeats: int, max_tokens: int, threads: int) -> dict[str, An
     load = time.perf_counter() - started
     rss = _rss_mb()
     llm.invoke("Hi", max_tokens=2)  # warm-up: first-touch page faults of the mmapped weights
-    prompt_tps, decode_tps, n_prompt, n_out = [], [], [], []
+    calls = _Calls()
     for _ in range(repeats):
         for messages in PROMPTS:
             llm.reset_kv_cache()
@@ -133,14 +142,10 @@ def worker_chatgguf(repeats: int, max_tokens: int, threads: int) -> dict[str, An
                         yield chunk
 
             ttft, rest, count = _time_stream(stream)
-            n_prompt.append(usage["input_tokens"])
-            n_out.append(usage["output_tokens"])
-            prompt_tps.append(usage["input_tokens"] / ttft)
-            if usage["output_tokens"] > 1:
-                decode_tps.append((usage["output_tokens"] - 1) / rest)
+            calls.add(usage["input_tokens"], usage["output_tokens"], ttft, rest)
     grammar_tps = _grammar_decode(llm, repeats)
     cache = _prefix_cache(llm, repeats)
-    row = _summary("ChatGGUF (llama.cpp, Q4_1)", load, rss, n_prompt, n_out, prompt_tps, decode_tps)
+    row = _summary("ChatGGUF (llama.cpp, Q4_1)", load, rss, calls)
     return {**row, "grammar_decode_tok_s": _median(grammar_tps), "prefix_cache": cache}
 
 
@@ -265,16 +270,12 @@ def worker_transformers(repeats: int, max_tokens: int, threads: int) -> dict[str
         return stamps.times[0] - started, stamps.times[-1] - stamps.times[0], n_in, n_out
 
     run([{"role": "user", "content": "Hi"}], 2)  # warm-up
-    prompt_tps, decode_tps, n_prompt, n_out = [], [], [], []
+    calls = _Calls()
     for _ in range(repeats):
         for messages in PROMPTS:
             ttft, rest, n_in, out = run(messages, max_tokens)
-            n_prompt.append(n_in)
-            n_out.append(out)
-            prompt_tps.append(n_in / ttft)
-            if out > 1:
-                decode_tps.append((out - 1) / rest)
-    return _summary("transformers (fp32, CPU)", load, rss, n_prompt, n_out, prompt_tps, decode_tps)
+            calls.add(n_in, out, ttft, rest)
+    return _summary("transformers (fp32, CPU)", load, rss, calls)
 
 
 def worker_community(repeats: int, max_tokens: int, threads: int) -> dict[str, Any]:
@@ -295,7 +296,7 @@ def worker_community(repeats: int, max_tokens: int, threads: int) -> dict[str, A
     load = time.perf_counter() - started
     rss = _rss_mb()
     llm.invoke("Hi")
-    prompt_tps, decode_tps, n_prompt, n_out = [], [], [], []
+    calls = _Calls()
     for _ in range(repeats):
         for messages in PROMPTS:
             llm.client.reset()
@@ -311,12 +312,8 @@ def worker_community(repeats: int, max_tokens: int, threads: int) -> dict[str, A
             # no usage metadata from this class: count with the model's tokenizer
             n_in = len(llm.client.tokenize(_template_text(messages).encode(), add_bos=False, special=True))
             out = len(llm.client.tokenize("".join(pieces).encode(), add_bos=False, special=True))
-            n_prompt.append(n_in)
-            n_out.append(out)
-            prompt_tps.append(n_in / ttft)
-            if out > 1:
-                decode_tps.append((out - 1) / rest)
-    return _summary("ChatLlamaCpp (langchain_community, defaults)", load, rss, n_prompt, n_out, prompt_tps, decode_tps)
+            calls.add(n_in, out, ttft, rest)
+    return _summary("ChatLlamaCpp (langchain_community, defaults)", load, rss, calls)
 
 
 def _template_text(messages: list[dict[str, str]]) -> str:
