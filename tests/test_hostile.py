@@ -361,7 +361,7 @@ def test_generate_refuses_another_teacher_in_one_output(tmp_path):
     out = tmp_path / "d.jsonl"
     generate(_examples(2), "human", out, progress=False)
     teacher = GenericFakeChatModel(messages=iter([AIMessage(content='{"subquestions": ["How many crêpes?"]}')]))
-    with pytest.raises(TrainingError, match="made with teacher=human, but this run has teacher=GenericFakeChatModel"):
+    with pytest.raises(TrainingError, match="made with teacher=given, but this run has teacher=GenericFakeChatModel"):
         generate(_examples(3), teacher, out, progress=False)
 
 
