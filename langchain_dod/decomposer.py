@@ -2,9 +2,10 @@
 
 With our local :class:`~langchain_dod.chat_models.ChatGGUF` the reply is constrained by a grammar built
 from :func:`subquestion_schema`, so it can never be malformed. A distilled decomposer (a ``ChatGGUF`` with a
-LoRA adapter) writes the format by itself, so it first decodes freely, about twice as fast (llama-cpp-python
-checks a grammar against the whole vocabulary at every token), and only a reply that is not valid JSON is
-decoded again under the grammar. Any other chat model gets structured output
+LoRA adapter) writes the format by itself, so it first decodes freely (faster when sampling or a repeat
+penalty is on: llama-cpp-python then checks the grammar against the whole vocabulary at every token; greedy,
+unpenalised decoding checks one token a step and costs about what free decoding does), and only a reply that is
+not valid JSON is decoded again under the grammar. Any other chat model gets structured output
 when it supports it, with the robust text parser as the fallback; a completion LLM gets the text parser.
 
 How a reply is read and the order of attempts live in :mod:`langchain_dod.decomposition`, without LangChain:

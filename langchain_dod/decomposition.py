@@ -295,10 +295,10 @@ def read_reply(reply: Reply, seconds: float, task: Task) -> Decomposition | None
 def attempts(task: Task, *, free: bool) -> Generator[bool, Reply, Decomposition]:
     """The decomposition's steps, without I/O: yields whether to decode freely next and receives the :class:`Reply`.
 
-    With ``free`` the model first writes freely (a distilled decomposer writes the JSON by itself, about twice as
-    fast as under the grammar); only a reply that is not valid JSON is decoded again, constrained (the grammar,
-    structured output, or free text for a model with neither). Run it with :func:`drive` or its async twin in
-    ``Decomposer``.
+    With ``free`` the model first writes freely (a distilled decomposer writes the JSON by itself; under the
+    grammar, greedy decoding costs about the same, sampling or a repeat penalty up to ~1.8×); only a reply that is
+    not valid JSON is decoded again, constrained (the grammar, structured output, or free text for a model with
+    neither). Run it with :func:`drive` or its async twin in ``Decomposer``.
     """
     started = time.perf_counter()
     first: Reply | None = None
