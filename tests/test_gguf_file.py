@@ -136,8 +136,12 @@ def test_layout_table_matches_gguf_py() -> None:
         assert GGML_QUANT_SIZES[GGMLQuantizationType(kind)] == (block, size), name
 
 
-def test_the_lean_path_does_not_import_gguf_py() -> None:
-    """gguf-py costs ~0.15 s of a cold ``dod decompose``; inspecting and checking the shipped files needs none of it."""
+def test_the_lean_path_does_not_import_gguf_py(tmp_path: Path) -> None:
+    """gguf-py costs ~0.15 s of a cold ``dod decompose``; inspecting and checking the shipped files needs none of it.
+
+    A fresh cache dir, so that the finite-weights scan really runs (no marker from an earlier run).
+    """
+    import os
     import subprocess
 
     code = (
@@ -148,9 +152,11 @@ def test_the_lean_path_does_not_import_gguf_py() -> None:
         "for path in (resolve(model), adapter):\n    inspect_gguf(path); check_finite(path)\n"
         "print(sorted(m for m in sys.modules if m == 'gguf' or m.startswith('gguf.')))"
     )
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    env = {**os.environ, "DOD_CACHE_DIR": str(tmp_path)}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "[]"
+    assert len(list((tmp_path / "checked").iterdir())) == 2  # both files scanned and found finite
 
 
 def test_a_string_in_a_token_list_that_runs_past_the_end(smollm2_path: Path, tmp_path: Path) -> None:
