@@ -45,6 +45,7 @@ from langchain_dod.engine import (
     NonFiniteLogitsError,
     _grammar,
     _Loaded,
+    check_merge,
     check_range,
     physical_cores,
 )
@@ -76,6 +77,10 @@ class ChatGGUF(BaseChatModel):
     """Registry name (see ``langchain_dod.models.MODELS``) or path to a ``.gguf`` file."""
     lora_path: str | None = None
     """Optional GGUF LoRA adapter applied on top of the base at load time."""
+    merge_lora: bool = False
+    """Load ``lora_path`` merged into the base (written once to ``cache_dir()/merged/``, see
+    :mod:`langchain_dod.merge`) instead of applying it at run time: decodes faster, but the merged weights are
+    requantised (Q8_0), so greedy output can differ. No effect without ``lora_path``; needs ``lora_scale=1``."""
     lora_scale: float = DEFAULTS["lora_scale"]
     n_ctx: int = DEFAULTS["n_ctx"]
     n_threads: int | None = None
@@ -127,6 +132,7 @@ class ChatGGUF(BaseChatModel):
             )
         for name in _RANGES:
             check_range(name, getattr(self, name))
+        check_merge(self.merge_lora, self.lora_path, self.lora_scale)
         return self
 
     @property
@@ -138,6 +144,7 @@ class ChatGGUF(BaseChatModel):
         return {
             "model": self.model,
             "lora_path": self.lora_path,
+            "merge_lora": self.merge_lora,
             "lora_scale": self.lora_scale,
             "n_ctx": self.n_ctx,
             "temperature": self.temperature,
@@ -172,7 +179,7 @@ class ChatGGUF(BaseChatModel):
             lora_scale=self.lora_scale,
             model_kwargs=self.model_kwargs,
         )
-        loaded, fresh = engine.load(model or self.model, self.lora_path, params)
+        loaded, fresh = engine.load(model or self.model, self.lora_path, params, merge_lora=self.merge_lora)
         if self._load_seconds is None and model in (None, self.model):
             self._load_seconds = loaded.load_seconds if fresh else 0.0  # this instance's cost, not the first's
         return loaded

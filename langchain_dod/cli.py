@@ -65,6 +65,11 @@ def _decoded(raw: bytes, where: str) -> tuple[str, str | None]:
         )
 
 
+def _local(args: argparse.Namespace) -> dict[str, Any]:
+    """``--merge-adapter`` and ``--threads`` as ``ChatGGUF`` settings; only those given, so the rest keep defaults."""
+    return {name: value for name, value in (("merge_lora", args.merge_adapter), ("n_threads", args.threads)) if value}
+
+
 def _decomposer(args: argparse.Namespace) -> Any:
     from langchain_core.language_models import BaseChatModel
 
@@ -73,11 +78,12 @@ def _decomposer(args: argparse.Namespace) -> Any:
 
     llm: BaseChatModel
     if args.decomposer is None:
-        llm = default_decomposer_llm(profile=args.profile)
+        llm = default_decomposer_llm(profile=args.profile, **_local(args))
         if args.adapter:
             llm = llm.model_copy(update={"lora_path": args.adapter})
     else:  # --decomposer is a SPEC or a bare GGUF name/path
-        llm = load_chat_model(args.decomposer, allow_path=True, **({"lora_path": args.adapter} if args.adapter else {}))
+        adapter = {"lora_path": args.adapter} if args.adapter else {}
+        llm = load_chat_model(args.decomposer, allow_path=True, local_kwargs=_local(args), **adapter)
     return Decomposer(llm=llm, max_subquestions=args.max_subquestions, profile=args.profile)
 
 
@@ -91,9 +97,15 @@ def _decompose_fn(args: argparse.Namespace) -> Callable[[dict[str, Any]], Any]:
     if args.decomposer is not None:
         return _decomposer(args).invoke
     from langchain_dod.decomposition import decompose_gguf, default_decomposer_model
+    from langchain_dod.engine import llama_params
 
     model, adapter = default_decomposer_model(args.profile)
-    settings = {"max_subquestions": args.max_subquestions, "profile": args.profile}
+    settings = {
+        "max_subquestions": args.max_subquestions,
+        "profile": args.profile,
+        "merge_lora": args.merge_adapter,
+        "params": llama_params(n_threads=args.threads),
+    }
     return lambda value: decompose_gguf(value, model=model, lora_path=args.adapter or adapter, **settings)
 
 
@@ -140,7 +152,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
     from langchain_dod.solvers import load_chat_model
 
     # --max-tokens is documented for local solvers; a hosted one keeps its provider's default
-    solver = load_chat_model(args.solver, local_kwargs={"max_tokens": args.max_tokens})
+    threads = {"n_threads": args.threads} if args.threads else {}
+    solver = load_chat_model(args.solver, local_kwargs={"max_tokens": args.max_tokens, **threads})
     if args.single_stage:
         chain: Any = SingleStage(solver=solver, mode=args.mode)
     else:
@@ -208,6 +221,19 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--context", default=None, help="a passage the question is about")
         p.add_argument("--decomposer", default=None, help="NAME|PATH of a GGUF, or a SPEC such as openai:gpt-4o-mini")
         p.add_argument("--adapter", default=None, help="GGUF LoRA adapter for the decomposer")
+        p.add_argument(
+            "--merge-adapter",
+            action="store_true",
+            help="load the decomposer's adapter merged into its base (merged once, cached; decodes faster, but the "
+            "requantised weights can change its sub-questions)",
+        )
+        p.add_argument(
+            "--threads",
+            type=int_in(1, 4096),
+            default=None,
+            metavar="N",
+            help="llama.cpp threads of the local models (default: one per physical core)",
+        )
         p.add_argument("--max-subquestions", type=int_in(1, 10), default=3)
         p.add_argument("--profile", default="math", choices=["math", "reading", "multihop"])
         p.add_argument("--json", action="store_true", help="print one JSON object per line")

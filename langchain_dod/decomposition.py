@@ -348,12 +348,14 @@ def decompose_gguf(
     max_tokens: int = DEFAULT_MAX_TOKENS,
     grammar: str = "auto",
     params: dict[str, Any] | None = None,
+    merge_lora: bool = False,
 ) -> Decomposition:
     """Decompose with a local GGUF through :mod:`langchain_dod.engine`, without importing LangChain.
 
     Gives what ``Decomposer(llm=ChatGGUF(model=model, lora_path=lora_path), ...).invoke(value)`` gives with the
-    default ``ChatGGUF`` settings (``params``: :func:`langchain_dod.engine.llama_params`); the model loads once per
-    process and is shared with ``ChatGGUF`` instances of the same settings. This is the ``dod decompose`` path.
+    default ``ChatGGUF`` settings (``params``: :func:`langchain_dod.engine.llama_params`; ``merge_lora``: as
+    ``ChatGGUF.merge_lora``); the model loads once per process and is shared with ``ChatGGUF`` instances of the same
+    settings. This is the ``dod decompose`` path.
 
     A fresh process reads the system prompt's KV state from the cache instead of evaluating it
     (:func:`langchain_dod.engine.warm_prefix`; ``DOD_PROMPT_CACHE=0`` turns that off).
@@ -363,7 +365,8 @@ def decompose_gguf(
     if profile not in PROFILES:
         raise ValueError(f"Unknown profile {profile!r}; choose one of {sorted(PROFILES)}.")
     question, context = normalize_input(value)
-    loaded, _ = engine.load(model, lora_path, params if params is not None else engine.llama_params())
+    params = params if params is not None else engine.llama_params()
+    loaded, _ = engine.load(model, lora_path, params, merge_lora=merge_lora)
     if _env_flag("DOD_PROMPT_CACHE", default=True):
         engine.warm_prefix(loaded, _shared_prefix(loaded, profile, max_subquestions))
     messages = decomposer_messages(question, context, profile=profile, max_subquestions=max_subquestions)

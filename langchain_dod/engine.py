@@ -43,6 +43,7 @@ __all__ = [
     "ContextWindowExceededError",
     "ModelLoadError",
     "NonFiniteLogitsError",
+    "check_merge",
     "check_range",
     "complete",
     "completion_args",
@@ -375,6 +376,15 @@ def check_range(name: str, value: Any) -> None:
         raise ValueError(f"{name} must be {kind} {bounds}{_MAY_BE_NONE.get(name, '')}; got {value!r}.")
 
 
+def check_merge(merge_lora: bool, lora_path: str | None, lora_scale: float) -> None:
+    """Refuse ``merge_lora`` with a ``lora_scale`` other than 1: the cached merge holds the adapter at scale 1."""
+    if merge_lora and lora_path and lora_scale != 1.0:
+        raise ValueError(
+            f"merge_lora=True merges the adapter at scale 1, but lora_scale={lora_scale}. Drop merge_lora to apply "
+            "the adapter at run time at another scale."
+        )
+
+
 def _text(content: Any) -> str:
     """Flatten OpenAI-style content blocks to text (local models here are text-only)."""
     if isinstance(content, str):
@@ -407,14 +417,54 @@ def llama_params(
     }
 
 
-def load(model: str, lora_path: str | None, params: dict[str, Any]) -> tuple[_Loaded, bool]:
-    """Resolve ``model`` and load it with ``lora_path`` (once per process); also say whether this call loaded it."""
+def load(
+    model: str, lora_path: str | None, params: dict[str, Any], *, merge_lora: bool = False
+) -> tuple[_Loaded, bool]:
+    """Resolve ``model`` and load it with ``lora_path`` (once per process); also say whether this call loaded it.
+
+    ``merge_lora``: load the adapter merged into the base (:func:`langchain_dod.merge.merged_gguf`, made once and
+    cached) instead of applying it at run time; the merged file then names the loaded model, so it never shares
+    a loaded model with the runtime-adapter path.
+    """
     path = resolve(model).resolve()
     lora = Path(lora_path).expanduser().resolve() if lora_path else None
     if lora is not None and not lora.is_file():
         raise ModelLoadError(f"LoRA adapter not found: {lora}. Check lora_path.")
+    if lora is not None and merge_lora:
+        check_merge(merge_lora, lora_path, params.get("lora_scale", DEFAULTS["lora_scale"]))
+        path, lora = _merged(path, lora), None
     key = (str(path), str(lora) if lora else None, tuple(sorted((k, repr(v)) for k, v in params.items())))
     return _load(key, path, lora, params)
+
+
+#: merged files found this process, per (base, adapter) and their stats: ``merged_gguf`` hashes the adapter and
+#: takes a file lock, too much to repeat on every call of a ``ChatGGUF`` (each call goes through :func:`load`)
+_MERGED: dict[tuple[Any, ...], Path] = {}
+
+
+def _merged(base: Path, lora: Path) -> Path:
+    """The cached merge of ``lora`` into ``base``, checked like a runtime adapter first (same errors)."""
+    from langchain_dod.merge import MergeError, merged_gguf
+    from langchain_dod.models import cache_dir
+
+    stats = tuple((f.stat().st_size, f.stat().st_mtime_ns) for f in (base, lora))
+    key = (str(base), str(lora), stats, str(cache_dir()))
+    if (known := _MERGED.get(key)) is not None and known.is_file():
+        return known
+    info = inspect_gguf(base)
+    if info.file_type == "adapter":
+        raise ModelLoadError(f"{base} is a LoRA adapter, not a model. Pass it as lora_path= with its base.")
+    _check_adapter(lora, info)
+    check_finite(lora)
+    with _LOAD_LOCK:  # one merge per process at a time; merged_gguf's file lock covers other processes
+        try:
+            merged = merged_gguf(base, lora)
+        except MergeError as err:
+            raise ModelLoadError(
+                f"Could not merge adapter {lora} into {base}: {err} Apply it at run time instead (merge_lora=False)."
+            ) from err
+    _MERGED[key] = merged
+    return merged
 
 
 @contextlib.contextmanager

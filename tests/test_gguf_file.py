@@ -123,3 +123,76 @@ def test_result_is_refreshed_when_the_file_changes(tmp_path: Path) -> None:
     assert dict(inspect_gguf(path).tensor_shapes)["blk.0.attn_q.weight.lora_a"] == (576, 4)
     write_lora(path, rank=8)
     assert dict(inspect_gguf(path).tensor_shapes)["blk.0.attn_q.weight.lora_a"] == (576, 8)
+
+
+def test_layout_table_matches_gguf_py() -> None:
+    """The module's own block layouts (it does not import gguf-py for the usual types) are gguf-py's."""
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    from langchain_dod.gguf_file import LAYOUTS
+
+    for kind, (name, block, size) in LAYOUTS.items():
+        assert GGMLQuantizationType(kind).name == name
+        assert GGML_QUANT_SIZES[GGMLQuantizationType(kind)] == (block, size), name
+
+
+def test_the_lean_path_does_not_import_gguf_py(tmp_path: Path) -> None:
+    """gguf-py costs ~0.15 s of a cold ``dod decompose``; inspecting and checking the shipped files needs none of it.
+
+    A fresh cache dir, so that the finite-weights scan really runs (no marker from an earlier run).
+    """
+    import os
+    import subprocess
+
+    code = (
+        "import sys\nimport langchain_dod.cli, langchain_dod.decomposition, langchain_dod.engine\n"
+        "from langchain_dod.gguf_file import check_finite, inspect_gguf\n"
+        "from langchain_dod.decomposition import default_decomposer_model\nfrom langchain_dod.models import resolve\n"
+        "model, adapter = default_decomposer_model()\n"
+        "for path in (resolve(model), adapter):\n    inspect_gguf(path); check_finite(path)\n"
+        "print(sorted(m for m in sys.modules if m == 'gguf' or m.startswith('gguf.')))"
+    )
+    env = {**os.environ, "DOD_CACHE_DIR": str(tmp_path)}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "[]"
+    assert len(list((tmp_path / "checked").iterdir())) == 2  # both files scanned and found finite
+
+
+def test_a_string_in_a_token_list_that_runs_past_the_end(smollm2_path: Path, tmp_path: Path) -> None:
+    """Token lists are skipped by a fast loop; it keeps the bounds check of every other string."""
+    head = smollm2_path.read_bytes()[:200_000]
+    key = b"tokenizer.ggml.tokens"
+    first_length = head.index(key) + len(key) + 4 + 4 + 8  # value type, item type, count
+    path = corrupt(smollm2_path, tmp_path / "bad.gguf", first_length, struct.pack("<Q", 1 << 50))
+    with pytest.raises(GGUFError, match="string of \\d+ bytes runs past the end"):
+        inspect_gguf(path)
+
+
+def test_a_finite_file_is_remembered_on_disk_until_it_changes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new process skips the finite-weights scan of a file already found finite; a rewritten file is scanned."""
+    import numpy as np
+
+    from langchain_dod import gguf_file
+
+    monkeypatch.setenv("DOD_CACHE_DIR", str(tmp_path / "cache"))
+    scans: list[str] = []
+    real = gguf_file._check_finite.__wrapped__
+
+    def scan(path: str, size: int, mtime_ns: int) -> None:
+        scans.append(path)
+        real(path, size, mtime_ns)
+
+    monkeypatch.setattr(gguf_file, "_check_finite", scan)
+    path = write_lora(tmp_path / "a.gguf")
+    gguf_file.check_finite(path)
+    gguf_file.check_finite(path)  # the marker: no second scan (the in-process memo is patched away here)
+    assert len(scans) == 1 and len(list((tmp_path / "cache" / "checked").iterdir())) == 1
+
+    blob = bytearray(path.read_bytes())  # the same file, same size, now with a NaN weight
+    _, _, offset, _ = inspect_gguf(path).tensor_data[0]
+    blob[offset : offset + 4] = np.array([np.nan], dtype=np.float32).tobytes()
+    path.write_bytes(bytes(blob))
+    with pytest.raises(GGUFError, match="holds NaN or Inf"):
+        gguf_file.check_finite(path)
+    assert len(scans) == 2

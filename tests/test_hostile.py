@@ -527,12 +527,13 @@ def test_float_field_table_matches_gguf_py_dequantize():
     import warnings
 
     import numpy as np
-    from gguf import GGML_QUANT_SIZES
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
     from gguf.quants import dequantize
 
     from langchain_dod.gguf_file import FLOAT_FIELDS
 
-    for qtype, fields in FLOAT_FIELDS.items():
+    for name, fields in FLOAT_FIELDS.items():
+        qtype = GGMLQuantizationType[name]
         block_size, type_size = GGML_QUANT_SIZES[qtype]
         if block_size == 1 or qtype.name == "Q8_K":  # plain floats; gguf-py cannot dequantise Q8_K
             continue
