@@ -302,3 +302,20 @@ def test_keep_best_makes_final_the_lowest_validation_checkpoint(tmp_path, hf_bas
     assert report.eval_loss_after == pytest.approx(evals[best_step], rel=1e-4)
     info = json.loads((Path(report.final) / "dod_training.json").read_text())
     assert info["report"]["best_checkpoint"] == report.best_checkpoint
+
+    # early stopping: the same run stops one evaluation after the validation loss first fails to fall
+    with pytest.raises(TrainingError, match="set keep_best with it"):
+        SFTConfig(early_stopping=2)
+    trained = {s: v for s, v in evals.items() if s >= 1}  # step 0 is the loss before training, not a checkpoint
+    first_rise = next(s for s in sorted(trained) if s > 1 and trained[s] >= min(trained[t] for t in trained if t < s))
+    stopped = sft(
+        train,
+        hf_base,
+        tmp_path / "e",
+        validation=val,
+        progress=False,
+        config=SFTConfig(**{**config.__dict__, "early_stopping": 1}),
+    )
+    assert stopped.steps == first_rise < 4, (evals, stopped.steps)
+    best_before = min((s for s in trained if s < first_rise), key=trained.__getitem__)
+    assert stopped.best_checkpoint == f"checkpoint-{best_before}"

@@ -55,6 +55,9 @@ class SFTConfig:
     keep_best: bool = False
     """Make ``final`` the checkpoint with the lowest validation loss, not the last one: the number of epochs is then
     chosen on validation (needs a validation set, and ``save_steps`` a multiple of ``eval_steps``)."""
+    early_stopping: int = 0
+    """With ``keep_best``: stop after this many evaluations in a row without a lower validation loss (0: train all
+    the epochs). The epochs after the best one only cost CPU: ``final`` is the best checkpoint either way."""
     kinds: list[str] | None = setting(None, csv=True, help="comma-separated (default None)")
     threads: int | None = setting(None, type=int, help="torch CPU threads (default: all cores)")
     """torch CPU threads (``None``: torch's default, all cores). On a CPU shared with other jobs, 1 is often
@@ -81,6 +84,11 @@ class SFTConfig:
             raise TrainingError(
                 f"keep_best compares checkpoints by validation loss: save_steps ({self.save_steps}) must be a "
                 f"multiple of eval_steps ({self.eval_steps})."
+            )
+        if self.early_stopping < 0 or (self.early_stopping and not self.keep_best):
+            raise TrainingError(
+                f"early_stopping={self.early_stopping}: give a number of evaluations >= 0, and set keep_best with it "
+                "(training stops at the best validation checkpoint, which only keep_best makes final)."
             )
 
     @classmethod
@@ -290,8 +298,10 @@ def _trainer(
     callbacks: list[Any] | None,
 ) -> Any:
     """The transformers ``Trainer`` over the model (LoRA-wrapped or full) and the tokenised records."""
-    from transformers import DataCollatorForSeq2Seq, Trainer
+    from transformers import DataCollatorForSeq2Seq, EarlyStoppingCallback, Trainer
 
+    if config.early_stopping and val_set:
+        callbacks = [*(callbacks or []), EarlyStoppingCallback(early_stopping_patience=config.early_stopping)]
     return Trainer(
         model=_model(base_dir, config),
         args=_training_arguments(out, config, evaluate=bool(val_set), progress=progress),

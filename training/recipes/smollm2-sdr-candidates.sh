@@ -35,7 +35,7 @@ data() {
 # Measured for the multihop recipe (batch 8, ~200 tokens): 14 s/step at 2 threads with the cores otherwise idle.
 # Two 1-thread trainings, one per core, get more done than one 2-thread training after the other.
 SFT="--base smollm2-135m-instruct --validation $R/data/validation.jsonl --batch-size 8 --max-length 768
-  --warmup 0.03 --logging-steps 10 --eval-steps 20 --save-steps 20 --save-total-limit 2 --keep-best --threads 1
+  --warmup 0.03 --logging-steps 10 --eval-steps 20 --save-steps 20 --save-total-limit 2 --keep-best --early-stopping 2 --threads 1
   --no-progress --resume"
 train() {
   [ -d runs/sdr-lora/final ] || taskset -c 0 dod-train sft --data $R/data/train.jsonl --out runs/sdr-lora \
