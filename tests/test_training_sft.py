@@ -319,3 +319,15 @@ def test_keep_best_makes_final_the_lowest_validation_checkpoint(tmp_path, hf_bas
     assert stopped.steps == first_rise < 4, (evals, stopped.steps)
     best_before = min((s for s in trained if s < first_rise), key=trained.__getitem__)
     assert stopped.best_checkpoint == f"checkpoint-{best_before}"
+    # early stopping switched on for a run under way: the resumed run saves its checkpoints (transformers alone
+    # fails with KeyError: the checkpoint it resumes from has no entry for the callback's state)
+    resumed = sft(
+        train,
+        hf_base,
+        tmp_path / "o",
+        validation=val,
+        progress=False,
+        resume=True,
+        config=SFTConfig(**{**config.__dict__, "max_steps": 5, "early_stopping": 9}),
+    )
+    assert resumed.steps == 5 and resumed.resumed_from == "checkpoint-4"

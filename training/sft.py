@@ -301,7 +301,8 @@ def _trainer(
     from transformers import DataCollatorForSeq2Seq, EarlyStoppingCallback, Trainer
 
     if config.early_stopping and val_set:
-        callbacks = [*(callbacks or []), EarlyStoppingCallback(early_stopping_patience=config.early_stopping)]
+        stopper = EarlyStoppingCallback(early_stopping_patience=config.early_stopping)
+        callbacks = [*(callbacks or []), stopper, _stateful_entry(stopper)]
     return Trainer(
         model=_model(base_dir, config),
         args=_training_arguments(out, config, evaluate=bool(val_set), progress=progress),
@@ -311,6 +312,22 @@ def _trainer(
         processing_class=tokenizer,
         callbacks=callbacks,
     )
+
+
+def _stateful_entry(callback: Any) -> Any:
+    """A callback that gives ``callback`` an entry in a resumed run's ``stateful_callbacks``.
+
+    transformers keeps the state of callbacks like ``EarlyStoppingCallback`` in each checkpoint, and its checkpoint
+    saving fails (``KeyError``) in a run resumed from a checkpoint that was made without that callback (early
+    stopping switched on for a run already under way). The state is loaded before ``on_train_begin``.
+    """
+    from transformers import TrainerCallback
+
+    class _Entry(TrainerCallback):
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            state.stateful_callbacks.setdefault(type(callback).__name__, callback.state())
+
+    return _Entry()
 
 
 def _save_final(trainer: Any, tokenizer: Any, out: Path) -> Path:
