@@ -12,6 +12,13 @@ and the last, so the step that reaches the answer stays). Resumable: results app
 
     python -m benchmarks.probe_solver_wording --n 60 --conditions plan:all,brief:all
     python -m benchmarks.probe_solver_wording --report
+
+``--plans RUN.jsonl`` holds the plans of a committed ``dod eval`` two-stage run fixed instead (the items where that
+run's decomposer wrote sub-questions; GSM8K train questions, CoT from the same evaluation folder): which wording
+lets a *weak* plan do least harm. Results then go to ``solver_wording/<run name>.jsonl``.
+
+    python -m benchmarks.probe_solver_wording --conditions hint:all --plans \
+        benchmarks/results/eval/gsm8k-train-validation/runs/dec-default-sdr-lora__qwen2.5-coder-1.5b-instruct.jsonl
 """
 
 from __future__ import annotations
@@ -51,6 +58,19 @@ WORDINGS = {
         "equation that answers it (for example 3 * 4 = 12) and a few words saying what the result is. "
         "Then answer the question itself. " + MARKER
     ),
+    # chain of thought first; the plan is advice the solver may correct (a 135M model's plans miss steps)
+    "hint": (
+        "Solve the problem step by step, briefly, writing each calculation. The sub-questions below are hints "
+        "from a small model: they may be incomplete or ask for numbers the problem already gives, so use them "
+        "only where they help and make sure you answer the question that was asked. " + MARKER
+    ),
+    # the shipped wording, told that the plan may stop short of the answer
+    "equations+": (
+        "Work through the sub-questions below in order. For each one write a line with its number, the "
+        "equation that answers it (for example 3 * 4 = 12) and a few words saying what the result is. "
+        "The sub-questions may be incomplete: add a line for every further step the question needs. "
+        "Then answer the question itself. " + MARKER
+    ),
 }
 
 
@@ -78,6 +98,18 @@ def _items(n: int) -> list[dict]:
     return out
 
 
+def _items_from_run(run: Path) -> list[dict]:
+    """The items where a committed two-stage run's decomposer wrote a plan, with that plan (GSM8K train)."""
+    train = (GSM8K_DIR / "train.jsonl").read_text().splitlines()
+    out = []
+    for line in run.read_text().splitlines():
+        r = json.loads(line)
+        if r["subquestions"]:
+            question = json.loads(train[int(r["id"].split("-")[1])])["question"]
+            out.append({"id": r["id"], "question": question, "gold": r["gold"], "plan": r["subquestions"]})
+    return out
+
+
 def _cap(plan: list[str], cap: str) -> list[str]:
     if cap == "all" or len(plan) <= int(cap):
         return plan
@@ -85,8 +117,11 @@ def _cap(plan: list[str], cap: str) -> list[str]:
     return plan[: k - 1] + plan[-1:]
 
 
-def _done() -> set[tuple[str, str]]:
-    path = RESULTS / "results.jsonl"
+def _results(plans: Path | None) -> Path:
+    return RESULTS / (f"{plans.stem}.jsonl" if plans else "results.jsonl")
+
+
+def _done(path: Path) -> set[tuple[str, str]]:
     if not path.exists():
         return set()
     done = set()
@@ -99,7 +134,7 @@ def _done() -> set[tuple[str, str]]:
     return done
 
 
-def run(n: int, conditions: list[str], threads: int) -> None:
+def run(n: int, conditions: list[str], threads: int, plans: Path | None = None) -> None:
     from langchain_dod import ChatGGUF
     from langchain_dod.evaluation.metrics import gsm8k_strict
     from langchain_dod.parsing import extract_answer
@@ -110,11 +145,12 @@ def run(n: int, conditions: list[str], threads: int) -> None:
         if wording not in WORDINGS or not (cap == "all" or cap.isdigit()):
             raise SystemExit(f"condition {c!r}: WORDING:CAP with WORDING in {sorted(WORDINGS)}, CAP all or N")
     llm = ChatGGUF(model=SOLVER, n_threads=threads, max_tokens=400, temperature=0.0)
-    items = _items(n)
-    done = _done()
+    items = _items_from_run(plans)[:n] if plans else _items(n)
+    results = _results(plans)
+    done = _done(results)
     RESULTS.mkdir(parents=True, exist_ok=True)
     todo = [(c, it) for it in items for c in conditions if (c, it["id"]) not in done]
-    with (RESULTS / "results.jsonl").open("a", encoding="utf-8") as fh:
+    with results.open("a", encoding="utf-8") as fh:
         for condition, item in tqdm(todo, desc="probe", unit="solve"):
             wording, _, cap = condition.partition(":")
             plan = _cap(item["plan"], cap)
@@ -137,12 +173,12 @@ def run(n: int, conditions: list[str], threads: int) -> None:
             os.fsync(fh.fileno())
 
 
-def _cot(ids: set[str]) -> dict[str, dict]:
+def _cot(ids: set[str], folder: Path = EVAL) -> dict[str, dict]:
     from langchain_dod.evaluation.metrics import gsm8k_strict
     from langchain_dod.parsing import extract_answer
 
     out = {}
-    for line in (EVAL / "runs" / f"cot__{SOLVER}.jsonl").read_text().splitlines():
+    for line in (folder / "runs" / f"cot__{SOLVER}.jsonl").read_text().splitlines():
         r = json.loads(line)
         if r["id"] in ids:
             answer = extract_answer(r["solution"])
@@ -153,15 +189,23 @@ def _cot(ids: set[str]) -> dict[str, dict]:
     return out
 
 
-def report() -> None:
+def report(plans: Path | None = None) -> None:
     from scipy.stats import binomtest
 
-    rows = [json.loads(line) for line in (RESULTS / "results.jsonl").read_text().splitlines() if line.strip()]
+    rows = [json.loads(line) for line in _results(plans).read_text().splitlines() if line.strip()]
     by: dict[str, dict[str, dict]] = {}
     for r in rows:
         by.setdefault(r["condition"], {})[r["id"]] = r
+    if plans:  # the run the plans come from: its own solver wording, as committed
+        for line in plans.read_text().splitlines():
+            r = json.loads(line)
+            if r["subquestions"]:
+                by.setdefault("the run itself", {})[r["id"]] = {
+                    "correct": r["scores"]["strict"],
+                    "output_tokens": r["usage"]["solver"]["output_tokens"],
+                }
     common = set.intersection(*(set(v) for v in by.values()))
-    cot = _cot(common)
+    cot = _cot(common, plans.parent.parent if plans else EVAL)
     by["cot (single-stage)"] = cot
     table, summary = [], {}
     for name, results in sorted(by.items()):
@@ -182,8 +226,10 @@ def report() -> None:
             f"| {name} | {len(rs)} | {correct} | {100 * correct / len(rs):.1f} | {tokens:.0f} | "
             f"+{b} / −{c} (p = {p:.2g}) |"
         )
-    (RESULTS / "summary.json").write_text(json.dumps({"wordings": WORDINGS, "results": summary}, indent=1) + "\n")
-    md = [
+    stem = f"{plans.stem}." if plans else ""
+    summary_json = json.dumps({"wordings": WORDINGS, "results": summary}, indent=1) + "\n"
+    (RESULTS / f"{stem}summary.json").write_text(summary_json)
+    head = [
         "# Two-stage solver wording, Socratic plans fixed (issue 12, item 1)",
         "",
         "GSM8K test, the first items of the `gsm8k-qwen1.5b` evaluation (seed 0), solver Qwen2.5-Coder-1.5B Q4_K_M,",
@@ -191,26 +237,39 @@ def report() -> None:
         "`CAP` keeps the first CAP − 1 steps and the last. CoT: the committed evaluation's run on the same items.",
         "`python -m benchmarks.probe_solver_wording --n N --conditions ...` then `--report`; wordings in",
         "`summary.json`.",
+    ]
+    if plans:
+        head = [
+            "# Two-stage solver wording, a decomposer's own plans fixed (issue 12)",
+            "",
+            f"The items where `{plans.name}` wrote a plan, with that plan; solver Qwen2.5-Coder-1.5B Q4_K_M, greedy,",
+            "≤ 400 output tokens. CoT and `the run itself` (its solver wording when it ran) come from the same",
+            f"evaluation folder. `python -m benchmarks.probe_solver_wording --plans {plans} --conditions ...`",
+            "then `--report`; wordings in the summary JSON.",
+        ]
+    md = [
+        *head,
         "",
         "| condition | n | correct | strict % | solver tokens out | vs CoT (McNemar) |",
         "|---|---|---|---|---|---|",
         *table,
     ]
-    (RESULTS / "summary.md").write_text("\n".join(md) + "\n")
+    (RESULTS / f"{stem}summary.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n", type=int, default=60)
+    parser.add_argument("--n", type=int, default=60, help="at most N items")
     parser.add_argument("--conditions", default="plan:all")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--plans", type=Path, help="a dod eval two-stage run JSONL whose plans to hold fixed")
     parser.add_argument("--report", action="store_true")
     args = parser.parse_args()
     if args.report:
-        report()
+        report(args.plans)
     else:
-        run(args.n, args.conditions.split(","), args.threads)
+        run(args.n, args.conditions.split(","), args.threads, args.plans)
 
 
 if __name__ == "__main__":
