@@ -39,7 +39,7 @@ MARKER = 'Finish with a line "The answer is: X" where X is only the final answer
 
 # Candidate instructions for the two-stage solver (the system message; the user message is the runtime's).
 WORDINGS = {
-    # the wording shipped until now
+    # the first shipped wording
     "brief": "Answer the sub-questions below one by one, briefly, then use them to answer the question. " + MARKER,
     # the issue's probe: the plan is to be followed with full calculations
     "plan": (
@@ -52,7 +52,7 @@ WORDINGS = {
         "calculation that answers it, using the numbers from the problem and the earlier results, and its "
         "result. Then check that you answered the question that was asked. " + MARKER
     ),
-    # one line per sub-question, an equation on each
+    # one line per sub-question, an equation on each (shipped in sessions 2-3)
     "equations": (
         "Work through the sub-questions below in order. For each one write a line with its number, the "
         "equation that answers it (for example 3 * 4 = 12) and a few words saying what the result is. "
@@ -64,7 +64,7 @@ WORDINGS = {
         "from a small model: they may be incomplete or ask for numbers the problem already gives, so use them "
         "only where they help and make sure you answer the question that was asked. " + MARKER
     ),
-    # the shipped wording, told that the plan may stop short of the answer
+    # `equations`, told that the plan may stop short of the answer (shipped since session 4)
     "equations+": (
         "Work through the sub-questions below in order. For each one write a line with its number, the "
         "equation that answers it (for example 3 * 4 = 12) and a few words saying what the result is. "
