@@ -522,12 +522,14 @@ def completion_args(
             f"with a larger n_ctx (its GGUF allows up to {loaded.llm._model.n_ctx_train()})."
         )
     max_tokens = room if max_tokens is None else min(max_tokens, room)
-    grammar = _grammar(json_schema) if json_schema is not None else None
+    grammar = None
     processors: list[Any] = [_FiniteLogits()]
-    if grammar is not None and temperature == 0 and repeat_penalty == 1:
-        # greedy and unpenalised: the grammar needs checking against one token per step, not the vocabulary
-        processors.append(_GreedyGrammar(loaded.llm, grammar._grammar, len(tokens)))
-        grammar = None
+    if json_schema is not None and temperature == 0 and repeat_penalty == 1:
+        # greedy and unpenalised: the grammar needs checking against one token per step, not the vocabulary;
+        # llama.cpp parses the GBNF once, in the sampler (a LlamaGrammar would parse it again, ~10-30 ms)
+        processors.append(_GreedyGrammar(loaded.llm, _gbnf(json_schema), len(tokens)))
+    elif json_schema is not None:
+        grammar = _grammar(json_schema)
     stops = [*(stop or []), *template_stops]
     return {
         "prompt": tokens,
@@ -694,18 +696,31 @@ _LOOSE_CHAR = r'char ::= [^"\\] |'
 _STRICT_CHAR = r'char ::= [^"\\\x7F\x00-\x1F] |'
 
 
-def _grammar(schema: dict[str, Any]) -> Any:
-    """Build a llama.cpp grammar from a JSON schema; an unusable schema is an error, never silently ignored."""
-    from llama_cpp import LlamaGrammar
+def _gbnf(schema: dict[str, Any]) -> str:
+    """The GBNF text that enforces a JSON schema (a Python conversion; llama.cpp parses it later)."""
     from llama_cpp.llama_grammar import json_schema_to_gbnf
 
     if not isinstance(schema, dict):
         raise ValueError(f"json_schema must be a dict, got {type(schema).__name__}")
     try:
-        gbnf = json_schema_to_gbnf(json.dumps(schema)).replace(_LOOSE_CHAR, _STRICT_CHAR)
+        return json_schema_to_gbnf(json.dumps(schema)).replace(_LOOSE_CHAR, _STRICT_CHAR)
+    except Exception as err:
+        raise _unusable(err) from err
+
+
+def _grammar(schema: dict[str, Any]) -> Any:
+    """Build a llama.cpp grammar from a JSON schema; an unusable schema is an error, never silently ignored."""
+    from llama_cpp import LlamaGrammar
+
+    gbnf = _gbnf(schema)
+    try:
         return LlamaGrammar.from_string(gbnf, verbose=False)
     except Exception as err:
-        raise ValueError(
-            f"llama.cpp cannot build a grammar from this JSON schema ({type(err).__name__}: {err}). Simplify it "
-            "(plain objects, arrays, strings, numbers, enums)."
-        ) from err
+        raise _unusable(err) from err
+
+
+def _unusable(err: Exception) -> ValueError:
+    return ValueError(
+        f"llama.cpp cannot build a grammar from this JSON schema ({type(err).__name__}: {err}). Simplify it "
+        "(plain objects, arrays, strings, numbers, enums)."
+    )

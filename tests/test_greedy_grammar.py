@@ -115,3 +115,25 @@ def test_sampling_or_penalties_keep_the_full_grammar(loaded: Any, kw: dict[str, 
 def test_a_grammar_llama_cpp_cannot_parse_is_a_clear_error(loaded: Any) -> None:
     with pytest.raises(ValueError, match="cannot parse the grammar"):
         engine._GreedyGrammar(loaded.llm, "root ::= (", 0)
+
+
+def test_the_greedy_path_parses_the_grammar_once(loaded: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Greedy calls hand the GBNF to llama.cpp's sampler only; building a LlamaGrammar too cost ~10-30 ms a call."""
+    import llama_cpp
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("LlamaGrammar built on the greedy path")
+
+    monkeypatch.setattr(llama_cpp.LlamaGrammar, "from_string", refuse)
+    tokens, stops = engine.render(loaded, CASES[2][1])
+    args = engine.completion_args(loaded, tokens, stops, model=MODEL, json_schema=CITY, max_tokens=32)
+    assert args["grammar"] is None and isinstance(args["logits_processor"][1], engine._GreedyGrammar)
+    assert json.loads("".join(p for p, _ in engine.run(loaded, args, model=MODEL)))["city"]
+
+
+def test_an_unusable_schema_on_the_greedy_path_is_a_clear_error(loaded: Any) -> None:
+    tokens, stops = engine.render(loaded, CASES[2][1])
+    with pytest.raises(ValueError, match="cannot build a grammar"):
+        engine.completion_args(loaded, tokens, stops, model=MODEL, json_schema={"type": "frobnicate"})
+    with pytest.raises(ValueError, match="json_schema must be a dict"):
+        engine.completion_args(loaded, tokens, stops, model=MODEL, json_schema="{}")  # type: ignore[arg-type]
