@@ -17,7 +17,7 @@ export HF_HUB_OFFLINE=1
 # does. Give this job's group priority over interactive work (root only; harmless elsewhere).
 echo -10 > /proc/$$/autogroup 2>/dev/null || true
 R=runs/smollm2-sdr
-STEP=${1:-all}   # data | train | export | val | all
+STEP=${1:-all}   # data | train | export | val | eval400 | all
 
 data() {
   cat $R/shard*/decompositions.jsonl > $R/decompositions.jsonl
@@ -54,20 +54,37 @@ export_() {
     --out runs/sdr-full/export --kind merged --outtype q8_0
 }
 
+# Two-stage runs carry the solver wording's id: since session 4 the wording is `equations+` (see
+# benchmarks/results/solver_wording/DECISIONS.md), hence the -eqp labels (the session-3 runs stay beside them).
 val() {
   V="dod eval run --data ../shared/data/gsm8k/train.jsonl --out benchmarks/results/eval/gsm8k-train-validation
     --limit 100 --seed 1 --exclude benchmarks/results/eval/gsm8k-train-distilled/manifest.json
     --exclude $R/decompositions.jsonl --solver llamacpp:qwen2.5-coder-1.5b-instruct --max-tokens 400 --n-threads 1
     --chunk 5 --no-progress"
-  (DOD_DECOMPOSER_ADAPTER=runs/sdr-lora/export/adapter.gguf taskset -c 0 $V --decomposer default --label sdr-lora
-   taskset -c 0 $V --decomposer "$(ls runs/sdr-full/export/*.gguf | head -1)" --label sdr-full) &
-  (DOD_DECOMPOSER_ADAPTER=runs/sdr-mix/export/adapter.gguf taskset -c 1 $V --decomposer default --label sdr-mix
-   taskset -c 1 $V --single-stage cot --decomposer llamacpp:smollm2-135m-instruct --label eq) &
+  (DOD_DECOMPOSER_ADAPTER=runs/sdr-lora/export/adapter.gguf taskset -c 0 $V --decomposer default --label sdr-lora-eqp
+   taskset -c 0 $V --decomposer "$(ls runs/sdr-full/export/*.gguf | head -1)" --label sdr-full-eqp) &
+  (DOD_DECOMPOSER_ADAPTER=runs/sdr-mix/export/adapter.gguf taskset -c 1 $V --decomposer default --label sdr-mix-eqp
+   taskset -c 1 $V --single-stage cot --decomposer llamacpp:smollm2-135m-instruct --label eqp) &
+  wait
+}
+
+# Issue 12, step 4: the 400 evaluation items (GSM8K train, seed 0; benchmarks/results/eval/gsm8k-train-distilled),
+# every two-stage run with today's wording. WINNER is the adapter chosen on validation (default: candidate A).
+# One process per core; each rerun continues where it stopped.
+eval400() {
+  WINNER=${WINNER:-runs/sdr-lora/export/adapter.gguf}
+  E="dod eval run --data ../shared/data/gsm8k/train.jsonl --out benchmarks/results/eval/gsm8k-train-distilled
+    --limit 400 --seed 0 --solver llamacpp:qwen2.5-coder-1.5b-instruct --max-tokens 400 --n-threads 1 --chunk 5
+    --no-progress"
+  (DOD_DECOMPOSER_ADAPTER=$WINNER taskset -c 0 $E --decomposer default --label sdr-eqp --single-stage cot
+   taskset -c 0 $E --decomposer llamacpp:qwen2.5-coder-1.5b-instruct --label eqp) &
+  (taskset -c 1 $E --decomposer default --label v2-eqp   # the adapter shipped today (langchain_dod/data)
+   taskset -c 1 $E --decomposer llamacpp:smollm2-135m-instruct --single-stage direct --label eqp) &
   wait
 }
 
 case $STEP in
-  data) data ;; train) train ;; export) export_ ;; val) val ;;
+  data) data ;; train) train ;; export) export_ ;; val) val ;; eval400) eval400 ;;
   all) data; train; export_; val ;;
-  *) echo "usage: $0 [data|train|export|val|all]" >&2; exit 2 ;;
+  *) echo "usage: $0 [data|train|export|val|eval400|all]" >&2; exit 2 ;;
 esac
