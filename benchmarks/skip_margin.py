@@ -104,8 +104,7 @@ def main() -> None:
         "table": table,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = RESULTS / args.run.stem
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    (RESULTS / f"{args.run.stem}.json").write_text(json.dumps(result, indent=1) + "\n")
     md = [
         f"# Skip threshold, simulated: `{args.run.name}`",
         "",
@@ -121,7 +120,7 @@ def main() -> None:
             for t in table
         ),
     ]
-    stem.with_suffix(".md").write_text("\n".join(md) + "\n")
+    (RESULTS / f"{args.run.stem}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
 

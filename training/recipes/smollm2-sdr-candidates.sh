@@ -76,10 +76,11 @@ eval400() {
   E="dod eval run --data ../shared/data/gsm8k/train.jsonl --out benchmarks/results/eval/gsm8k-train-distilled
     --limit 400 --seed 0 --solver llamacpp:qwen2.5-coder-1.5b-instruct --max-tokens 400 --n-threads 1 --chunk 5
     --no-progress"
-  (DOD_DECOMPOSER_ADAPTER=$WINNER taskset -c 0 $E --decomposer default --label sdr-eqp --single-stage cot
-   taskset -c 0 $E --decomposer llamacpp:qwen2.5-coder-1.5b-instruct --label eqp) &
-  (taskset -c 1 $E --decomposer default --label v2-eqp   # the adapter shipped today (langchain_dod/data)
-   taskset -c 1 $E --decomposer llamacpp:smollm2-135m-instruct --single-stage direct --label eqp) &
+  # the runs that do not depend on the winner first: the shipped v2 adapter (langchain_dod/data) and the baselines
+  (taskset -c 0 $E --decomposer default --label v2-eqp --single-stage cot
+   DOD_DECOMPOSER_ADAPTER=$WINNER taskset -c 0 $E --decomposer default --label sdr-eqp) &
+  (taskset -c 1 $E --decomposer llamacpp:smollm2-135m-instruct --single-stage direct --label eqp
+   taskset -c 1 $E --decomposer llamacpp:qwen2.5-coder-1.5b-instruct --label eqp) &
   wait
 }
 
