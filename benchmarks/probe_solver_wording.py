@@ -100,13 +100,14 @@ def _items(n: int) -> list[dict]:
 
 def _items_from_run(run: Path) -> list[dict]:
     """The items where a committed two-stage run's decomposer wrote a plan, with that plan (GSM8K train)."""
-    train = (GSM8K_DIR / "train.jsonl").read_text().splitlines()
+    from langchain_dod.evaluation.datasets import load_dataset
+
+    questions = {name: item.question for item in load_dataset(GSM8K_DIR / "train.jsonl").items for name in item.names}
     out = []
     for line in run.read_text().splitlines():
         r = json.loads(line)
         if r["subquestions"]:
-            question = json.loads(train[int(r["id"].split("-")[1])])["question"]
-            out.append({"id": r["id"], "question": question, "gold": r["gold"], "plan": r["subquestions"]})
+            out.append({"id": r["id"], "question": questions[r["id"]], "gold": r["gold"], "plan": r["subquestions"]})
     return out
 
 

@@ -23,6 +23,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from langchain_dod import engine
+from langchain_dod.evaluation.datasets import load_dataset
 from langchain_dod.models import ROLE_DEFAULTS
 from langchain_dod.prompts import decomposer_messages
 
@@ -64,8 +65,8 @@ def main() -> None:
     cot_path = args.run.parent / f"cot__{SOLVER}.jsonl"
     cot = {r["id"]: r for r in map(json.loads, cot_path.read_text().splitlines())}
     rows = [r for r in rows if r["id"] in cot]
-    train = GSM8K_TRAIN.read_text().splitlines()
-    questions = [json.loads(train[int(r["id"].split("-")[1])])["question"] for r in rows]
+    by_id = {name: item.question for item in load_dataset(GSM8K_TRAIN).items for name in item.names}
+    questions = [by_id[r["id"]] for r in rows]
     probs = choice_probabilities(args.adapter, questions)
 
     def tokens(r: dict) -> int:
