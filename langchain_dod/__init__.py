@@ -13,7 +13,8 @@ if TYPE_CHECKING:  # type checkers and IDEs see the names; at run time __getattr
     from langchain_dod.chains import SUBQUESTIONS_EVENT, DecomposeSolve, SingleStage, StageError, create_dod_chain
     from langchain_dod.chat_models import ChatGGUF
     from langchain_dod.decomposer import Decomposer
-    from langchain_dod.decomposition import Decomposition, DecompositionError
+    from langchain_dod.decomposition import DecompositionError
+    from langchain_dod.decomposition_model import Decomposition
     from langchain_dod.engine import ContextWindowExceededError, ModelLoadError
     from langchain_dod.gguf_file import GGUFError
     from langchain_dod.models import ModelNotFoundError, resolve
@@ -46,7 +47,7 @@ _WHERE = {
     "DecomposeSolve": "chains",
     "Decomposer": "decomposer",
     "DecomposingRetriever": "retrievers",
-    "Decomposition": "decomposition",
+    "Decomposition": "decomposition_model",
     "DecompositionError": "decomposition",
     "GGUFError": "gguf_file",
     "ModelLoadError": "engine",

@@ -87,16 +87,19 @@ def _decomposer(args: argparse.Namespace) -> Any:
     return Decomposer(llm=llm, max_subquestions=args.max_subquestions, profile=args.profile)
 
 
-def _decompose_fn(args: argparse.Namespace) -> Callable[[dict[str, Any]], Any]:
-    """What ``dod decompose`` calls per question.
+def _decompose_fn(args: argparse.Namespace) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """What ``dod decompose`` calls per question: the decomposition's fields as a dict.
 
-    The shipped default runs through :func:`langchain_dod.decomposition.decompose_gguf`, which gives what
-    :class:`~langchain_dod.decomposer.Decomposer` gives without importing LangChain: a cold ``dod decompose`` is
-    import, load and one decode (issue 16). ``--decomposer`` (any SPEC) takes the LangChain path.
+    The shipped default runs through :func:`langchain_dod.decomposition.read_gguf`, which gives what
+    :class:`~langchain_dod.decomposer.Decomposer` gives without importing LangChain or pydantic: a cold ``dod
+    decompose`` is import, load and one decode (issue 16). ``--decomposer`` (any SPEC) takes the LangChain path.
     """
     if args.decomposer is not None:
-        return _decomposer(args).invoke
-    from langchain_dod.decomposition import decompose_gguf, default_decomposer_model
+        decomposer = _decomposer(args)
+        return lambda value: decomposer.invoke(value).model_dump()
+    from dataclasses import asdict
+
+    from langchain_dod.decomposition import default_decomposer_model, read_gguf
     from langchain_dod.engine import llama_params
 
     model, adapter = default_decomposer_model(args.profile)
@@ -106,7 +109,7 @@ def _decompose_fn(args: argparse.Namespace) -> Callable[[dict[str, Any]], Any]:
         "merge_lora": args.merge_adapter,
         "params": llama_params(n_threads=args.threads),
     }
-    return lambda value: decompose_gguf(value, model=model, lora_path=args.adapter or adapter, **settings)
+    return lambda value: asdict(read_gguf(value, model=model, lora_path=args.adapter or adapter, **settings))
 
 
 def _print(obj: dict[str, Any]) -> None:
@@ -136,11 +139,11 @@ def cmd_decompose(args: argparse.Namespace) -> int:
     def handle(question: str) -> None:
         result = decompose({"question": question, "context": args.context})
         if args.json:
-            _print({"question": question, **result.model_dump(exclude={"raw"})})
+            _print({"question": question, **{k: v for k, v in result.items() if k != "raw"}})
         else:
-            if not result.subquestions:
+            if not result["subquestions"]:
                 print("(no decomposition needed)")
-            for i, sub in enumerate(result.subquestions, 1):
+            for i, sub in enumerate(result["subquestions"], 1):
                 print(f"{i}. {sub}")
 
     return _run_each(args, handle)

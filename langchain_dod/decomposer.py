@@ -30,7 +30,6 @@ from langchain_dod.decomposition import (
     ADAPTER_PROFILE,
     DEFAULT_ADAPTER,
     DEFAULT_MAX_TOKENS,
-    Decomposition,
     DecompositionError,
     Reply,
     Task,
@@ -42,6 +41,7 @@ from langchain_dod.decomposition import (
     model_label,
     subquestion_schema,
 )
+from langchain_dod.decomposition_model import Decomposition
 from langchain_dod.prompts import DEFAULT_MAX_SUBQUESTIONS, PROFILES, decomposer_messages
 
 __all__ = [
@@ -200,7 +200,7 @@ class Decomposer(RunnableSerializable[Any, Decomposition]):
             runnable, how = self._bound(free=free)
             return self._reply(runnable.invoke(messages, child), how)
 
-        return drive(steps, call)
+        return Decomposition.from_reading(drive(steps, call))
 
     async def _adecompose(self, value: Any, run_manager: Any, config: RunnableConfig) -> Decomposition:
         steps, messages = self._start(value)
@@ -212,7 +212,7 @@ class Decomposer(RunnableSerializable[Any, Decomposition]):
             try:
                 free = steps.send(reply)
             except StopIteration as done:
-                return done.value
+                return Decomposition.from_reading(done.value)
 
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Decomposition:
         """Decompose one question."""

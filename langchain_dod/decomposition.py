@@ -6,7 +6,10 @@ everything here: the reply's schema, the default model and adapter, when to deco
 read (:func:`read_reply`) and the order of attempts (:func:`attempts`, a generator that does no I/O itself: each
 caller runs the model its own way, sync, async or without LangChain).
 
-Importing this module costs pydantic; :func:`decompose_gguf` imports the engine (numpy, llama.cpp) when called.
+Importing this module costs neither pydantic nor llama.cpp: a reply is read into a plain :class:`Reading`; the
+pydantic :class:`~langchain_dod.decomposition_model.Decomposition` that LangChain callers get is built from it at
+their boundary (about 0.2 s of a cold ``dod decompose`` was pydantic). :func:`decompose_gguf` imports the engine
+(numpy, llama.cpp) when called.
 """
 
 from __future__ import annotations
@@ -16,22 +19,24 @@ import os
 import re
 import time
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
-
-from pydantic import BaseModel, Field
+from typing import TYPE_CHECKING, Any
 
 from langchain_dod.models import ROLE_DEFAULTS, _env_flag, role_env_model
 from langchain_dod.parsing import normalize_subquestions, parse_subquestions
 from langchain_dod.prompts import DEFAULT_MAX_SUBQUESTIONS, PROFILES, decomposer_messages
+
+if TYPE_CHECKING:
+    from langchain_dod.decomposition_model import Decomposition
 
 __all__ = [
     "ADAPTER_PROFILE",
     "DEFAULT_ADAPTER",
     "Decomposition",
     "DecompositionError",
+    "Reading",
     "Reply",
     "Task",
     "attempts",
@@ -43,6 +48,7 @@ __all__ = [
     "free_first",
     "model_label",
     "normalize_input",
+    "read_gguf",
     "read_reply",
     "subquestion_schema",
 ]
@@ -58,18 +64,26 @@ class DecompositionError(RuntimeError):
     """The decomposer ran but produced nothing usable, or failed."""
 
 
-class Decomposition(BaseModel):
-    """The decomposer's output: sub-questions (0 means "answer directly") and what produced them."""
+@dataclass
+class Reading:
+    """A decomposition as read from a reply: the fields of :class:`Decomposition`, without pydantic."""
 
-    subquestions: list[str] = Field(default_factory=list)
+    subquestions: list[str] = field(default_factory=list)
     model: str | None = None
     input_tokens: int | None = None
     output_tokens: int | None = None
     seconds: float | None = None
-    raw: str | None = Field(default=None, description="the model's reply before parsing")
-    constrained: bool | None = Field(
-        default=None, description="True: the reply was decoded under the grammar; False: written freely"
-    )
+    raw: str | None = None
+    constrained: bool | None = None
+
+
+def __getattr__(name: str) -> Any:
+    """``Decomposition`` lives in :mod:`langchain_dod.decomposition_model` (pydantic loads only when it is used)."""
+    if name == "Decomposition":
+        from langchain_dod.decomposition_model import Decomposition
+
+        return Decomposition
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def subquestion_schema(max_subquestions: int = DEFAULT_MAX_SUBQUESTIONS) -> dict[str, Any]:
@@ -244,7 +258,7 @@ def _says_none(text: str) -> bool:
     return bool(_NONE_PHRASES.search(text)) or text.strip() in ("[]", "{}")
 
 
-def read_reply(reply: Reply, seconds: float, task: Task) -> Decomposition | None:
+def read_reply(reply: Reply, seconds: float, task: Task) -> Reading | None:
     """The decomposition in ``reply``; ``None`` for a free reply that is not valid JSON (decode again)."""
     raw, items, cut, how = reply.text, reply.items, reply.cut, reply.how
     if how == "free":
@@ -278,7 +292,7 @@ def read_reply(reply: Reply, seconds: float, task: Task) -> Decomposition | None
         # a model that cannot read the question (another language, only symbols) copies the prompt's example:
         # no plan (the solver answers the question itself) beats a plan about the example's muffins
         subquestions = []
-    return Decomposition(
+    return Reading(
         subquestions=subquestions,
         model=task.model_name,
         input_tokens=reply.input_tokens,
@@ -292,7 +306,7 @@ def read_reply(reply: Reply, seconds: float, task: Task) -> Decomposition | None
 # -- the order of attempts -----------------------------------------------------------------------------------
 
 
-def attempts(task: Task, *, free: bool) -> Generator[bool, Reply, Decomposition]:
+def attempts(task: Task, *, free: bool) -> Generator[bool, Reply, Reading]:
     """The decomposition's steps, without I/O: yields whether to decode freely next and receives the :class:`Reply`.
 
     With ``free`` the model first writes freely (a distilled decomposer writes the JSON by itself; under the
@@ -315,7 +329,7 @@ def attempts(task: Task, *, free: bool) -> Generator[bool, Reply, Decomposition]
     return result
 
 
-def drive(steps: Generator[bool, Reply, Decomposition], call: Callable[[bool], Reply]) -> Decomposition:
+def drive(steps: Generator[bool, Reply, Reading], call: Callable[[bool], Reply]) -> Reading:
     """Run :func:`attempts` with a synchronous ``call(free) -> Reply``."""
     free = next(steps)
     while True:
@@ -360,6 +374,35 @@ def decompose_gguf(
     A fresh process reads the system prompt's KV state from the cache instead of evaluating it
     (:func:`langchain_dod.engine.warm_prefix`; ``DOD_PROMPT_CACHE=0`` turns that off).
     """
+    from langchain_dod.decomposition_model import Decomposition
+
+    reading = read_gguf(
+        value,
+        model=model,
+        lora_path=lora_path,
+        profile=profile,
+        max_subquestions=max_subquestions,
+        max_tokens=max_tokens,
+        grammar=grammar,
+        params=params,
+        merge_lora=merge_lora,
+    )
+    return Decomposition.from_reading(reading)
+
+
+def read_gguf(
+    value: Any,
+    *,
+    model: str,
+    lora_path: str | None = None,
+    profile: str = ADAPTER_PROFILE,
+    max_subquestions: int = DEFAULT_MAX_SUBQUESTIONS,
+    max_tokens: int = DEFAULT_MAX_TOKENS,
+    grammar: str = "auto",
+    params: dict[str, Any] | None = None,
+    merge_lora: bool = False,
+) -> Reading:
+    """:func:`decompose_gguf` as a plain :class:`Reading` (``dod decompose``: no pydantic to import)."""
     from langchain_dod import engine
 
     if profile not in PROFILES:

@@ -96,12 +96,16 @@ def test_models_lists_the_registry() -> None:
 
 
 def test_default_decompose_runs_without_langchain_and_gives_what_the_runnable_gives() -> None:
-    """``dod decompose`` with the shipped default takes the lean path (issue 16: cold start) to the same answer."""
+    """``dod decompose`` with the shipped default takes the lean path (issue 16: cold start) to the same answer.
+
+    Neither LangChain nor pydantic (~0.2 s to import) is loaded on that path.
+    """
     code = (
         "import json, sys\nfrom langchain_dod.cli import main\n"
         f"main(['decompose', '--json', {Q1!r}])\n"
-        "print(json.dumps(sorted(m for m in sys.modules if m.startswith(('langchain_core', 'langsmith', "
-        "'langchain_dod.evaluation', 'langchain_dod.chat_models', 'training')))))"
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith(('langchain_core', 'langsmith', 'pydantic', "
+        "'langchain_dod.evaluation', 'langchain_dod.chat_models', 'langchain_dod.decomposition_model', "
+        "'training')))))"
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=600)
     assert run.returncode == 0, run.stderr

@@ -17,7 +17,7 @@ import pytest
 
 from langchain_dod import ChatGGUF, Decomposer, engine, merge
 from langchain_dod.cli import _decompose_fn, _decomposer, build_parser
-from langchain_dod.decomposition import decompose_gguf, default_adapter
+from langchain_dod.decomposition import Reading, decompose_gguf, default_adapter
 from langchain_dod.models import resolve
 
 Q = "Tom has 3 boxes of 12 pens and gives away 5 pens. How many pens does he have left?"
@@ -110,7 +110,7 @@ def test_cli_flags_parse_and_reach_the_model(adapter: str, monkeypatch: pytest.M
         parse(["decompose", Q, "--threads", "0"])
 
     seen: dict[str, object] = {}
-    monkeypatch.setattr("langchain_dod.decomposition.decompose_gguf", lambda value, **kw: seen.update(kw))
+    monkeypatch.setattr("langchain_dod.decomposition.read_gguf", lambda value, **kw: seen.update(kw) or Reading())
     _decompose_fn(args)(Q)  # the lean path
     assert seen["merge_lora"] is True and seen["params"] == engine.llama_params(n_threads=2)
     _decompose_fn(plain)(Q)
