@@ -29,6 +29,7 @@ from langchain_dod.chat_models import ChatGGUF
 from langchain_dod.decomposition import (
     ADAPTER_PROFILE,
     DEFAULT_ADAPTER,
+    DEFAULT_ADAPTERS,
     DEFAULT_MAX_TOKENS,
     DecompositionError,
     Reply,
@@ -47,6 +48,7 @@ from langchain_dod.prompts import DEFAULT_MAX_SUBQUESTIONS, PROFILES, decomposer
 __all__ = [
     "ADAPTER_PROFILE",
     "DEFAULT_ADAPTER",
+    "DEFAULT_ADAPTERS",
     "Decomposer",
     "Decomposition",
     "DecompositionError",
@@ -95,7 +97,7 @@ class Decomposer(RunnableSerializable[Any, Decomposition]):
         default_factory=lambda data: default_decomposer_llm(profile=data.get("profile", ADAPTER_PROFILE))
     )
     """The model that decomposes: our local ``ChatGGUF`` or any LangChain model. Default: SmolLM2-135M with the
-    shipped distilled adapter for the ``math`` profile, without it for the others."""
+    shipped distilled adapter of its ``profile`` (``DEFAULT_ADAPTERS``), without one where none ships."""
     max_subquestions: int = Field(default=DEFAULT_MAX_SUBQUESTIONS, ge=1, le=10)
     max_tokens: int = Field(default=DEFAULT_MAX_TOKENS, ge=1)
     """Output limit of one decomposer call (0 or less would mean "no limit" to llama.cpp, hence ``ge=1``)."""

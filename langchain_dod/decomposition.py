@@ -34,11 +34,13 @@ if TYPE_CHECKING:
 __all__ = [
     "ADAPTER_PROFILE",
     "DEFAULT_ADAPTER",
+    "DEFAULT_ADAPTERS",
     "Decomposition",
     "DecompositionError",
     "Reading",
     "Reply",
     "Task",
+    "adapter_env",
     "attempts",
     "decompose_gguf",
     "default_adapter",
@@ -53,9 +55,16 @@ __all__ = [
     "subquestion_schema",
 ]
 
-DEFAULT_ADAPTER = "smollm2-135m-decomposer-lora.gguf"
+DEFAULT_ADAPTERS: dict[str, str] = {
+    "math": "smollm2-135m-decomposer-lora.gguf",
+    "multihop": "smollm2-135m-multihop-lora.gguf",
+}
+"""The adapter file each prompt profile applies, in ``langchain_dod/data``, when the wheel ships it: ``math`` was
+trained on GSM8K, ``multihop`` on MuSiQue's gold decompositions. A profile without a shipped file runs the untuned
+base under the grammar."""
+DEFAULT_ADAPTER = DEFAULT_ADAPTERS["math"]
 ADAPTER_PROFILE = "math"
-"""The prompt profile the shipped adapter was trained on (GSM8K); other profiles get the untuned base."""
+"""The default prompt profile (the paper's math word problems)."""
 DEFAULT_MAX_TOKENS = 256
 _MAX_SUBQUESTION_CHARS = 240
 
@@ -104,24 +113,37 @@ def subquestion_schema(max_subquestions: int = DEFAULT_MAX_SUBQUESTIONS) -> dict
 # -- which model ---------------------------------------------------------------------------------------------
 
 
-def default_adapter() -> Path | None:
-    """The shipped distilled LoRA adapter for the default base, or ``None`` when none ships (yet)."""
-    if env := os.environ.get("DOD_DECOMPOSER_ADAPTER"):
+def adapter_env(profile: str = ADAPTER_PROFILE) -> str:
+    """The environment variable that overrides ``profile``'s adapter.
+
+    ``DOD_DECOMPOSER_ADAPTER`` for ``math``, ``DOD_DECOMPOSER_ADAPTER_MULTIHOP`` (and so on) for the others.
+    """
+    return "DOD_DECOMPOSER_ADAPTER" + ("" if profile == ADAPTER_PROFILE else f"_{profile.upper()}")
+
+
+def default_adapter(profile: str = ADAPTER_PROFILE) -> Path | None:
+    """The distilled LoRA adapter for ``profile`` on the default base, or ``None`` when none ships (yet).
+
+    :func:`adapter_env` names a path that replaces it (``none`` turns it off).
+    """
+    if env := os.environ.get(adapter_env(profile)):
         return None if env.lower() in ("", "none", "0") else Path(env).expanduser()
-    candidate = resources.files("langchain_dod") / "data" / DEFAULT_ADAPTER
+    if (name := DEFAULT_ADAPTERS.get(profile)) is None:
+        return None
+    candidate = resources.files("langchain_dod") / "data" / name
     return Path(str(candidate)) if candidate.is_file() else None
 
 
 def default_adapter_for(profile: str = ADAPTER_PROFILE) -> Path | None:
     """The adapter the default decomposer applies for ``profile``; ``None`` when it runs the untuned base.
 
-    The adapter is applied only for the profile it was trained on (``math``): for ``reading`` or ``multihop``
-    the untuned base, decoded under the grammar, is the better guess. ``DOD_DECOMPOSER_GGUF`` replaces the
-    base; the adapter is then not applied (it fits only its base).
+    Each adapter is applied only for the profile it was trained on (:data:`DEFAULT_ADAPTERS`): for a profile
+    without one (``reading``) the untuned base, decoded under the grammar, is the better guess.
+    ``DOD_DECOMPOSER_GGUF`` replaces the base; no adapter is then applied (an adapter fits only its base).
     """
-    if role_env_model("decomposer") or profile != ADAPTER_PROFILE:
+    if role_env_model("decomposer"):
         return None
-    return default_adapter()
+    return default_adapter(profile)
 
 
 def default_decomposer_model(profile: str = ADAPTER_PROFILE) -> tuple[str, str | None]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from langchain_dod import ChatGGUF, Decomposer
+from langchain_dod import ChatGGUF, Decomposer, decomposition
 from langchain_dod.decomposer import DEFAULT_ADAPTER, default_adapter, default_decomposer_llm
 from langchain_dod.gguf_file import inspect_gguf
 
@@ -54,6 +54,25 @@ def test_it_is_the_default_and_can_be_switched_off(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("DOD_DECOMPOSER_ADAPTER", "none")
     assert default_decomposer_llm().lora_path is None
     assert Decomposer().llm.lora_path is None
+
+
+def test_each_profile_applies_its_own_adapter(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("DOD_DECOMPOSER_ADAPTER", "DOD_DECOMPOSER_ADAPTER_MULTIHOP", "DOD_DECOMPOSER_GGUF"):
+        monkeypatch.delenv(name, raising=False)
+    assert decomposition.adapter_env("multihop") == "DOD_DECOMPOSER_ADAPTER_MULTIHOP"
+    # a profile finds its shipped file by the table (here: reading pointed at the math adapter's file) ...
+    monkeypatch.setitem(decomposition.DEFAULT_ADAPTERS, "reading", DEFAULT_ADAPTER)
+    assert Path(Decomposer(profile="reading").llm.lora_path or "") == DATA / DEFAULT_ADAPTER
+    assert default_adapter("multihop") is None  # ... and no file ships for multihop yet
+    # ... or by its own variable, which leaves the other profiles alone
+    monkeypatch.setenv("DOD_DECOMPOSER_ADAPTER_MULTIHOP", str(DATA / DEFAULT_ADAPTER))
+    monkeypatch.setenv("DOD_DECOMPOSER_ADAPTER", "none")
+    assert Path(Decomposer(profile="multihop").llm.lora_path or "") == DATA / DEFAULT_ADAPTER
+    assert Decomposer().llm.lora_path is None
+    # another base replaces the default: no adapter fits it
+    monkeypatch.setenv("DOD_DECOMPOSER_GGUF", "smollm2-135m-instruct")
+    assert Decomposer(profile="multihop").llm.lora_path is None
+    assert Decomposer(profile="reading").llm.lora_path is None
 
 
 def test_decomposes_unseen_questions_freely_and_as_under_the_grammar(
