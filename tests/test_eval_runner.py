@@ -233,6 +233,28 @@ def test_a_changed_configuration_or_data_set_is_refused(tmp_path):
         RunSpec(solver="llamacpp:x", decomposer="oracle", mode="cot", socratic="s.jsonl")
 
 
+def test_a_renamed_adapter_is_the_same_adapter_and_a_changed_one_is_not(tmp_path, monkeypatch):
+    """Shipping a candidate under the package's file name continues its run; other bytes or settings do not."""
+    from langchain_dod.evaluation.runner import spec_changes
+
+    candidate = tmp_path / "adapter.gguf"
+    candidate.write_bytes(b"candidate A")
+    monkeypatch.setenv("DOD_DECOMPOSER_ADAPTER", str(candidate))
+    recorded = RunSpec(solver="llamacpp:x", decomposer="default").describe()
+    shipped = tmp_path / "smollm2-135m-decomposer-lora.gguf"
+    shipped.write_bytes(b"candidate A")
+    monkeypatch.setenv("DOD_DECOMPOSER_ADAPTER", str(shipped))
+    now = RunSpec(solver="llamacpp:x", decomposer="default").describe()
+    assert now["adapter"] != recorded["adapter"] and spec_changes(recorded, now) == {}
+    shipped.write_bytes(b"candidate B")
+    later = RunSpec(solver="llamacpp:x", decomposer="default").describe()
+    assert set(spec_changes(recorded, later)) == {"adapter"}
+    shipped.write_bytes(b"candidate A")
+    other_solver = RunSpec(solver="llamacpp:y", decomposer="default").describe()
+    assert set(spec_changes(recorded, other_solver)) == {"solver", "name"}
+    assert set(spec_changes({**recorded, "extra": 1}, now)) == {"extra"}
+
+
 def test_default_decomposer_runs_are_tied_to_the_adapter_they_used(tmp_path, monkeypatch):
     """``--decomposer default`` means whichever adapter ships: a new adapter must not extend old results."""
     adapter = tmp_path / "a.gguf"

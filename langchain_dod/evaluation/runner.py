@@ -559,6 +559,20 @@ class _RunState:
         return self.spec.name
 
 
+def spec_changes(recorded: dict[str, Any], described: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """What differs between a run's recorded configuration and this one, as ``{key: (recorded, now)}``.
+
+    An adapter is its bytes (``name:sha256[:16]``): the same file under another name, as when a candidate ships under
+    the package's file name, is the same adapter and its run continues.
+    """
+    changed = {k: (recorded.get(k), described.get(k)) for k in recorded.keys() | described.keys()}
+    changed = {k: pair for k, pair in changed.items() if pair[0] != pair[1]}
+    before, now = changed.get("adapter", (None, None))
+    if isinstance(before, str) and isinstance(now, str) and before.rsplit(":", 1)[-1] == now.rsplit(":", 1)[-1]:
+        del changed["adapter"]
+    return changed
+
+
 def _open_run(out: Path, spec: RunSpec, dataset: LoadedDataset, retry_errors: bool) -> _RunState:
     runs = out / "runs"
     results = ResultsFile(runs / f"{spec.name}.jsonl")
@@ -574,14 +588,12 @@ def _open_run(out: Path, spec: RunSpec, dataset: LoadedDataset, retry_errors: bo
                     "or use another --out."
                 )
             meta["spec"]["prompts"] = described["prompts"]  # single-stage prompts have not changed since
-        if meta.get("spec") != described:
-            changed = {
-                k: (meta.get("spec", {}).get(k), v) for k, v in described.items() if meta.get("spec", {}).get(k) != v
-            }
+        if changed := spec_changes(meta.get("spec", {}), described):
             raise EvaluationError(
                 f"Run {spec.name!r} in {out} was made with another configuration ({changed}); name this run "
                 "differently or use another --out."
             )
+        meta["spec"] = described  # the same configuration, perhaps with its adapter file under a new name
     else:
         meta = {"spec": described, "dataset_sha256": dataset.sha256, "format": dataset.fmt, "segments": []}
     done = results.load()
