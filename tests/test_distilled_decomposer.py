@@ -1,6 +1,6 @@
 """The shipped distilled decomposer: the adapter file, its model card, and what it does on unseen questions.
 
-The adapter was trained on GSM8K *test* (Socratic) decompositions, so behaviour is checked on GSM8K *train*
+The adapter (v3, SD-R) was trained on 1,000 GSM8K *train* questions, so behaviour is checked on GSM8K *test*
 questions it never saw. Real llama.cpp, real adapter, greedy decoding.
 """
 
@@ -20,9 +20,9 @@ DATA = Path(__file__).resolve().parents[1] / "langchain_dod" / "data"
 
 
 @pytest.fixture(scope="module")
-def train_questions(gsm8k_dir: Path) -> list[str]:
-    lines = (gsm8k_dir / "train.jsonl").read_text().splitlines()
-    return [json.loads(lines[i])["question"] for i in range(7, 7 + 20 * 311, 311)]  # spread over the file
+def unseen_questions(gsm8k_dir: Path) -> list[str]:
+    lines = (gsm8k_dir / "test.jsonl").read_text().splitlines()
+    return [json.loads(lines[i])["question"] for i in range(7, 7 + 20 * 61, 61)]  # spread over the file
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,7 @@ def test_adapter_ships_small_valid_and_with_a_model_card() -> None:
     assert (info.architecture, info.file_type, info.adapter_type) == ("llama", "adapter", "lora")
     assert info.n_tensors == 30 * 7 * 2  # r=16 A and B for every linear layer of the 30 blocks
     card = (DATA / "MODEL_CARD.md").read_text(encoding="utf-8")
-    for needed in ("Apache-2.0", "MIT", "smollm2-socratic.toml", "lora_r", "validation loss"):
+    for needed in ("Apache-2.0", "MIT", "smollm2-sdr.toml", "lora_r", "validation loss"):
         assert needed in card, needed
 
 
@@ -76,31 +76,33 @@ def test_each_profile_applies_its_own_adapter(monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_decomposes_unseen_questions_freely_and_as_under_the_grammar(
-    distilled: Decomposer, train_questions: list[str]
+    distilled: Decomposer, unseen_questions: list[str]
 ) -> None:
-    results = distilled.batch(train_questions)
-    assert sum(bool(r.subquestions) for r in results) >= 18  # the untuned model: about two thirds
+    results = distilled.batch(unseen_questions)
+    # the learned skip: it plans some questions and leaves others to the solver (6 and 14 of these 20 when written)
+    planned = sum(bool(r.subquestions) for r in results)
+    assert 3 <= planned <= 17, planned
     free = [r for r in results if r.constrained is False]
-    assert len(free) >= 18  # it writes the JSON format by itself
+    assert len(free) >= 18  # it writes the JSON format by itself, the empty plan included
     for r in results:
-        assert 0 < len(r.subquestions) <= 3 or r.constrained is not None
+        assert len(r.subquestions) <= 3
         assert all(q.endswith("?") for q in r.subquestions)
     constrained = Decomposer(llm=distilled.llm, grammar="always")
-    for question, result in list(zip(train_questions, results, strict=True))[:6]:
+    for question, result in list(zip(unseen_questions, results, strict=True))[:6]:
         if result.constrained is False:  # greedy: the grammar would not have changed a valid reply
             assert constrained.invoke(question).subquestions == result.subquestions
 
 
-def test_async_matches_sync(distilled: Decomposer, train_questions: list[str]) -> None:
-    sync = distilled.invoke(train_questions[0])
-    async_ = asyncio.run(distilled.ainvoke(train_questions[0]))
+def test_async_matches_sync(distilled: Decomposer, unseen_questions: list[str]) -> None:
+    sync = distilled.invoke(unseen_questions[0])
+    async_ = asyncio.run(distilled.ainvoke(unseen_questions[0]))
     assert (async_.subquestions, async_.constrained, async_.raw) == (sync.subquestions, sync.constrained, sync.raw)
 
 
-def test_an_invalid_free_reply_is_decoded_again_under_the_grammar(train_questions: list[str]) -> None:
+def test_an_invalid_free_reply_is_decoded_again_under_the_grammar(unseen_questions: list[str]) -> None:
     """The untuned base rambles without the grammar: ``fallback`` must catch that and still return JSON."""
     base = ChatGGUF(model="smollm2-135m-instruct")
-    question = train_questions[1]
+    question = unseen_questions[1]
     free = base.invoke(Decomposer(llm=base).messages(question), max_tokens=40)
     with pytest.raises(json.JSONDecodeError):
         json.loads(free.content)  # precondition: this reply is not the format

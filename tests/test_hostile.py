@@ -137,7 +137,8 @@ def test_question_the_model_cannot_read_gets_no_plan_rather_than_the_examples(di
 
     llm = default_decomposer_llm() if distilled else ChatGGUF(model=SMALL)
     result = Decomposer(llm=llm).invoke(ARABIC)
-    assert "muffin" in (result.raw or "")  # precondition: SmolLM2 copied the prompt's example
+    if not distilled:  # the shipped adapter learned to write no plan here; the untuned base copies the example
+        assert "muffin" in (result.raw or "")  # precondition: SmolLM2 copied the prompt's example
     assert result.subquestions == []  # was ["How many muffins does ...", "How many muffins are left ..."]
     # a question it can read keeps its plan
     assert Decomposer(llm=llm).invoke(PENS).subquestions

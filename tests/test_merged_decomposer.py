@@ -20,7 +20,15 @@ from langchain_dod.cli import _decompose_fn, _decomposer, build_parser
 from langchain_dod.decomposition import Reading, decompose_gguf, default_adapter
 from langchain_dod.models import resolve
 
-Q = "Tom has 3 boxes of 12 pens and gives away 5 pens. How many pens does he have left?"
+# A question the shipped adapter plans both as a runtime LoRA and merged (GSM8K test, unseen), so "same plan"
+# means something: it learned to leave many questions undecomposed, and the Q8_0 merge does so more often (it planned
+# 3 of 21 unseen questions where the runtime adapter planned 7; measured in session 5). On one of those three the
+# lean and the LangChain path of the merged model disagreed (plan vs none): its skip decision is near 50/50, and the
+# two paths evaluate the prompt in different batches, so rounding differs.
+Q = (
+    "Lorie earns $10 per hour. Karen earns twice what Lorie earns. "
+    "How much does Karen earn in two days if she works 3 hours per day?"
+)
 BASE = "smollm2-135m-instruct"
 
 

@@ -71,16 +71,21 @@ val() {
 # Issue 12, step 4: the 400 evaluation items (GSM8K train, seed 0; benchmarks/results/eval/gsm8k-train-distilled),
 # every two-stage run with today's wording. WINNER is the adapter chosen on validation (default: candidate A).
 # One process per core; each rerun continues where it stopped.
+# Since session 5 candidate A ships as the default (langchain_dod/data); the v2 adapter it replaced is taken from the
+# git history under its own file name, so its run continues (a run is tied to its adapter's bytes, not its path).
+V2_COMMIT=416eda292f9ca41d7b1251846e89311b68349d4b
 eval400() {
-  WINNER=${WINNER:-runs/sdr-lora/export/adapter.gguf}
+  WINNER=${WINNER:-langchain_dod/data/smollm2-135m-decomposer-lora.gguf}
+  V2=runs/v2/smollm2-135m-decomposer-lora.gguf
+  [ -f $V2 ] || { mkdir -p runs/v2; git show $V2_COMMIT:langchain_dod/data/smollm2-135m-decomposer-lora.gguf > $V2; }
   E="dod eval run --data ../shared/data/gsm8k/train.jsonl --out benchmarks/results/eval/gsm8k-train-distilled
     --limit 400 --seed 0 --solver llamacpp:qwen2.5-coder-1.5b-instruct --max-tokens 400 --n-threads 1 --chunk 5
     --no-progress"
-  # the runs that do not depend on the winner first: the shipped v2 adapter (langchain_dod/data) and the baselines
-  (taskset -c 0 $E --decomposer default --label v2-eqp --single-stage cot
-   DOD_DECOMPOSER_ADAPTER=$WINNER taskset -c 0 $E --decomposer default --label sdr-eqp) &
-  (taskset -c 1 $E --decomposer llamacpp:smollm2-135m-instruct --single-stage direct --label eqp
-   taskset -c 1 $E --decomposer llamacpp:qwen2.5-coder-1.5b-instruct --label eqp) &
+  # the shipped adapter (A) and the teacher first: the targets compare them; then the replaced v2 and the baselines
+  (DOD_DECOMPOSER_ADAPTER=$WINNER taskset -c 0 $E --decomposer default --label sdr-eqp
+   DOD_DECOMPOSER_ADAPTER=$V2 taskset -c 0 $E --decomposer default --label v2-eqp --single-stage cot) &
+  (taskset -c 1 $E --decomposer llamacpp:qwen2.5-coder-1.5b-instruct --label eqp
+   taskset -c 1 $E --decomposer llamacpp:smollm2-135m-instruct --single-stage direct --label eqp) &
   wait
 }
 
