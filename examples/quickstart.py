@@ -10,7 +10,11 @@ import argparse
 
 from langchain_dod import Decomposer, DecomposeSolve, load_chat_model
 
-QUESTION = "A baker makes 12 muffins per tray and bakes 4 trays. She sells 30 muffins. How many are left?"
+# The default decomposer leaves simple questions to the solver (an empty plan); this one it splits into steps.
+QUESTION = (
+    "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
+    "How many clips did Natalia sell altogether in April and May?"
+)
 
 
 def main(
