@@ -81,12 +81,20 @@ eval400() {
   E="dod eval run --data ../shared/data/gsm8k/train.jsonl --out benchmarks/results/eval/gsm8k-train-distilled
     --limit 400 --seed 0 --solver llamacpp:qwen2.5-coder-1.5b-instruct --max-tokens 400 --n-threads 1 --chunk 5
     --no-progress"
-  # the shipped adapter (A) and the teacher first: the targets compare them; then the replaced v2 and the baselines
-  (DOD_DECOMPOSER_ADAPTER=$WINNER taskset -c 0 $E --decomposer default --label sdr-eqp
-   DOD_DECOMPOSER_ADAPTER=$V2 taskset -c 0 $E --decomposer default --label v2-eqp --single-stage cot) &
-  (taskset -c 1 $E --decomposer llamacpp:qwen2.5-coder-1.5b-instruct --label eqp
-   taskset -c 1 $E --decomposer llamacpp:smollm2-135m-instruct --single-stage direct --label eqp) &
-  wait
+  # The shipped adapter (A) with the single-stage baselines (one command interleaves them, so they grow to the same
+  # n), and the teacher, first: the targets compare them. Then the replaced v2 and the untuned base.
+  # ONE_CORE=1 runs all of it in that order on core 0, leaving core 1 to another job (e.g. a training).
+  a() { DOD_DECOMPOSER_ADAPTER=$WINNER taskset -c ${1:-0} $E --decomposer default --label sdr-eqp \
+          --single-stage cot --single-stage direct; }
+  teacher() { taskset -c ${1:-1} $E --decomposer llamacpp:qwen2.5-coder-1.5b-instruct --label eqp; }
+  v2() { DOD_DECOMPOSER_ADAPTER=$V2 taskset -c ${1:-0} $E --decomposer default --label v2-eqp; }
+  untuned() { taskset -c ${1:-1} $E --decomposer llamacpp:smollm2-135m-instruct --label eqp; }
+  if [ "${ONE_CORE:-0}" = 1 ]; then
+    a 0; teacher 0; v2 0; untuned 0
+  else
+    (a; v2) & (teacher; untuned) &
+    wait
+  fi
 }
 
 case $STEP in
