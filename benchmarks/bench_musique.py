@@ -24,6 +24,10 @@ Methods, all over the same base retriever, each retriever asked for max(k) docum
   them (``"#1 >> place of birth"``), to measure what the rewriting into questions does.
 - ``gold_filled``: the gold decomposition with each ``#N`` filled by the gold answer of step N (the ceiling of
   the iterative mode).
+- ``gold_iterative``: the gold decomposition (``#N`` kept) given to ``DecomposingRetriever(iterative=True)``, so
+  the ``--reader`` model fills each ``#N`` from the passages it retrieved: the iterative mode with a perfect
+  decomposer. Between it and ``gold_filled`` lies what the reader loses; between it and ``dod_iterative``, what
+  the decomposer loses.
 
 Metric: recall@k (mean share of a question's supporting paragraphs in the top k) and all@k (share of questions
 with all of them in the top k), overall and for 2-, 3- and 4-hop questions. Latency: wall seconds per query of
@@ -81,6 +85,7 @@ METHODS = (
     "gold_that",
     "gold_typed",
     "gold_filled",
+    "gold_iterative",
 )
 DEFAULT_METHODS = ("plain", "multiquery", "multiquery_rrf", "dod", "dod_iterative", "gold_keep", "gold_filled")
 RESULTS = Path(__file__).parent / "results"
@@ -175,6 +180,39 @@ def _decomposer(args: argparse.Namespace) -> Any:
     return Decomposer(llm=llm, profile="multihop", max_subquestions=args.max_subquestions)
 
 
+def _gold_iterative(
+    base: BaseRetriever, depth: int, args: argparse.Namespace
+) -> Callable[[MusiqueQuestion, list], list[Document]]:
+    """``DecomposingRetriever(iterative=True)`` whose decomposer hands over the question's gold steps."""
+    from langchain_dod import ChatGGUF, Decomposer, DecomposingRetriever
+    from langchain_dod.decomposition_model import Decomposition
+
+    gold: dict[str, list[str]] = {}  # question text -> its gold steps, filled just before the question is asked
+
+    class GoldSteps(Decomposer):
+        """Not a model: returns the gold steps of the question asked (the decomposer is not under test here)."""
+
+        def invoke(self, input: Any, config: Any = None, **kwargs: Any) -> Decomposition:
+            return Decomposition(subquestions=gold[input], model="gold")
+
+    reader = ChatGGUF(model=args.reader, n_threads=args.threads).load()
+    retriever = DecomposingRetriever(
+        retriever=base,
+        decomposer=GoldSteps(llm=reader, profile="multihop", max_subquestions=4),
+        reader=reader,
+        k=depth,
+        iterative=True,
+        read_top=args.read_top,
+        read_chars=args.read_chars,
+    )
+
+    def run(q: MusiqueQuestion, cb: list) -> list[Document]:
+        gold[q.question] = gold_queries(q, "keep")
+        return retriever.invoke(q.question, {"callbacks": cb})
+
+    return run
+
+
 def build_methods(
     names: Sequence[str], base: BaseRetriever, depth: int, args: argparse.Namespace
 ) -> dict[str, Callable[[MusiqueQuestion, list], list[Document]]]:
@@ -215,8 +253,10 @@ def build_methods(
                     read_chars=args.read_chars,
                 )
                 methods[f"{name}:{tag}"] = lambda q, cb, r=retriever: r.invoke(q.question, {"callbacks": cb})
+    if "gold_iterative" in names:
+        methods["gold_iterative"] = _gold_iterative(base, depth, args)
     for name in names:
-        if name.startswith("gold_"):
+        if name.startswith("gold_") and name != "gold_iterative":
             mode = "fill" if name == "gold_filled" else name.removeprefix("gold_")
 
             def gold(q: MusiqueQuestion, cb: list, mode: str = mode) -> list[Document]:
@@ -235,9 +275,13 @@ def run_one(method: Callable, question: MusiqueQuestion, label: str, depth: int)
     seconds = time.perf_counter() - started
     trace = docs[0].metadata.get("dod_trace") if docs else None
     # a retriever of its own around the base one: its own run is the first recorded
-    wrapped = label == "multiquery" or label.startswith("dod")
+    wrapped = label == "multiquery" or label.startswith("dod") or label == "gold_iterative"
     queries = recorder.queries[1:] if wrapped else recorder.queries
     model_calls = 0 if label == "plain" or label.startswith("gold_") else 1
+    if trace and label == "gold_iterative":  # the gold steps cost no model call; the reader's calls do
+        model_calls = trace["model_calls"] - 1
+    elif trace:
+        model_calls = trace["model_calls"]
     return {
         "method": label,
         "id": question.id,
@@ -245,7 +289,7 @@ def run_one(method: Callable, question: MusiqueQuestion, label: str, depth: int)
         "supporting": list(question.supporting_ids),
         "ranked": [d.id for d in docs[:depth]],
         "seconds": round(seconds, 4),
-        "model_calls": trace["model_calls"] if trace else model_calls,
+        "model_calls": model_calls,
         "queries": list(dict.fromkeys(queries)),
         **({"steps": trace["steps"]} if trace else {}),
     }
@@ -363,6 +407,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--max-subquestions", type=int, default=4, help="MuSiQue has up to 4 hops")
     parser.add_argument("--read-top", type=int, default=2, help="dod_iterative: passages the reader sees per step")
     parser.add_argument("--read-chars", type=int, default=600, help="dod_iterative: characters kept per passage")
+    parser.add_argument(
+        "--reader", default="smollm2-135m-instruct", help="GGUF that fills #N in gold_iterative (dod_iterative's default)"
+    )
     parser.add_argument("--query-writer", default="smollm2-135m-instruct", help="GGUF writing multiquery's queries")
     parser.add_argument(
         "--query-writer-tokens",

@@ -82,3 +82,17 @@ def test_multiquery_as_shipped_and_fused_by_rank(tmp_path: Path, monkeypatch: py
     assert fused["queries"] == [question, "Who designed Varnholt Bridge?", "Where was Mira Talloway born?"]
     assert shipped["model_calls"] == fused["model_calls"] == 1
     assert len(shipped["ranked"]) == len(fused["ranked"]) == 3
+
+
+def test_gold_iterative_fills_the_bridges_with_the_real_reader(tmp_path: Path) -> None:
+    """The gold steps, each #N filled by the local 135M reader from the passages its step retrieved."""
+    result = run(tmp_path, "--methods", "gold_keep", "gold_iterative")
+    rows = {(r["method"], r["id"]): r for r in result["rows"]}
+    row = rows[("gold_iterative", "3hop1__3_4_5")]
+    kept = rows[("gold_keep", "3hop1__3_4_5")]["queries"]
+    # the first step is asked as written; the later ones with the reader's answers where the gold has #N
+    assert row["queries"][:2] == kept[:2]
+    assert len(row["steps"]) == 3 and all("#" not in s["query"] for s in row["steps"])
+    assert row["steps"][1]["query"] != kept[2]  # "Where was #1 born?" was rewritten
+    assert row["model_calls"] == 2  # one reader call per step but the last; the gold steps cost none
+    assert "gold_iterative" in result["summary"]
