@@ -32,7 +32,7 @@ from typing import Any
 
 from benchmarks.report import run_meta, write_result
 
-__all__ = ["main", "measure_decompose", "measure_import"]
+__all__ = ["main", "measure_decompose", "measure_import", "spawn"]
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "cold_start"
@@ -41,18 +41,23 @@ TARGETS = {"import_s": 0.4, "answer_s": 1.0, "peak_rss_mb": 300}
 _ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
 
 
-def _spawn(args: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Run ``python ARGS`` from the checkout; wall to the first stdout line and to exit, CPU and peak RSS."""
+def spawn(args: list[str], env: dict[str, str] | None = None, stdin: str | None = None) -> dict[str, Any]:
+    """Run ``python ARGS`` from the checkout (``stdin``: text piped in); wall to the first stdout line and to
+    exit, CPU and peak RSS."""
     started = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, *args],
         cwd=ROOT,
         env={**_ENV, **(env or {})},
+        stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     assert proc.stdout is not None and proc.stderr is not None
+    if proc.stdin is not None:  # small inputs (a few KB): written whole before reading, within the pipe's buffer
+        proc.stdin.write(stdin or "")
+        proc.stdin.close()
     first = proc.stdout.readline()
     answered = time.perf_counter() - started
     rest = proc.stdout.read()
@@ -75,14 +80,14 @@ def _spawn(args: list[str], env: dict[str, str] | None = None) -> dict[str, Any]
 def measure_import(statement: str) -> float:
     """Seconds ``statement`` takes in a fresh interpreter (the interpreter's own start-up excluded)."""
     code = f"import time\nt = time.perf_counter()\n{statement}\nprint(time.perf_counter() - t)"
-    return float(_spawn(["-c", code])["stdout"].strip().splitlines()[-1])
+    return float(spawn(["-c", code])["stdout"].strip().splitlines()[-1])
 
 
 def measure_decompose(
     extra: Sequence[str], question: str = QUESTION, env: dict[str, str] | None = None
 ) -> dict[str, Any]:
     """One cold ``dod decompose --json QUESTION EXTRA...`` (``env``: extra environment variables)."""
-    run = _spawn(["-m", "langchain_dod.cli", "decompose", "--json", question, *extra], env)
+    run = spawn(["-m", "langchain_dod.cli", "decompose", "--json", question, *extra], env)
     answer = json.loads(run.pop("stdout").strip().splitlines()[0])
     run["subquestions"] = answer.get("subquestions")
     run["model"] = answer.get("model")
@@ -98,7 +103,7 @@ LEAN_IMPORTS = (
 
 def importtime_top(statement: str = LEAN_IMPORTS, top: int = 12) -> list[tuple[str, float]]:
     """Where import time goes: each module's own seconds (``python -X importtime``) summed per top-level package."""
-    errors = _spawn(["-X", "importtime", "-c", statement])["stderr"]
+    errors = spawn(["-X", "importtime", "-c", statement])["stderr"]
     totals: dict[str, float] = {}
     for line in errors.splitlines():
         parts = line.split("|")
@@ -175,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     imports: dict[str, list[float]] = {"python_s": [], "langchain_dod_s": [], "decomposer_s": []}
     rows: dict[str, list[dict[str, Any]]] = {label: [] for label, _, _ in paths}
     for _ in range(args.repeats):  # interleaved, so that a change in the machine's load hits every path alike
-        imports["python_s"].append(_spawn(["-c", "pass"])["exit_s"])
+        imports["python_s"].append(spawn(["-c", "pass"])["exit_s"])
         imports["langchain_dod_s"].append(measure_import("import langchain_dod"))
         imports["decomposer_s"].append(measure_import("from langchain_dod import Decomposer"))
         for label, extra, env in paths:
