@@ -355,6 +355,17 @@ def plot(summary: dict[str, Any], k: int, path: Path, title: str) -> bool:
     return True
 
 
+def _commands(meta: dict[str, Any]) -> str:
+    """The command behind each method's rows (rows of several runs share one report)."""
+    by_command: dict[str, list[str]] = {}
+    for label, run in meta.get("runs", {}).items():
+        by_command.setdefault(f"`{run['command']}` ({run['date']})", []).append(label)
+    if len(by_command) < 2:
+        return ""
+    lines = [f"- {', '.join(labels)}: {command}" for command, labels in by_command.items()]
+    return "Rows by the command that produced them:\n\n" + "\n".join(lines) + "\n\n"
+
+
 def write_outputs(result: dict[str, Any], out: Path) -> None:
     """``OUT.json`` (everything), ``OUT.md`` (the table, the command, how to read it), ``OUT.png`` (a plot)."""
     meta, ks = result["meta"], result["meta"]["ks"]
@@ -367,16 +378,31 @@ def write_outputs(result: dict[str, Any], out: Path) -> None:
         result,
         f"# Multi-hop retrieval on MuSiQue: {meta['retriever']}, {meta['questions']} questions, "
         f"{meta['corpus_paragraphs']} pooled paragraphs\n\n"
-        f"Command: `{meta['command']}` ({meta['date']}).\n\n"
+        f"Command of the last run: `{meta['command']}` ({meta['date']}).\n\n"
         f"{markdown_table(result['summary'], ks)}\n\n"
-        "recall@k: mean share of a question's supporting paragraphs in the top k; all@k: share of questions with "
+        + _commands(meta)
+        + "recall@k: mean share of a question's supporting paragraphs in the top k; all@k: share of questions with "
         "all of them in the top k; hops: all questions, then 2-, 3- and 4-hop ones. s/query: median wall seconds "
         "per question (model calls included); calls: mean model calls per question. "
-        f"Query writer for multiquery: {meta['query_writer']}; decomposer for dod: {meta['decomposer']}. "
+        f"Query writer for multiquery: {meta['query_writer']}; the dod methods name their decomposer. "
         f"{meta['threads']} llama.cpp thread(s), shared 2-core CPU (load average {meta['load_average_at_end']}).\n\n"
         + (f"![recall@{k_plot} by hops]({out.with_suffix('.png').name})\n\n" if has_plot else "")
         + "Data: MuSiQue-Ans (Trivedi et al., TACL 2022), CC BY 4.0; see ../shared/data/musique/SOURCE.md.\n",
     )
+
+
+def _previous_runs(out: Path) -> dict[str, dict[str, str]]:
+    """Which command produced each method's rows, from an earlier ``OUT.json`` (a rerun adds methods to it)."""
+    path = out.with_suffix(".json")
+    if not path.exists():
+        return {}
+    earlier = json.loads(path.read_text())
+    meta = earlier.get("meta", {})
+    runs = meta.get("runs")
+    if runs is None:  # written before the per-method record: its one command stands for everything in it
+        labels = meta.get("methods") or list(earlier.get("summary", {}))
+        runs = {label: {"command": meta["command"], "date": meta.get("date", "")} for label in labels}
+    return runs
 
 
 def _load_rows(path: Path, retriever: str) -> list[dict[str, Any]]:
@@ -458,11 +484,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     wanted = {q.id for q in questions}
     rows = [r for r in rows if r["id"] in wanted]  # a resumed file may hold more questions than --limit asks
     decomposer = next((label.split(":", 1)[1] for label in methods if ":" in label), None)
+    today = datetime.date.today().isoformat()
+    runs = _previous_runs(args.out) if args.out else {}
+    runs.update({label: {"command": run_meta("benchmarks.bench_musique", argv)["command"], "date": today} for label in methods})
+    summary = summarize(rows, ks)
     result = {
         "meta": run_meta(
             "benchmarks.bench_musique",
             argv,
-            date=datetime.date.today().isoformat(),
+            date=today,
             retriever=args.retriever
             + (" (BM25Retriever, lower-case word tokens)" if args.retriever == "bm25" else " (all-MiniLM-L6-v2)"),
             corpus_paragraphs=len(corpus),
@@ -476,8 +506,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             reader=f"the decomposer's model, top {args.read_top} passages cut to {args.read_chars} characters",
             threads=args.threads,
             data="MuSiQue-Ans v1.0 dev (Trivedi et al., TACL 2022), CC BY 4.0",
+            methods=list(summary),
+            runs={label: runs[label] for label in summary if label in runs},
         ),
-        "summary": summarize(rows, ks),
+        "summary": summary,
         "rows": rows,
     }
     print(markdown_table(result["summary"], ks))

@@ -96,3 +96,13 @@ def test_gold_iterative_fills_the_bridges_with_the_real_reader(tmp_path: Path) -
     assert row["steps"][1]["query"] != kept[2]  # "Where was #1 born?" was rewritten
     assert row["model_calls"] == 2  # one reader call per step but the last; the gold steps cost none
     assert "gold_iterative" in result["summary"]
+
+
+def test_the_report_names_the_command_behind_each_method(tmp_path: Path) -> None:
+    run(tmp_path, "--methods", "plain")
+    result = run(tmp_path, "--methods", "gold_keep")
+    runs = result["meta"]["runs"]
+    assert set(runs) == {"plain", "gold_keep"}
+    assert "--methods plain" in runs["plain"]["command"] and "--methods gold_keep" in runs["gold_keep"]["command"]
+    report = (tmp_path / "m.md").read_text()
+    assert "- plain: `python -m benchmarks.bench_musique" in report and "- gold_keep: `python" in report
