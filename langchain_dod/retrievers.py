@@ -134,7 +134,8 @@ _NOT_ANSWERS = frozenset(
 
 def _spans(text: str) -> list[str]:
     spans = []
-    for match in _PHRASE.finditer(text):
+    # line by line: a span must not run from a passage's title line into its text ("Mara Wilson\nMara Elizabeth")
+    for match in (m for line in text.splitlines() for m in _PHRASE.finditer(line)):
         span = _LEADING.sub("", match.group(0)).strip(" ,")
         if span and span not in _NOT_ANSWERS:
             spans.append(span)

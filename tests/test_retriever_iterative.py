@@ -181,6 +181,13 @@ def test_answer_candidates_are_new_names_dates_and_numbers() -> None:
     assert "Passages:\nMountrail" in reader_messages("q?", docs[:1], max_chars=20)[-1]["content"]
 
 
+def test_answer_candidates_do_not_run_across_lines() -> None:
+    """A MuSiQue passage is "title\ntext": the title and the text's first name are two candidates, not one."""
+    docs = [Document(page_content="Mara Wilson\nMara Elizabeth Wilson is an American actress.")]
+    candidates = answer_candidates("Who played Susan Walker in Miracle on 34th Street?", docs)
+    assert candidates == ["Mara Wilson", "Mara Elizabeth Wilson", "American"]
+
+
 # -- the real SmolLM2-135M --------------------------------------------------------------------------------------
 
 
