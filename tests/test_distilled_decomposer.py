@@ -17,6 +17,7 @@ from langchain_dod.decomposer import DEFAULT_ADAPTER, default_adapter, default_d
 from langchain_dod.gguf_file import inspect_gguf
 
 DATA = Path(__file__).resolve().parents[1] / "langchain_dod" / "data"
+MULTIHOP_ADAPTER = decomposition.DEFAULT_ADAPTERS["multihop"]
 
 
 @pytest.fixture(scope="module")
@@ -43,14 +44,15 @@ def test_adapter_ships_small_valid_and_with_a_model_card() -> None:
 
 def test_it_is_the_default_and_can_be_switched_off(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DOD_DECOMPOSER_ADAPTER", raising=False)
+    monkeypatch.delenv("DOD_DECOMPOSER_ADAPTER_MULTIHOP", raising=False)
     monkeypatch.delenv("DOD_DECOMPOSER_GGUF", raising=False)
     assert default_adapter() == DATA / DEFAULT_ADAPTER
     assert Path(default_decomposer_llm().lora_path or "") == DATA / DEFAULT_ADAPTER
     assert Path(Decomposer().llm.lora_path or "") == DATA / DEFAULT_ADAPTER
-    # trained on math word problems only: the other profiles get the untuned base (under the grammar)
-    for profile in ("reading", "multihop"):
-        assert Decomposer(profile=profile).llm.lora_path is None
-        assert not Decomposer(profile=profile)._free_first()
+    # the math adapter is for math only: multihop has its own (MuSiQue), reading the untuned base (under the grammar)
+    assert Decomposer(profile="reading").llm.lora_path is None
+    assert not Decomposer(profile="reading")._free_first()
+    assert Path(Decomposer(profile="multihop").llm.lora_path or "") == DATA / MULTIHOP_ADAPTER
     monkeypatch.setenv("DOD_DECOMPOSER_ADAPTER", "none")
     assert default_decomposer_llm().lora_path is None
     assert Decomposer().llm.lora_path is None
@@ -63,7 +65,7 @@ def test_each_profile_applies_its_own_adapter(monkeypatch: pytest.MonkeyPatch) -
     # a profile finds its shipped file by the table (here: reading pointed at the math adapter's file) ...
     monkeypatch.setitem(decomposition.DEFAULT_ADAPTERS, "reading", DEFAULT_ADAPTER)
     assert Path(Decomposer(profile="reading").llm.lora_path or "") == DATA / DEFAULT_ADAPTER
-    assert default_adapter("multihop") is None  # ... and no file ships for multihop yet
+    assert default_adapter("multihop") == DATA / MULTIHOP_ADAPTER  # ... and multihop its own shipped file
     # ... or by its own variable, which leaves the other profiles alone
     monkeypatch.setenv("DOD_DECOMPOSER_ADAPTER_MULTIHOP", str(DATA / DEFAULT_ADAPTER))
     monkeypatch.setenv("DOD_DECOMPOSER_ADAPTER", "none")
