@@ -42,8 +42,10 @@ _ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
 
 
 def spawn(args: list[str], env: dict[str, str] | None = None, stdin: str | None = None) -> dict[str, Any]:
-    """Run ``python ARGS`` from the checkout (``stdin``: text piped in); wall to the first stdout line and to
-    exit, CPU and peak RSS."""
+    """Run ``python ARGS`` from the checkout; wall to the first stdout line and to exit, CPU and peak RSS.
+
+    ``stdin``: text piped in.
+    """
     started = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, *args],

@@ -434,7 +434,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--read-top", type=int, default=2, help="dod_iterative: passages the reader sees per step")
     parser.add_argument("--read-chars", type=int, default=600, help="dod_iterative: characters kept per passage")
     parser.add_argument(
-        "--reader", default="smollm2-135m-instruct", help="GGUF that fills #N in gold_iterative (dod_iterative's default)"
+        "--reader",
+        default="smollm2-135m-instruct",
+        help="GGUF that fills #N in gold_iterative (dod_iterative's default)",
     )
     parser.add_argument("--query-writer", default="smollm2-135m-instruct", help="GGUF writing multiquery's queries")
     parser.add_argument(
@@ -486,7 +488,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     decomposer = next((label.split(":", 1)[1] for label in methods if ":" in label), None)
     today = datetime.date.today().isoformat()
     runs = _previous_runs(args.out) if args.out else {}
-    runs.update({label: {"command": run_meta("benchmarks.bench_musique", argv)["command"], "date": today} for label in methods})
+    runs.update(
+        {label: {"command": run_meta("benchmarks.bench_musique", argv)["command"], "date": today} for label in methods}
+    )
     summary = summarize(rows, ks)
     result = {
         "meta": run_meta(

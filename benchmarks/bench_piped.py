@@ -40,7 +40,9 @@ def run_batch(decomposer: str, questions: Sequence[str], threads: int) -> dict[s
     )
     answers = [json.loads(line) for line in run.pop("stdout").splitlines() if line.strip()]
     if len(answers) != len(questions):
-        raise RuntimeError(f"{decomposer}: {len(answers)} answers for {len(questions)} questions: {run['stderr'][-2000:]}")
+        raise RuntimeError(
+            f"{decomposer}: {len(answers)} answers for {len(questions)} questions: {run['stderr'][-2000:]}"
+        )
     run.pop("stderr")
     run["subquestions"] = [a.get("subquestions") for a in answers]
     run["output_tokens"] = sum(a.get("output_tokens") or 0 for a in answers)
@@ -74,7 +76,8 @@ def markdown(result: dict[str, Any]) -> str:
         s = row["summary"]
         lines.append(
             f"| {row['decomposer']} | {s['model']} | {s['exit_s']} {s['exit_s_all']} | "
-            f"{s['exit_s'] / first['exit_s']:.2f}× | {s['cpu_s']} {s['cpu_s_all']} | {s['cpu_s'] / first['cpu_s']:.2f}× | "
+            f"{s['exit_s'] / first['exit_s']:.2f}× | {s['cpu_s']} {s['cpu_s_all']} | "
+            f"{s['cpu_s'] / first['cpu_s']:.2f}× | "
             f"{s['peak_rss_mb']:.0f} | {s['planned']}/{result['meta']['questions']} | {s['output_tokens']} | "
             f"{s['same_answers_every_run']} |"
         )

@@ -1,4 +1,4 @@
-"""Where the iterative mode loses its bridges on MuSiQue: retrieval, the candidate spans, or the reader.
+r"""Where the iterative mode loses its bridges on MuSiQue: retrieval, the candidate spans, or the reader.
 
 For every step of the gold decomposition that a later step refers to (``#N``), in the 292 evaluation questions:
 
@@ -7,11 +7,11 @@ For every step of the gold decomposition that a later step refers to (``#N``), i
    asked with the earlier ``#N`` filled by the gold answers, so each step is judged on its own.
 2. *a candidate*: one of ``answer_candidates`` (the spans the reader's grammar allows) is the gold answer.
 3. *read*: the answer the reader actually gave in the ``gold_iterative`` rows of ``--rows`` (the gold steps, the
-   reader filling ``#N`` as it went; later steps there carry the reader's earlier answers, so they are judged as run).
+   reader filling ``#N`` as it went; later steps there carry the reader's earlier answers: judged as run).
 
 An answer matches when one contains the other, case folded (MuSiQue's gold answers are short names).
 
-    python -m benchmarks.musique_bridges --rows benchmarks/results/musique/bm25.rows.jsonl \\
+    python -m benchmarks.musique_bridges --rows benchmarks/results/musique/bm25.rows.jsonl \
         --out benchmarks/results/musique/bridges_bm25
 """
 
