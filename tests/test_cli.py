@@ -35,8 +35,10 @@ def test_decompose_json_one_object_per_line() -> None:
     obj = json.loads(lines[0])
     assert obj["question"] == Q1 and isinstance(obj["subquestions"], list) and len(obj["subquestions"]) <= 2
     assert obj["model"] == "smollm2-135m-instruct+smollm2-135m-decomposer-lora.gguf"  # the distilled default
-    run = dod("decompose", Q1, "--json", "--profile", "multihop")
-    assert json.loads(run.stdout)["model"] == "smollm2-135m-instruct"  # trained on math only: untuned base
+    run = dod("decompose", Q1, "--json", "--profile", "multihop")  # each profile applies its own adapter
+    assert json.loads(run.stdout)["model"] == "smollm2-135m-instruct+smollm2-135m-multihop-lora.gguf"
+    run = dod("decompose", Q1, "--json", "--profile", "reading")
+    assert json.loads(run.stdout)["model"] == "smollm2-135m-instruct"  # no adapter ships for reading: untuned base
 
 
 def test_stdin_questions_one_json_line_each_and_bad_lines_do_not_lose_others() -> None:
