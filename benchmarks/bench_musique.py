@@ -488,9 +488,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     decomposer = next((label.split(":", 1)[1] for label in methods if ":" in label), None)
     today = datetime.date.today().isoformat()
     runs = _previous_runs(args.out) if args.out else {}
-    runs.update(
-        {label: {"command": run_meta("benchmarks.bench_musique", argv)["command"], "date": today} for label in methods}
-    )
+    this_run = {"command": run_meta("benchmarks.bench_musique", argv)["command"], "date": today}
+    runs.update(dict.fromkeys(methods, this_run))
     summary = summarize(rows, ks)
     result = {
         "meta": run_meta(
