@@ -16,7 +16,8 @@ Methods, all over the same base retriever, each retriever asked for max(k) docum
   (separates the query writing from LangChain's union).
 - ``dod``: ``DecomposingRetriever`` with ``--decomposer`` (sub-questions + question, reciprocal-rank fusion).
 - ``dod_iterative``: the same with ``iterative=True`` (each step's answer read by the decomposer's model from its
-  top passages and filled into the later steps).
+  top passages and filled into the later steps). ``dod_iterative_spans``: the same with ``reader="spans"`` (the
+  answer picked by rule, ``pick_answer_span``: no model call).
 - ``gold_keep`` / ``gold_drop`` / ``gold_it`` / ``gold_that`` / ``gold_typed``: MuSiQue's gold decomposition used
   statically, steps as questions (``"X >> relation"`` rewritten), ``#N`` kept, dropped, or written "it" / "that" /
   "that <noun>" ("that person", "that city": ``reference_noun``); each step and the question retrieved and fused
@@ -27,7 +28,7 @@ Methods, all over the same base retriever, each retriever asked for max(k) docum
 - ``gold_iterative``: the gold decomposition (``#N`` kept) given to ``DecomposingRetriever(iterative=True)``, so
   the ``--reader`` model fills each ``#N`` from the passages it retrieved: the iterative mode with a perfect
   decomposer. Between it and ``gold_filled`` lies what the reader loses; between it and ``dod_iterative``, what
-  the decomposer loses.
+  the decomposer loses. ``gold_iterative_spans``: the same with the span reader.
 
 Metric: recall@k (mean share of a question's supporting paragraphs in the top k) and all@k (share of questions
 with all of them in the top k), overall and for 2-, 3- and 4-hop questions. Latency: wall seconds per query of
@@ -78,6 +79,7 @@ METHODS = (
     "multiquery_rrf",
     "dod",
     "dod_iterative",
+    "dod_iterative_spans",
     "gold_raw",
     "gold_keep",
     "gold_drop",
@@ -86,6 +88,7 @@ METHODS = (
     "gold_typed",
     "gold_filled",
     "gold_iterative",
+    "gold_iterative_spans",
 )
 DEFAULT_METHODS = ("plain", "multiquery", "multiquery_rrf", "dod", "dod_iterative", "gold_keep", "gold_filled")
 RESULTS = Path(__file__).parent / "results"
@@ -181,9 +184,12 @@ def _decomposer(args: argparse.Namespace) -> Any:
 
 
 def _gold_iterative(
-    base: BaseRetriever, depth: int, args: argparse.Namespace
+    base: BaseRetriever, depth: int, args: argparse.Namespace, spans: bool = False
 ) -> Callable[[MusiqueQuestion, list], list[Document]]:
-    """``DecomposingRetriever(iterative=True)`` whose decomposer hands over the question's gold steps."""
+    """``DecomposingRetriever(iterative=True)`` whose decomposer hands over the question's gold steps.
+
+    ``spans``: the span reader (no model) fills ``#N`` instead of ``--reader``.
+    """
     from langchain_dod import ChatGGUF, Decomposer, DecomposingRetriever
     from langchain_dod.decomposition_model import Decomposition
 
@@ -199,7 +205,7 @@ def _gold_iterative(
     retriever = DecomposingRetriever(
         retriever=base,
         decomposer=GoldSteps(llm=reader, profile="multihop", max_subquestions=4),
-        reader=reader,
+        reader="spans" if spans else reader,
         k=depth,
         iterative=True,
         read_top=args.read_top,
@@ -237,26 +243,28 @@ def build_methods(
                 return reciprocal_rank_fusion(base.batch(queries, {"callbacks": cb}), queries)[:depth]
 
             methods["multiquery_rrf"] = multiquery_rrf
-    if {"dod", "dod_iterative"} & set(names):
+    if {"dod", "dod_iterative", "dod_iterative_spans"} & set(names):
         from langchain_dod import DecomposingRetriever
 
         decomposer = _decomposer(args)
         tag = args.tag or decomposer.model_name
-        for name in ("dod", "dod_iterative"):
+        for name in ("dod", "dod_iterative", "dod_iterative_spans"):
             if name in names:
                 retriever = DecomposingRetriever(
                     retriever=base,
                     decomposer=decomposer,
                     k=depth,
-                    iterative=name == "dod_iterative",
+                    iterative=name != "dod",
+                    reader="spans" if name.endswith("_spans") else None,
                     read_top=args.read_top,
                     read_chars=args.read_chars,
                 )
                 methods[f"{name}:{tag}"] = lambda q, cb, r=retriever: r.invoke(q.question, {"callbacks": cb})
-    if "gold_iterative" in names:
-        methods["gold_iterative"] = _gold_iterative(base, depth, args)
+    for name in ("gold_iterative", "gold_iterative_spans"):
+        if name in names:
+            methods[name] = _gold_iterative(base, depth, args, spans=name.endswith("_spans"))
     for name in names:
-        if name.startswith("gold_") and name != "gold_iterative":
+        if name.startswith("gold_") and not name.startswith("gold_iterative"):
             mode = "fill" if name == "gold_filled" else name.removeprefix("gold_")
 
             def gold(q: MusiqueQuestion, cb: list, mode: str = mode) -> list[Document]:
@@ -275,10 +283,10 @@ def run_one(method: Callable, question: MusiqueQuestion, label: str, depth: int)
     seconds = time.perf_counter() - started
     trace = docs[0].metadata.get("dod_trace") if docs else None
     # a retriever of its own around the base one: its own run is the first recorded
-    wrapped = label == "multiquery" or label.startswith("dod") or label == "gold_iterative"
+    wrapped = label == "multiquery" or label.startswith("dod") or label.startswith("gold_iterative")
     queries = recorder.queries[1:] if wrapped else recorder.queries
     model_calls = 0 if label == "plain" or label.startswith("gold_") else 1
-    if trace and label == "gold_iterative":  # the gold steps cost no model call; the reader's calls do
+    if trace and label.startswith("gold_iterative"):  # the gold steps cost no model call; the reader's calls do
         model_calls = trace["model_calls"] - 1
     elif trace:
         model_calls = trace["model_calls"]
@@ -506,7 +514,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             query_writer=f"{args.query_writer} (ChatGGUF, greedy, max_tokens={args.query_writer_tokens})",
             decomposer=decomposer or "(not run)",
             max_subquestions=args.max_subquestions,
-            reader=f"the decomposer's model, top {args.read_top} passages cut to {args.read_chars} characters",
+            reader=f"the decomposer's model (_spans methods: pick_answer_span, no model), top {args.read_top} "
+            f"passages cut to {args.read_chars} characters",
             threads=args.threads,
             data="MuSiQue-Ans v1.0 dev (Trivedi et al., TACL 2022), CC BY 4.0",
             methods=list(summary),

@@ -28,12 +28,13 @@ __all__ = ["main", "run_batch"]
 
 RESULTS = Path(__file__).parent / "results" / "piped"
 DECOMPOSERS = ("default", "llamacpp:qwen2.5-coder-1.5b-instruct")
-"""``default``: what ``dod decompose`` runs with no ``--decomposer`` (the shipped adapter); else a ``--decomposer``."""
+"""``default``: what ``dod decompose`` runs with no ``--decomposer`` (the shipped adapter); ``merged``: the same with
+``--merge-adapter`` (the adapter merged into its base once, cached); else a ``--decomposer`` SPEC."""
 
 
 def run_batch(decomposer: str, questions: Sequence[str], threads: int) -> dict[str, Any]:
     """One cold ``dod decompose --json -`` with ``questions`` on stdin."""
-    extra = [] if decomposer == "default" else ["--decomposer", decomposer]
+    extra = {"default": [], "merged": ["--merge-adapter"]}.get(decomposer, ["--decomposer", decomposer])
     run = spawn(
         ["-m", "langchain_dod.cli", "decompose", "--json", "-", "--threads", str(threads), *extra],
         stdin="".join(f"{q}\n" for q in questions),

@@ -98,6 +98,15 @@ def test_gold_iterative_fills_the_bridges_with_the_real_reader(tmp_path: Path) -
     assert "gold_iterative" in result["summary"]
 
 
+def test_gold_iterative_spans_fills_the_bridges_by_rule(tmp_path: Path) -> None:
+    """The span reader fills #N from the same passages with no model call."""
+    result = run(tmp_path, "--methods", "gold_iterative_spans")
+    row = {(r["method"], r["id"]): r for r in result["rows"]}[("gold_iterative_spans", "3hop1__3_4_5")]
+    assert len(row["steps"]) == 3 and all("#" not in s["query"] for s in row["steps"])
+    assert [bool(s["answer"]) for s in row["steps"]] == [True, True, False]  # the last step is not read
+    assert row["model_calls"] == 0
+
+
 def test_the_report_names_the_command_behind_each_method(tmp_path: Path) -> None:
     run(tmp_path, "--methods", "plain")
     result = run(tmp_path, "--methods", "gold_keep")

@@ -32,5 +32,6 @@ def test_bridges_are_counted_per_stage(tmp_path: Path) -> None:
     assert counts["bridges"] == 3  # 1 in the 2-hop question, 2 in the 3-hop one; last steps are not bridges
     assert counts["read_n"] == 2 and counts["read"] == 1
     assert counts["first_candidate"] <= counts["candidate"] <= counts["bridges"]
+    assert 0 < counts["spans"] <= counts["candidate"]  # the span reader picks among the candidates
     assert counts["reachable"] >= counts["candidate"] > 0  # five paragraphs: the answers are there
     assert "| named by the reader (gold_iterative rows) | 1 / 2 (50.0%) |" in out.with_suffix(".md").read_text()

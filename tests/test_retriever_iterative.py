@@ -20,7 +20,7 @@ from langchain_tests.integration_tests import RetrieversIntegrationTests
 
 from langchain_dod import ChatGGUF, DecomposingRetriever
 from langchain_dod.decomposer import Decomposer
-from langchain_dod.retrievers import answer_candidates, parse_answer, reader_messages
+from langchain_dod.retrievers import answer_candidates, parse_answer, pick_answer_span, reader_messages
 from tests.test_retriever import TEXTS  # the same tiny bridge corpus, written once
 
 QUESTION = "At the mouth of which river lies the birthplace of the designer of the Varnholt Bridge?"
@@ -84,6 +84,46 @@ def test_references_are_filled_with_the_answers_read(bm25: BM25Retriever) -> Non
     assert "Orrin Cove lies at the mouth of the river Seld." in [d.page_content for d in docs]
     # the same trace goes to callbacks as a custom event
     assert recorder.events == [("dod_trace", trace)]
+
+
+def test_the_span_reader_fills_the_bridges_without_a_model_call(bm25: BM25Retriever) -> None:
+    recorder = Recorder()
+    retriever = DecomposingRetriever(retriever=bm25, decomposer=decomposer(STEPS), reader="spans", iterative=True)
+    docs = retriever.invoke(QUESTION, {"callbacks": [recorder]})
+    assert recorder.queries[-2:] == [
+        "Where was Mira Talloway born?",
+        "At the mouth of which river does Orrin Cove lie?",
+    ]
+    trace = docs[0].metadata["dod_trace"]
+    assert [s["answer"] for s in trace["steps"]] == ["Mira Talloway", "Orrin Cove", None]
+    assert trace["model_calls"] == 1  # the decomposer only
+    assert len(recorder.prompts) == 1
+
+
+async def test_the_span_reader_async_matches_sync(bm25: BM25Retriever) -> None:
+    def make() -> DecomposingRetriever:
+        return DecomposingRetriever(retriever=bm25, decomposer=decomposer(STEPS), reader="spans", iterative=True)
+
+    sync_docs = make().invoke(QUESTION)
+    async_docs = await make().ainvoke(QUESTION)
+    assert [d.page_content for d in async_docs] == [d.page_content for d in sync_docs]
+    assert async_docs[0].metadata["dod_trace"]["steps"] == sync_docs[0].metadata["dod_trace"]["steps"]
+
+
+def test_pick_answer_span_prefers_the_type_the_question_asks_for() -> None:
+    docs = [
+        Document(page_content="Blue Fields\nBlue Fields is a 1990 novel by the Welsh writer Jane Doe, set in Cardiff."),
+        Document(page_content="Jane Doe\nJane Doe was born in Swansea on 4 May 1950. She moved to London in 1971."),
+    ]
+    assert pick_answer_span("Who wrote Blue Fields?", docs) == "Jane Doe"  # a name, not "1990" or "Welsh"
+    assert pick_answer_span("When was Jane Doe born?", docs) in {"4 May 1950", "May 1950"}
+    assert pick_answer_span("Where was Jane Doe born?", docs) == "Swansea"  # the sentence that shares "born"
+    assert pick_answer_span("Who wrote it?", [Document(page_content="nothing here, all lower case.")]) == ""
+
+
+def test_an_unknown_reader_name_is_refused(bm25: BM25Retriever) -> None:
+    with pytest.raises(ValueError, match="spans"):
+        DecomposingRetriever(retriever=bm25, decomposer=decomposer(STEPS), reader="span", iterative=True)
 
 
 def test_pronouns_and_unreferenced_steps_get_the_previous_answer(bm25: BM25Retriever) -> None:

@@ -313,6 +313,41 @@ def test_build_sd_r_se_t_se_a_from_screened(tmp_path):
     assert (dropped.train, dropped.dropped_empty) == (1, 1)
 
 
+def test_build_skip_where_solved_turns_plans_of_solved_questions_into_skips(tmp_path):
+    from langchain_dod.prompts import decomposition_target
+
+    screened = [
+        {**_decomposition(1, "Q one?", ["A?"]), "correct": True},  # CoT also right: the plan becomes a skip
+        {**_decomposition(2, "Q two?", ["B?", "C?"]), "correct": True},  # CoT wrong: the plan stays
+        {**_decomposition(3, "Q three?", ["D?"]), "correct": False},  # screened out either way
+        {**_decomposition(4, "Q four?", []), "correct": True},  # already a skip
+    ]
+    src = _write(tmp_path / "scr.jsonl", screened)
+
+    def row(i, strict, mode="single-stage-cot"):
+        return {"id": f"e{i}", "mode": mode, "scores": {"strict": strict, "lenient": strict}}
+
+    cot = _write(tmp_path / "cot.jsonl", [row(1, 1.0), row(2, 0.0), row(3, 1.0), row(4, 1.0)])
+    report = build(tmp_path / "o", screened=src, kinds=["SD-R"], val_fraction=0.0, skip_where_solved=str(cot))
+    assert (report.train, report.plans_to_skips) == (3, 1)
+    assert "1 plans made skips" in report.summary()
+    targets = {r["id"]: r["messages"][-1]["content"] for r in read_jsonl(tmp_path / "o" / "train.jsonl")}
+    assert targets == {
+        "e1": decomposition_target([]),
+        "e2": decomposition_target(["B?", "C?"]),
+        "e4": decomposition_target([]),
+    }
+    assert json.loads((tmp_path / "o" / "build.json").read_text())["skip_where_solved"] == str(cot)
+    # without the run, the same input keeps every plan
+    assert build(tmp_path / "p", screened=src, kinds=["SD-R"], val_fraction=0.0).plans_to_skips == 0
+    # a two-stage run, or a file that is no run at all, is refused with what to pass instead
+    two_stage = _write(tmp_path / "two.jsonl", [row(1, 1.0, mode="two-stage")])
+    with pytest.raises(TrainingError, match="needs a single-stage run"):
+        build(tmp_path / "q", screened=src, kinds=["SD-R"], skip_where_solved=str(two_stage))
+    with pytest.raises(TrainingError, match="dod eval run"):
+        build(tmp_path / "q", screened=src, kinds=["SD-R"], skip_where_solved=str(src))
+
+
 def test_build_bad_inputs(tmp_path):
     src = _write(tmp_path / "dec.jsonl", [{"id": "x", "question": "q?"}])
     with pytest.raises(TrainingError, match="has no 'subquestions'"):

@@ -3,7 +3,10 @@
 Decomposer data (the student we distil):
 
 * ``SD-T`` — every teacher decomposition (from ``generate``);
-* ``SD-R`` — only those that led the solver to the gold answer (from ``screen``).
+* ``SD-R`` — only those that led the solver to the gold answer (from ``screen``). With ``skip_where_solved`` (a
+  single-stage ``dod eval`` run of the same solver over the screened questions), a kept plan whose question that
+  run answered right becomes a skip target (``[]``): the student learns to plan only where the solver's own chain
+  of thought fails, since on the rest a plan can only cost accuracy (issue 12: skips score as CoT does).
 
 Solver data (the paper's comparison, which distils badly): ``SE-T`` — the solver's own text for the
 teacher's sub-questions; ``SE-A`` — the same with the final answer replaced by the gold one.
@@ -44,6 +47,12 @@ class BuildConfig:
     val_fraction: float = setting(0.1)
     seed: int = setting(0)
     drop_empty: bool = setting(False, action="store_true", help="drop decompositions with no sub-questions")
+    skip_where_solved: str | None = setting(
+        None,
+        help="a single-stage `dod eval run` JSONL of the screening solver: SD-R plans of questions it answered "
+        "right (strict) become skip targets",
+        metavar="RUN",
+    )
 
 
 @dataclass
@@ -56,6 +65,7 @@ class BuildReport:
     per_kind: dict[str, int]
     duplicates: int
     dropped_empty: int
+    plans_to_skips: int = 0
 
     def summary(self) -> str:
         """One line for the CLI."""
@@ -63,6 +73,7 @@ class BuildReport:
         return (
             f"{self.train} train / {self.validation} validation records ({kinds}) in {self.out_dir}; "
             f"{self.duplicates} duplicates and {self.dropped_empty} empty decompositions dropped"
+            + (f"; {self.plans_to_skips} plans made skips (solved single-stage)" if self.plans_to_skips else "")
         )
 
 
@@ -123,6 +134,25 @@ def records_for(kind: str, record: dict[str, Any], source: str = "input") -> dic
     }
 
 
+def solved_ids(run: str | Path) -> set[str]:
+    """Ids a single-stage ``dod eval`` run answered right (strict score 1), for ``skip_where_solved``."""
+    solved = set()
+    for row in read_jsonl(run):
+        if not isinstance(row, dict) or "id" not in row or not isinstance(row.get("scores"), dict):
+            raise TrainingError(
+                f"{run}: a row without 'id' and 'scores'; skip_where_solved needs a `dod eval run` JSONL "
+                "(runs/*.jsonl of an evaluation folder)."
+            )
+        if not str(row.get("mode", "")).startswith("single-stage"):
+            raise TrainingError(
+                f"{run}: row {row['id']!r} is a {row.get('mode')!r} record; skip_where_solved needs a "
+                "single-stage run (`dod eval run --single-stage cot`)."
+            )
+        if row["scores"].get("strict") == 1.0:
+            solved.add(str(row["id"]))
+    return solved
+
+
 def _group(record: dict[str, Any]) -> str:
     user = next(m["content"] for m in record["messages"] if m["role"] == "user")
     text = " ".join(user.lower().split())
@@ -168,15 +198,19 @@ def build(
             raise TrainingError(f"Kind {kind} needs {need}; pass that file.")
         if str(path) not in sources:
             sources[str(path)] = (kind, read_jsonl(path))
+    solved = solved_ids(cfg.skip_where_solved) if cfg.skip_where_solved else set()
     records: list[dict[str, Any]] = []
     seen: set[str] = set()
-    duplicates = dropped_empty = 0
+    duplicates = dropped_empty = plans_to_skips = 0
     for kind in kinds:
         path = str(decompositions if kind == "SD-T" else screened)
         for raw in sources[path][1]:
             if drop_empty and kind.startswith("SD") and not raw.get("subquestions"):
                 dropped_empty += 1
                 continue
+            if kind == "SD-R" and raw.get("subquestions") and raw.get("correct") and str(raw.get("id")) in solved:
+                raw = {**raw, "subquestions": []}
+                plans_to_skips += 1
             record = records_for(kind, raw, path)
             if record is None:
                 continue
@@ -210,8 +244,19 @@ def build(
         per_kind=dict(Counter(r["kind"] for r in records)),
         duplicates=duplicates,
         dropped_empty=dropped_empty,
+        plans_to_skips=plans_to_skips,
     )
     (out_dir / "build.json").write_text(
-        json.dumps({**asdict(report), "seed": seed, "val_fraction": val_fraction, "kinds": kinds}, indent=2) + "\n"
+        json.dumps(
+            {
+                **asdict(report),
+                "seed": seed,
+                "val_fraction": val_fraction,
+                "kinds": kinds,
+                "skip_where_solved": cfg.skip_where_solved,
+            },
+            indent=2,
+        )
+        + "\n"
     )
     return report
