@@ -212,14 +212,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.requests < 1 or min(args.levels) < 1:
         parser.error("--requests and --levels must be >= 1")
 
-    from benchmarks.bench_decode import _questions
+    from benchmarks.bench_decode import decode_questions
     from langchain_dod import ChatGGUF, Decomposer
     from langchain_dod.decomposition import default_decomposer_model
     from langchain_dod.models import resolve
 
     model, adapter = default_decomposer_model("math")
     path = resolve(model)
-    questions = _questions(args.requests)
+    questions = decode_questions(args.requests)
     backends = []
     if "in-process" not in args.skip:
         local = Decomposer(

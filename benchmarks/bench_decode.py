@@ -33,7 +33,7 @@ import numpy as np
 
 from benchmarks.report import run_meta, write_result
 
-__all__ = ["bytes_per_token", "main", "memory_bandwidth"]
+__all__ = ["bytes_per_token", "decode_questions", "main", "memory_bandwidth"]
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "decode"
@@ -70,13 +70,12 @@ def memory_bandwidth(threads: int, megabytes: int = 512, repeats: int = 5) -> fl
     return data.nbytes / best
 
 
-def _questions(n: int) -> list[str]:
+def decode_questions(n: int) -> list[str]:
     """GSM8K *train* questions (the adapter never saw them), spread over the split; the test fixtures without it."""
-    from benchmarks.bench_decompose import GSM8K_DIR
-    from benchmarks.bench_decompose import _questions as gsm8k
+    from benchmarks.bench_decompose import GSM8K_DIR, gsm8k_questions
 
     if (GSM8K_DIR / "train.jsonl").is_file():
-        return gsm8k(n, "train")
+        return gsm8k_questions(n, "train")
     rows = [json.loads(line) for line in QUESTIONS.read_text().splitlines() if line.strip()]
     questions = [r["question"] for r in rows if r.get("profile") == "math"]
     return (questions * (n // len(questions) + 1))[:n]
@@ -218,7 +217,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     model, adapter = default_decomposer_model("math")
     adapter = None if args.no_adapter else adapter
-    questions = _questions(args.n)
+    questions = decode_questions(args.n)
     per_thread = []
     for threads in args.threads:
         bandwidth = memory_bandwidth(threads, args.bandwidth_mb)

@@ -29,7 +29,7 @@ MAX_TOKENS = 192
 THREADS = int(os.environ.get("DOD_BENCH_THREADS", "1"))  # 1: the 2-core machine is shared
 
 
-def _questions(n: int, split: str = "test") -> list[str]:
+def gsm8k_questions(n: int, split: str = "test") -> list[str]:
     """``n`` questions spread evenly over the split; ``n`` = 0: all of them."""
     lines = (GSM8K_DIR / f"{split}.jsonl").read_text().splitlines()
     n = n or len(lines)
@@ -95,7 +95,7 @@ def run_transformers(name: str, questions: list[str]) -> dict:
 
 def child(backend: str, n: int, split: str) -> None:
     kind, name = backend.split(":", 1)
-    questions = _questions(n, split)
+    questions = gsm8k_questions(n, split)
     if kind == "gguf-lora":  # gguf-lora:ADAPTER_PATH on the SmolLM2 base
         result = run_gguf("smollm2-135m-instruct", questions, adapter=name)
     elif kind == "gguf":

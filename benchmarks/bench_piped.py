@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.bench_cold_start import spawn
-from benchmarks.bench_decompose import _questions
+from benchmarks.bench_decompose import gsm8k_questions
 from benchmarks.report import run_meta, write_result
 
 __all__ = ["main", "run_batch"]
@@ -98,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.n < 1 or args.repeats < 1 or args.threads < 1:
         parser.error("--n, --repeats and --threads must be >= 1")
 
-    questions = _questions(args.n, args.split)
+    questions = gsm8k_questions(args.n, args.split)
     runs: dict[str, list[dict[str, Any]]] = {d: [] for d in args.decomposers}
     for _ in range(args.repeats):  # interleaved: a change in the machine's load hits every decomposer alike
         for decomposer in args.decomposers:
