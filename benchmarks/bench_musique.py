@@ -50,6 +50,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import re
 import statistics
 import time
@@ -69,6 +70,7 @@ from langchain_dod.evaluation.musique import (
     gold_queries,
     load_questions,
     pooled_corpus,
+    recall_at_k,
     summarize_recall,
 )
 from langchain_dod.retrievers import reciprocal_rank_fusion
@@ -321,6 +323,50 @@ def summarize(rows: list[dict[str, Any]], ks: Sequence[int]) -> dict[str, Any]:
     return out
 
 
+def paired_vs_plain(rows: list[dict[str, Any]], k: int = 5) -> dict[str, Any]:
+    """Per method: its recall@k minus plain's on the same questions, mean and 95 % CI, overall and by hops.
+
+    The CI is the normal one of the paired per-question differences (mean ± 1.96 · sd / √n), as ``dod eval
+    report`` does for non-binary metrics. Methods without plain rows for their questions are left out.
+    """
+    plain = {r["id"]: recall_at_k(r["ranked"], r["supporting"], k) for r in rows if r["method"] == "plain"}
+    out: dict[str, Any] = {}
+    for label in dict.fromkeys(r["method"] for r in rows if r["method"] != "plain"):
+        mine = [r for r in rows if r["method"] == label and r["id"] in plain]
+        if not mine:
+            continue
+        entry: dict[str, Any] = {}
+        for group in ("all", "2", "3", "4"):
+            members = [r for r in mine if group == "all" or str(r["hops"]) == group]
+            diffs = [recall_at_k(r["ranked"], r["supporting"], k) - plain[r["id"]] for r in members]
+            if not diffs:
+                continue
+            mean = statistics.fmean(diffs)
+            half = 1.96 * statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else 0.0
+            entry[group] = {
+                "n": len(diffs),
+                "difference": round(mean, 4),
+                "ci95": [round(mean - half, 4), round(mean + half, 4)],
+            }
+        out[label] = entry
+    return out
+
+
+def paired_table(paired: dict[str, Any], k: int) -> str:
+    """One row per method: the paired difference to plain in recall@k, overall and per hop count."""
+    lines = [
+        f"| method | recall@{k} − plain, all (95 % CI) | 2-hop | 3-hop | 4-hop |",
+        "|---|---|---|---|---|",
+    ]
+    for label, entry in paired.items():
+        cells = [label]
+        for group in ("all", "2", "3", "4"):
+            e = entry.get(group)
+            cells.append("–" if e is None else f"{e['difference']:+.3f} ({e['ci95'][0]:+.3f}, {e['ci95'][1]:+.3f})")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def markdown_table(summary: dict[str, Any], ks: Sequence[int]) -> str:
     """One row per method and hop group: recall@k, all@k, seconds per query and model calls per query."""
     head = ["method", "hops", "n"] + [f"{m}@{k}" for k in ks for m in ("recall", "all")] + ["s/query", "calls"]
@@ -388,6 +434,11 @@ def write_outputs(result: dict[str, Any], out: Path) -> None:
         f"{meta['corpus_paragraphs']} pooled paragraphs\n\n"
         f"Command of the last run: `{meta['command']}` ({meta['date']}).\n\n"
         f"{markdown_table(result['summary'], ks)}\n\n"
+        + (
+            f"Paired against plain retrieval, question by question:\n\n{paired_table(result['paired'], k_plot)}\n\n"
+            if result.get("paired")
+            else ""
+        )
         + _commands(meta)
         + "recall@k: mean share of a question's supporting paragraphs in the top k; all@k: share of questions with "
         "all of them in the top k; hops: all questions, then 2-, 3- and 4-hop ones. s/query: median wall seconds "
@@ -459,7 +510,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--out", type=Path, default=None, help="write OUT.json, OUT.md, OUT.png; rows in OUT.rows.jsonl"
     )
+    parser.add_argument(
+        "--report-only", action="store_true", help="rewrite OUT's report from its rows; run no method"
+    )
     args = parser.parse_args(argv)
+    if args.report_only and not args.out:
+        parser.error("--report-only needs --out (the report whose rows it reads)")
     if args.limit is not None and args.limit < 1:
         parser.error("--limit must be >= 1")
     if min(args.k) < 1:
@@ -471,9 +527,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     questions = everything[: args.limit]
     corpus = pooled_corpus(questions if args.pool == "selected" else everything)
     started = time.perf_counter()
-    base = build_retriever(args.retriever, corpus, depth, args.embedding_cache, args.threads)
+    methods: dict[str, Callable[[MusiqueQuestion, list], list[Document]]] = {}
+    if not args.report_only:
+        base = build_retriever(args.retriever, corpus, depth, args.embedding_cache, args.threads)
+        methods = build_methods(args.methods, base, depth, args)
     index_seconds = time.perf_counter() - started
-    methods = build_methods(args.methods, base, depth, args)
 
     rows_path = args.out.with_suffix(".rows.jsonl") if args.out else None
     rows = _load_rows(rows_path, args.retriever) if rows_path else []
@@ -522,6 +580,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             runs={label: runs[label] for label in summary if label in runs},
         ),
         "summary": summary,
+        "paired": paired_vs_plain(rows, 5 if 5 in ks else ks[0]),
         "rows": rows,
     }
     print(markdown_table(result["summary"], ks))

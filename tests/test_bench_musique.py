@@ -37,6 +37,27 @@ def test_gold_methods_score_and_write_the_report(tmp_path: Path) -> None:
     assert (tmp_path / "m.png").stat().st_size > 0
 
 
+def test_paired_differences_to_plain_and_a_report_only_rerun(tmp_path: Path) -> None:
+    result = run(tmp_path, "--methods", "plain", "gold_filled")
+    recall = {  # per question at k = 1: the report pairs at k = 5, else at the smallest k asked for
+        (r["method"], r["id"]): bench_musique.recall_at_k(r["ranked"], r["supporting"], 1) for r in result["rows"]
+    }
+    diffs = [recall[("gold_filled", q)] - recall[("plain", q)] for (m, q) in recall if m == "plain"]
+    paired = result["paired"]
+    assert list(paired) == ["gold_filled"]  # plain is the reference, not a row
+    assert paired["gold_filled"]["all"]["n"] == 2
+    assert paired["gold_filled"]["all"]["difference"] == pytest.approx(sum(diffs) / 2, abs=1e-4)
+    low, high = paired["gold_filled"]["all"]["ci95"]
+    assert low <= paired["gold_filled"]["all"]["difference"] <= high
+    assert set(paired["gold_filled"]) == {"all", "2", "3"}
+    assert "Paired against plain retrieval" in (tmp_path / "m.md").read_text()
+    # the report again from the rows: nothing runs, the same numbers
+    rows_before = (tmp_path / "m.rows.jsonl").read_text()
+    again = run(tmp_path, "--methods", "plain", "gold_filled", "--report-only")
+    assert again["paired"] == paired and again["summary"] == result["summary"]
+    assert (tmp_path / "m.rows.jsonl").read_text() == rows_before
+
+
 def test_a_rerun_resumes_and_adds_methods(tmp_path: Path) -> None:
     run(tmp_path, "--methods", "plain")
     rows_file = tmp_path / "m.rows.jsonl"
