@@ -510,9 +510,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--out", type=Path, default=None, help="write OUT.json, OUT.md, OUT.png; rows in OUT.rows.jsonl"
     )
-    parser.add_argument(
-        "--report-only", action="store_true", help="rewrite OUT's report from its rows; run no method"
-    )
+    parser.add_argument("--report-only", action="store_true", help="rewrite OUT's report from its rows; run no method")
     args = parser.parse_args(argv)
     if args.report_only and not args.out:
         parser.error("--report-only needs --out (the report whose rows it reads)")
