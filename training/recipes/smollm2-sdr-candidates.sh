@@ -6,6 +6,9 @@
 #   B  sdr-full   the same data, full fine-tune
 #   C  sdr-mix    SD-R + the 782 GSM8K *test* Socratic plans that are complete in <= 3 steps (all steps, the last one
 #                 kept), LoRA r16. The test split is safe here: the evaluation items are GSM8K *train* items.
+#   D  sdr-cotskip (session 7, step `cotskip`) SD-R where a kept plan becomes a skip when the solver's own CoT also
+#                 solves the question (`dod-train build --skip-where-solved`): plan only where planning is what
+#                 worked. Needs a CoT run over the 298 kept questions (runs/cot-kept, resumable), LoRA r16 as A.
 #
 # All three share one validation split (10 % of the screened questions, split by question), so their validation
 # losses compare. Validation accuracy: each exported candidate decomposes 100 GSM8K-train items that no candidate
@@ -17,7 +20,7 @@ export HF_HUB_OFFLINE=1
 # does. Give this job's group priority over interactive work (root only; harmless elsewhere).
 echo -10 > /proc/$$/autogroup 2>/dev/null || true
 R=runs/smollm2-sdr
-STEP=${1:-all}   # data | train | export | val | eval400 | all
+STEP=${1:-all}   # data | train | export | val | eval400 | cotskip | all
 
 data() {
   cat $R/shard*/decompositions.jsonl > $R/decompositions.jsonl
@@ -97,8 +100,36 @@ eval400() {
   fi
 }
 
+# Candidate D. The CoT run goes over exactly the questions whose plan was kept (all other train ids excluded), with
+# the evaluation's solver, settings and correctness rule; then D's data, its LoRA, its export and its validation run.
+cotskip() {
+  SOLVER="--solver llamacpp:qwen2.5-coder-1.5b-instruct --max-tokens 400 --n-threads 1 --chunk 5 --no-progress"
+  mkdir -p runs/cot-kept
+  python - <<'PY'
+import json
+kept = {r["id"] for r in map(json.loads, open("runs/smollm2-sdr/screened.jsonl"))
+        if r["correct"] and r["subquestions"] and "first" not in r and "cot" not in r}
+n = sum(1 for _ in open("../shared/data/gsm8k/train.jsonl"))
+with open("runs/cot-kept/exclude.jsonl", "w") as f:
+    f.writelines(json.dumps({"id": f"train-{i}"}) + "\n" for i in range(n) if f"train-{i}" not in kept)
+PY
+  taskset -c ${CORE:-1} dod eval run --data ../shared/data/gsm8k/train.jsonl --out runs/cot-kept/eval --seed -1 \
+    --exclude runs/cot-kept/exclude.jsonl --single-stage cot $SOLVER
+  dod-train build --screened $R/screened.jsonl --kinds SD-R --val-fraction 0.1 --no-progress \
+    --skip-where-solved runs/cot-kept/eval/runs/cot__qwen2.5-coder-1.5b-instruct.jsonl --out runs/sdr-cotskip/data
+  [ -d runs/sdr-cotskip/final ] || taskset -c ${CORE:-1} dod-train sft --data runs/sdr-cotskip/data/train.jsonl \
+    --out runs/sdr-cotskip --learning-rate 5e-4 --epochs 3 \
+    ${SFT/$R\/data\/validation.jsonl/runs\/sdr-cotskip\/data\/validation.jsonl} > runs/sdr-cotskip.log 2>&1
+  [ -f runs/sdr-cotskip/export/adapter.gguf ] || dod-train export --model runs/sdr-cotskip/final \
+    --out runs/sdr-cotskip/export
+  DOD_DECOMPOSER_ADAPTER=runs/sdr-cotskip/export/adapter.gguf taskset -c ${CORE:-1} dod eval run \
+    --data ../shared/data/gsm8k/train.jsonl --out benchmarks/results/eval/gsm8k-train-validation --limit 100 --seed 1 \
+    --exclude benchmarks/results/eval/gsm8k-train-distilled/manifest.json --exclude $R/decompositions.jsonl \
+    --decomposer default --label sdr-cotskip-eqp $SOLVER
+}
+
 case $STEP in
-  data) data ;; train) train ;; export) export_ ;; val) val ;; eval400) eval400 ;;
+  data) data ;; train) train ;; export) export_ ;; val) val ;; eval400) eval400 ;; cotskip) cotskip ;;
   all) data; train; export_; val ;;
   *) echo "usage: $0 [data|train|export|val|eval400|all]" >&2; exit 2 ;;
 esac
