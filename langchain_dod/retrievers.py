@@ -10,11 +10,11 @@ Unlike LangChain's ``MultiQueryRetriever`` (which asks a general LLM for paraphr
 from the same ~100 MB model that the rest of this package uses, grammar-constrained, in about a second on a
 CPU.
 
-``iterative=True`` retrieves the sub-questions one after another instead: after step N the small model (or, with
-``reader="spans"``, a rule with no model call) reads the top passage(s) and names step N's answer, and later
-steps that refer to it (``#N``, "he", "that year", or none at all) are rewritten with that answer before they
-are retrieved. A static plan cannot know the bridge entity of a multi-hop question; this is where most of the
-recall gain lies, at one model call per step (none with the span reader).
+``iterative=True`` retrieves the sub-questions one after another instead: after step N a reader names step N's
+answer from the top passage(s) (by default a rule that picks a name, place, date or number from them, with no
+model call; or a model), and later steps that refer to it (``#N``, "he", "that year", or none at all) are
+rewritten with that answer before they are retrieved. A static plan cannot know the bridge entity of a
+multi-hop question; this is where most of the recall gain lies.
 """
 
 from __future__ import annotations
@@ -281,8 +281,8 @@ class DecomposingRetriever(BaseRetriever):
     ``k`` caps the fused list. ``invoke(query, k=2)`` overrides ``k`` for one call.
 
     ``DecomposingRetriever(retriever=base, iterative=True)`` reads each step's answer from its top passages
-    and fills it into the later steps; ``docs[0].metadata["dod_trace"]`` then shows the rewritten queries, the
-    answers read, and the model calls and seconds the call took.
+    (``reader``) and fills it into the later steps; ``docs[0].metadata["dod_trace"]`` then shows the rewritten
+    queries, the answers read, and the model calls and seconds the call took.
 
     """
 
@@ -298,11 +298,13 @@ class DecomposingRetriever(BaseRetriever):
     """The RRF damping constant; 60 is the value from the original paper and a robust default."""
     iterative: bool = False
     """Retrieve the sub-questions in order and rewrite each with the answers read so far (see the module
-    docstring). Costs one reader call per sub-question but the last; reports its cost under ``dod_trace``."""
-    reader: BaseLanguageModel | Literal["spans"] | None = None
-    """Iterative mode: the model that names each step's answer. ``None``: the decomposer's model (without its
-    LoRA adapter, which was trained to decompose, not to read). ``"spans"``: no model, :func:`pick_answer_span`
-    (faster, and on MuSiQue it names more bridge answers than the 135M model does)."""
+    docstring). A model ``reader`` costs one call per sub-question but the last; ``dod_trace`` reports the cost."""
+    reader: BaseLanguageModel | Literal["spans"] | None = "spans"
+    """Iterative mode: what names each step's answer. ``"spans"`` (default): no model, :func:`pick_answer_span`;
+    on MuSiQue it names more bridge answers than the 135M model does (28.7 vs 15.0 %, BM25) and iterative
+    recall@5 rises from 0.476 to 0.501 (BM25) and from 0.522 to 0.550 (MiniLM). A model: it reads the passages
+    and answers (a ``ChatGGUF`` picks among the candidate spans under a grammar). ``None``: the decomposer's
+    model (without its LoRA adapter, which was trained to decompose, not to read)."""
     read_top: int = Field(default=2, ge=1)
     """Iterative mode: how many of a step's top passages the reader sees."""
     read_chars: int = Field(default=600, ge=50)

@@ -187,11 +187,13 @@ def test_static_mode_is_unchanged(bm25: BM25Retriever) -> None:
     assert "Where was #1 born?" in {q for d in docs for q in d.metadata["dod_queries"]}
 
 
-def test_the_default_reader_is_the_decomposer_model_without_its_adapter() -> None:
+def test_the_default_reader_is_the_span_rule_and_none_means_the_decomposer_model() -> None:
     llm = ChatGGUF(model="smollm2-135m-instruct", lora_path="/nowhere/decomposer-lora.gguf")
-    retriever = DecomposingRetriever(
-        retriever=BM25Retriever.from_texts(TEXTS), decomposer=Decomposer(llm=llm, profile="multihop"), iterative=True
-    )
+    decomposer = Decomposer(llm=llm, profile="multihop")
+    bm25 = BM25Retriever.from_texts(TEXTS)
+    default = DecomposingRetriever(retriever=bm25, decomposer=decomposer, iterative=True)
+    assert default.reader == "spans" and default._reader_model() is None
+    retriever = DecomposingRetriever(retriever=bm25, decomposer=decomposer, iterative=True, reader=None)
     reader = retriever._reader_model()
     assert isinstance(reader, ChatGGUF) and reader.lora_path is None and reader.model == llm.model
 
@@ -258,7 +260,7 @@ def test_real_model_end_to_end(bm25: BM25Retriever, smollm2: ChatGGUF) -> None:
     """Decomposer and reader both the real model: whatever plan it writes, the call is complete and costed."""
     recorder = Recorder()
     retriever = DecomposingRetriever(
-        retriever=bm25, decomposer=Decomposer(llm=smollm2, profile="multihop"), iterative=True, k=3
+        retriever=bm25, decomposer=Decomposer(llm=smollm2, profile="multihop"), iterative=True, k=3, reader=smollm2
     )
     docs = retriever.invoke(QUESTION, {"callbacks": [recorder]})
     trace = docs[0].metadata["dod_trace"]
@@ -270,7 +272,7 @@ def test_real_model_end_to_end(bm25: BM25Retriever, smollm2: ChatGGUF) -> None:
 
 
 class TestIterativeStandard(RetrieversIntegrationTests):
-    """langchain-tests' standard retriever suite, iterative mode, real SmolLM2 decomposer and reader."""
+    """langchain-tests' standard retriever suite, iterative mode, real SmolLM2 decomposer, the default (span) reader."""
 
     @property
     def retriever_constructor(self) -> type[BaseRetriever]:
