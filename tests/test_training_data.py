@@ -324,8 +324,8 @@ def test_build_skip_where_solved_turns_plans_of_solved_questions_into_skips(tmp_
     ]
     src = _write(tmp_path / "scr.jsonl", screened)
 
-    def row(i, strict, mode="single-stage-cot"):
-        return {"id": f"e{i}", "mode": mode, "scores": {"strict": strict, "lenient": strict}}
+    def row(i, strict, mode="single-stage-cot"):  # an evaluation pads row numbers: e0001 is the screen's e1
+        return {"id": f"e{i:04d}", "mode": mode, "scores": {"strict": strict, "lenient": strict}}
 
     cot = _write(tmp_path / "cot.jsonl", [row(1, 1.0), row(2, 0.0), row(3, 1.0), row(4, 1.0)])
     report = build(tmp_path / "o", screened=src, kinds=["SD-R"], val_fraction=0.0, skip_where_solved=str(cot))

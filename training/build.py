@@ -134,8 +134,18 @@ def records_for(kind: str, record: dict[str, Any], source: str = "input") -> dic
     }
 
 
+def _row_id(value: Any) -> str:
+    """One spelling for a row id: ``train-0025`` (an evaluation's padded id) and ``train-25`` (the screen's) match."""
+    text = str(value)
+    match = re.fullmatch(r"(.*?)(\d+)", text)
+    return f"{match.group(1)}{int(match.group(2))}" if match else text
+
+
 def solved_ids(run: str | Path) -> set[str]:
-    """Ids a single-stage ``dod eval`` run answered right (strict score 1), for ``skip_where_solved``."""
+    """Ids a single-stage ``dod eval`` run answered right (strict score 1), for ``skip_where_solved``.
+
+    Ids are returned in one spelling (:func:`_row_id`): evaluations pad row numbers, the screen does not.
+    """
     solved = set()
     for row in read_jsonl(run):
         if not isinstance(row, dict) or "id" not in row or not isinstance(row.get("scores"), dict):
@@ -149,7 +159,7 @@ def solved_ids(run: str | Path) -> set[str]:
                 "single-stage run (`dod eval run --single-stage cot`)."
             )
         if row["scores"].get("strict") == 1.0:
-            solved.add(str(row["id"]))
+            solved.add(_row_id(row["id"]))
     return solved
 
 
@@ -208,7 +218,7 @@ def build(
             if drop_empty and kind.startswith("SD") and not raw.get("subquestions"):
                 dropped_empty += 1
                 continue
-            if kind == "SD-R" and raw.get("subquestions") and raw.get("correct") and str(raw.get("id")) in solved:
+            if kind == "SD-R" and raw.get("subquestions") and raw.get("correct") and _row_id(raw.get("id")) in solved:
                 raw = {**raw, "subquestions": []}
                 plans_to_skips += 1
             record = records_for(kind, raw, path)
