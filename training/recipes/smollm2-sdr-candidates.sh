@@ -103,6 +103,7 @@ eval400() {
 # Candidate D. The CoT run goes over exactly the questions whose plan was kept (all other train ids excluded), with
 # the evaluation's solver, settings and correctness rule; then D's data, its LoRA, its export and its validation run.
 cotskip() {
+  KEPT_COT=benchmarks/results/eval/gsm8k-train-sdr-kept-cot  # committed: CoT on the 298 kept questions (~1 h)
   SOLVER="--solver llamacpp:qwen2.5-coder-1.5b-instruct --max-tokens 400 --n-threads 1 --chunk 5 --no-progress"
   mkdir -p runs/cot-kept
   python - <<'PY'
@@ -113,10 +114,10 @@ n = sum(1 for _ in open("../shared/data/gsm8k/train.jsonl"))
 with open("runs/cot-kept/exclude.jsonl", "w") as f:
     f.writelines(json.dumps({"id": f"train-{i}"}) + "\n" for i in range(n) if f"train-{i}" not in kept)
 PY
-  taskset -c ${CORE:-1} dod eval run --data ../shared/data/gsm8k/train.jsonl --out runs/cot-kept/eval --seed -1 \
+  taskset -c ${CORE:-1} dod eval run --data ../shared/data/gsm8k/train.jsonl --out $KEPT_COT --seed -1 \
     --exclude runs/cot-kept/exclude.jsonl --single-stage cot $SOLVER
   dod-train build --screened $R/screened.jsonl --kinds SD-R --val-fraction 0.1 --no-progress \
-    --skip-where-solved runs/cot-kept/eval/runs/cot__qwen2.5-coder-1.5b-instruct.jsonl --out runs/sdr-cotskip/data
+    --skip-where-solved $KEPT_COT/runs/cot__qwen2.5-coder-1.5b-instruct.jsonl --out runs/sdr-cotskip/data
   [ -d runs/sdr-cotskip/final ] || taskset -c ${CORE:-1} dod-train sft --data runs/sdr-cotskip/data/train.jsonl \
     --out runs/sdr-cotskip --learning-rate 5e-4 --epochs 3 \
     ${SFT/$R\/data\/validation.jsonl/runs\/sdr-cotskip\/data\/validation.jsonl} > runs/sdr-cotskip.log 2>&1
