@@ -380,10 +380,11 @@ class DecomposingRetriever(BaseRetriever):
             if run.needs_retrieval(text):
                 run.add(text, self.retriever.invoke(text, {"callbacks": run_manager.get_child()}))
             if run.wants_answer(number):
-                reading, docs = time.perf_counter(), run.read(text)
+                docs = run.read(text)
                 if llm is None:
                     run.answered(number, pick_answer_span(text, docs, self.read_chars), None)
                     continue
+                reading = time.perf_counter()
                 output = self._reader(llm, text, docs).invoke(
                     reader_messages(text, docs, self.read_chars), {"callbacks": run_manager.get_child()}
                 )
@@ -416,10 +417,11 @@ class DecomposingRetriever(BaseRetriever):
             if run.needs_retrieval(text):
                 run.add(text, await self.retriever.ainvoke(text, {"callbacks": run_manager.get_child()}))
             if run.wants_answer(number):
-                reading, docs = time.perf_counter(), run.read(text)
+                docs = run.read(text)
                 if llm is None:
                     run.answered(number, pick_answer_span(text, docs, self.read_chars), None)
                     continue
+                reading = time.perf_counter()
                 output = await self._reader(llm, text, docs).ainvoke(
                     reader_messages(text, docs, self.read_chars), {"callbacks": run_manager.get_child()}
                 )
