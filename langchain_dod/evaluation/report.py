@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ __all__ = [
     "markdown_table",
     "mcnemar_exact",
     "paired_comparison",
+    "paired_scores",
     "plot_accuracy_vs_cost",
     "summarize",
     "write_report",
@@ -204,8 +206,19 @@ def paired_comparison(ev: Evaluation, a: str, b: str, metric: str | None = None)
     xb = [_rescore(ev.fmt, rb[i]).get(metric) for i in common]
     if any(x is None for x in xa + xb):
         raise ValueError(f"Metric {metric!r} is not defined for these items; choose one of {METRICS[ev.fmt]}.")
-    n = len(common)
-    sa, sb = sum(xa) / n, sum(xb) / n  # type: ignore[arg-type]
+    return paired_scores(a, b, metric, xa, xb)  # type: ignore[arg-type]
+
+
+def paired_scores(a: str, b: str, metric: str, xa: Sequence[float], xb: Sequence[float]) -> Paired:
+    """The paired comparison of per-item scores ``xb`` against ``xa`` (same items, same order).
+
+    A binary metric (``BINARY_METRICS``) gets the difference of the discordant pairs with McNemar's exact test;
+    others the mean per-item difference with a normal 95 % interval.
+    """
+    n = len(xa)
+    if n == 0 or n != len(xb):
+        raise ValueError(f"Paired scores need the same, non-zero number of items; got {len(xa)} and {len(xb)}.")
+    sa, sb = sum(xa) / n, sum(xb) / n
     if metric in BINARY_METRICS:
         only_a = sum(1 for x, y in zip(xa, xb, strict=True) if x and not y)
         only_b = sum(1 for x, y in zip(xa, xb, strict=True) if y and not x)
@@ -213,7 +226,7 @@ def paired_comparison(ev: Evaluation, a: str, b: str, metric: str | None = None)
         se = math.sqrt(max(0.0, (only_a + only_b) - (only_b - only_a) ** 2 / n)) / n
         ci = (max(-1.0, diff - 1.96 * se), min(1.0, diff + 1.96 * se))  # a difference lies in [-1, 1]
         return Paired(a, b, metric, n, sa, sb, diff, ci, only_a, only_b, mcnemar_exact(only_a, only_b))
-    diffs = [y - x for x, y in zip(xa, xb, strict=True)]  # type: ignore[operator]
+    diffs = [y - x for x, y in zip(xa, xb, strict=True)]
     diff = sum(diffs) / n
     se = statistics.stdev(diffs) / math.sqrt(n) if n > 1 else 0.0
     return Paired(a, b, metric, n, sa, sb, diff, (diff - 1.96 * se, diff + 1.96 * se))
