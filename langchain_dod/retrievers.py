@@ -33,17 +33,18 @@ from langchain_core.language_models import BaseLanguageModel
 from langchain_core.messages import BaseMessage
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import Runnable, RunnableConfig
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from langchain_dod.chat_models import ChatGGUF
 from langchain_dod.decomposer import Decomposer, Decomposition, DecompositionError
-from langchain_dod.references import resolve_step
+from langchain_dod.references import REFERENCE, resolve_step
 
 __all__ = [
     "DecomposingRetriever",
     "answer_candidates",
     "pick_answer_span",
     "parse_answer",
+    "rank_answer_spans",
     "reader_messages",
     "reciprocal_rank_fusion",
 ]
@@ -73,20 +74,28 @@ def _dedupe_key(doc: Document) -> str:
 
 
 def reciprocal_rank_fusion(
-    results: Sequence[Sequence[Document]], queries: Sequence[str], *, rrf_k: int = 60
+    results: Sequence[Sequence[Document]],
+    queries: Sequence[str],
+    *,
+    rrf_k: int = 60,
+    weights: Sequence[float] | None = None,
 ) -> list[Document]:
     """Merge ranked lists into one, best first; duplicates (by id, else content+metadata) are merged.
 
     Returns *new* ``Document`` objects (the base retriever's are never mutated) whose metadata adds
     ``dod_queries`` (which of ``queries`` found the document, in query order) and ``dod_rrf_score``.
-    Ties keep the order in which documents were first seen.
+    Ties keep the order in which documents were first seen. ``weights``: one per list, multiplying its
+    ``1 / (rrf_k + rank)`` terms (default: 1 each).
     """
     if len(results) != len(queries):
         raise ValueError(f"Got {len(results)} result lists for {len(queries)} queries; they must match.")
+    if weights is not None and len(weights) != len(queries):
+        raise ValueError(f"Got {len(weights)} weights for {len(queries)} queries; they must match.")
+    weights = [1.0] * len(queries) if weights is None else weights
     scores: dict[str, float] = {}
     found_by: dict[str, list[str]] = {}
     first: dict[str, Document] = {}
-    for query, docs in zip(queries, results, strict=True):
+    for query, docs, weight in zip(queries, results, weights, strict=True):
         seen_here: set[str] = set()
         for rank, doc in enumerate(docs, start=1):
             key = _dedupe_key(doc)
@@ -94,7 +103,7 @@ def reciprocal_rank_fusion(
                 continue
             seen_here.add(key)
             first.setdefault(key, doc)
-            scores[key] = scores.get(key, 0.0) + 1.0 / (rrf_k + rank)
+            scores[key] = scores.get(key, 0.0) + weight / (rrf_k + rank)
             if query not in found_by.setdefault(key, []):
                 found_by[key].append(query)
     order = sorted(first, key=lambda key: -scores[key])  # sorted() is stable: ties stay in first-seen order
@@ -196,16 +205,16 @@ def _type_fit(question: str, span: str) -> int:
     return int(not has_digit) + int(not _DEMONYM.fullmatch(span))
 
 
-def pick_answer_span(question: str, docs: Sequence[Document], max_chars: int = 600) -> str:
-    """``question``'s answer in ``docs`` by rule, with no model call: the best of :func:`answer_candidates`.
+def rank_answer_spans(question: str, docs: Sequence[Document], max_chars: int = 600) -> list[str]:
+    """All of :func:`answer_candidates`, best first by the span reader's rule (see above).
 
-    ``""`` when the passages hold no candidate.
+    A candidate scores by its best occurrence; ties keep candidate order; a candidate found in no single sentence
+    (it runs across a sentence break) comes after every one that is, in candidate order. The first is
+    :func:`pick_answer_span`'s answer; ``DecomposingRetriever(fills=m)`` fills a bridge with the first ``m``.
     """
     candidates = answer_candidates(question, docs, max_chars)
-    if not candidates:
-        return ""
     words = _content_words(question)
-    best: tuple[Any, ...] | None = None
+    best: dict[str, tuple[Any, ...]] = {}
     for d, doc in enumerate(docs):
         for s, sentence in enumerate(_SENTENCE.split(doc.page_content[:max_chars])):
             shared = len(words & _content_words(sentence))
@@ -213,9 +222,20 @@ def pick_answer_span(question: str, docs: Sequence[Document], max_chars: int = 6
                 position = sentence.find(candidate)
                 if position >= 0:
                     key = (_type_fit(question, candidate), shared, -d, -s, -position)
-                    if best is None or key > best[0]:
-                        best = (key, candidate)
-    return best[1] if best else candidates[0]
+                    if candidate not in best or key > best[candidate]:
+                        best[candidate] = key
+    order = {c: i for i, c in enumerate(candidates)}
+    found = sorted(best, key=lambda c: (tuple(-x for x in best[c]), order[c]))
+    return found + [c for c in candidates if c not in best]
+
+
+def pick_answer_span(question: str, docs: Sequence[Document], max_chars: int = 600) -> str:
+    """``question``'s answer in ``docs`` by rule, with no model call: the first of :func:`rank_answer_spans`.
+
+    ``""`` when the passages hold no candidate.
+    """
+    ranked = rank_answer_spans(question, docs, max_chars)
+    return ranked[0] if ranked else ""
 
 
 def answer_schema(candidates: Sequence[str] = ()) -> dict[str, Any]:
@@ -311,6 +331,22 @@ class DecomposingRetriever(BaseRetriever):
     """Iterative mode: each passage is cut to this many characters (prompt length is most of the reader's time)."""
     reader_max_tokens: int = Field(default=32, ge=4)
     """Iterative mode: the reader's output limit (an answer is a short phrase)."""
+    fills: int = Field(default=1, ge=1)
+    """Iterative mode with the span reader: a later step is retrieved once per each of the reader's first
+    ``fills`` candidates for the bridge it uses (:func:`rank_answer_spans`; one inside another counts once), not
+    only with the best. The best fill's list is fused as usual, the others' first ``fill_depth`` documents with
+    them, and the step's own answer is read from the best fill's passages. A step that uses several answers
+    varies only the most recent one (the others keep their best), so a step costs at most ``fills`` retrievals
+    and no model call. 1 (default): the best candidate only. A model ``reader`` names one answer, so
+    ``fills > 1`` with one is refused (``ValueError``). Tuned on the 100 MuSiQue train questions (gold steps,
+    BM25): 3 (recall@5 0.537 -> 0.573; benchmarks/results/musique/fills_train100_bm25.md)."""
+    fill_depth: int | None = Field(default=1, ge=1)
+    """Iterative mode, ``fills > 1``: how many of a lower-ranked fill's documents enter the fusion (``None``:
+    all). Its whole list would count as much as the best fill's, and the documents every fill finds (those that
+    match the step's wording, not its bridge) would climb; tuned on the 100 MuSiQue train questions."""
+    fill_weight: float = Field(default=1.0, gt=0.0, le=1.0)
+    """Iterative mode, ``fills > 1``: the RRF weight of the list of the j-th candidate's query is
+    ``fill_weight ** (j - 1)`` (1: every fill counts as much as the best)."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -326,6 +362,15 @@ class DecomposingRetriever(BaseRetriever):
             raise ValueError(f"rrf_k must be >= 0, got {value}.")
         return value
 
+    @model_validator(mode="after")
+    def _check_fills(self) -> DecomposingRetriever:
+        if self.fills > 1 and self.reader != "spans":
+            raise ValueError(
+                f"fills={self.fills} needs reader='spans': only the span reader ranks candidate answers (a model "
+                "reader names one); use fills=1 with a model reader."
+            )
+        return self
+
     def _queries(self, query: str, decomposition: Decomposition | None) -> list[str]:
         subquestions = decomposition.subquestions if decomposition else []
         queries = ([query] if self.include_original or not subquestions else []) + subquestions
@@ -335,8 +380,15 @@ class DecomposingRetriever(BaseRetriever):
                 unique.append(item)
         return unique
 
-    def _fuse(self, queries: list[str], results: list[list[Document]], k: int | None) -> list[Document]:
-        return reciprocal_rank_fusion(results, queries, rrf_k=self.rrf_k)[: _valid_k(self.k if k is None else k)]
+    def _fuse(
+        self,
+        queries: list[str],
+        results: list[list[Document]],
+        k: int | None,
+        weights: Sequence[float] | None = None,
+    ) -> list[Document]:
+        fused = reciprocal_rank_fusion(results, queries, rrf_k=self.rrf_k, weights=weights)
+        return fused[: _valid_k(self.k if k is None else k)]
 
     def _reader_model(self) -> BaseLanguageModel | None:
         """The model that reads; ``None`` for the span reader (``reader="spans"``)."""
@@ -379,10 +431,12 @@ class DecomposingRetriever(BaseRetriever):
             text = run.next_query(number, step)
             if run.needs_retrieval(text):
                 run.add(text, self.retriever.invoke(text, {"callbacks": run_manager.get_child()}))
+            if fills := run.fill_queries(number, step):
+                run.add_fills(fills, self.retriever.batch(fills, {"callbacks": run_manager.get_child()}))
             if run.wants_answer(number):
                 docs = run.read(text)
                 if llm is None:
-                    run.answered(number, pick_answer_span(text, docs, self.read_chars), None)
+                    run.answered_spans(number, rank_answer_spans(text, docs, self.read_chars))
                     continue
                 reading = time.perf_counter()
                 output = self._reader(llm, text, docs).invoke(
@@ -416,10 +470,12 @@ class DecomposingRetriever(BaseRetriever):
             text = run.next_query(number, step)
             if run.needs_retrieval(text):
                 run.add(text, await self.retriever.ainvoke(text, {"callbacks": run_manager.get_child()}))
+            if fills := run.fill_queries(number, step):
+                run.add_fills(fills, await self.retriever.abatch(fills, {"callbacks": run_manager.get_child()}))
             if run.wants_answer(number):
                 docs = run.read(text)
                 if llm is None:
-                    run.answered(number, pick_answer_span(text, docs, self.read_chars), None)
+                    run.answered_spans(number, rank_answer_spans(text, docs, self.read_chars))
                     continue
                 reading = time.perf_counter()
                 output = await self._reader(llm, text, docs).ainvoke(
@@ -448,7 +504,11 @@ class _IterativeRun:
         self.model_seconds = (decomposition.seconds or 0.0) if decomposition else time.perf_counter() - started
         self.queries: list[str] = [query] if owner.include_original or not self.steps else []
         self.results: list[list[Document]] = []
+        self.weights: list[float] = [1.0] * len(self.queries)
+        self.depths: list[int | None] = [None] * len(self.queries)  # how much of each list is fused (None: all)
         self.answers: dict[int, str] = {}
+        self.ranked: dict[int, list[str]] = {}  # fills > 1: a step's first ``fills`` candidates, best first
+        self._fill_weights: dict[str, float] = {}  # the current step's fill queries and their RRF weights
         self.trace_steps: list[dict[str, Any]] = []
         self.trace: dict[str, Any] = {}
 
@@ -461,9 +521,35 @@ class _IterativeRun:
         """A query equal to an earlier one is not retrieved (or fused) twice; its earlier results are read."""
         return _key(text) not in {_key(q) for q in self.queries}
 
-    def add(self, text: str, docs: list[Document]) -> None:
+    def add(self, text: str, docs: list[Document], weight: float = 1.0, depth: int | None = None) -> None:
         self.queries.append(text)
         self.results.append(docs)
+        self.weights.append(weight)
+        self.depths.append(depth)
+
+    def fill_queries(self, number: int, step: str) -> list[str]:
+        """``fills > 1``: step ``number`` rewritten with each lower-ranked candidate of the bridge it uses.
+
+        The bridge varied is the most recent one: the highest ``#N`` the step refers to, else the previous step
+        (a pronoun or no reference, as in :func:`resolve_step`); other references keep their best answer.
+        Queries already retrieved are left out. Empty when ``fills == 1``.
+        """
+        if self.owner.fills == 1:
+            return []
+        referenced = [int(n) for n in REFERENCE.findall(step) if int(n) < number]
+        bridge = max(referenced) if referenced else number - 1
+        self._fill_weights = {}
+        for rank, candidate in enumerate(self.ranked.get(bridge, [])[1:], 2):
+            answers = {**self.answers, bridge: candidate}
+            text = resolve_step(step, answers, answers.get(number - 1))
+            if self.needs_retrieval(text) and _key(text) not in {_key(t) for t in self._fill_weights}:
+                self._fill_weights[text] = self.owner.fill_weight ** (rank - 1)
+        self.trace_steps[-1]["fills"] = list(self._fill_weights)
+        return list(self._fill_weights)
+
+    def add_fills(self, texts: list[str], results: list[list[Document]]) -> None:
+        for text, docs in zip(texts, results, strict=True):
+            self.add(text, docs, self._fill_weights[text], self.owner.fill_depth)
 
     def wants_answer(self, number: int) -> bool:
         """Only a step that a later step can use is read: the last step's answer is what the caller wants."""
@@ -476,6 +562,22 @@ class _IterativeRun:
     def read(self, text: str) -> list[Document]:
         """The passages the reader sees for the step whose query is ``text``."""
         return self._docs_for(text)[: self.owner.read_top]
+
+    def answered_spans(self, number: int, ranked: list[str]) -> None:
+        """Step ``number`` read by the span reader: ``ranked`` (:func:`rank_answer_spans`), best first.
+
+        ``fills > 1``: its first ``fills`` candidates are kept for the later steps, leaving out any that contains,
+        or is contained in, one kept before it.
+        """
+        if self.owner.fills > 1:  # a candidate inside another ("University of Vienna") is no new fill
+            fills: list[str] = []
+            for candidate in ranked:
+                low = candidate.lower()
+                if len(fills) < self.owner.fills and not any(low in f.lower() or f.lower() in low for f in fills):
+                    fills.append(candidate)
+            self.ranked[number] = fills
+            self.trace_steps[-1]["answers"] = fills
+        self.answered(number, ranked[0] if ranked else "", None)
 
     def answered(self, number: int, answer: str, seconds: float | None) -> None:
         """Step ``number``'s answer; ``seconds``: the reader model's time (``None``: read by rule, no model call)."""
@@ -494,7 +596,9 @@ class _IterativeRun:
             "model_seconds": round(self.model_seconds, 4),
             "seconds": round(time.perf_counter() - self.started, 4),
         }
-        docs = self.owner._fuse(self.queries, self.results, k)  # new Documents: the base retriever's stay as they are
+        # new Documents: the base retriever's stay as they are
+        fused = [docs[:depth] for docs, depth in zip(self.results, self.depths, strict=True)]
+        docs = self.owner._fuse(self.queries, fused, k, self.weights)
         for doc in docs:  # one shared dict per call: the trace describes the call, not the document
             doc.metadata[TRACE_KEY] = self.trace
         return docs
