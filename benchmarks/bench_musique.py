@@ -29,6 +29,11 @@ Methods, all over the same base retriever, each retriever asked for max(k) docum
   the ``--reader`` model fills each ``#N`` from the passages it retrieved: the iterative mode with a perfect
   decomposer. Between it and ``gold_filled`` lies what the reader loses; between it and ``dod_iterative``, what
   the decomposer loses. ``gold_iterative_spans``: the same with the span reader.
+- ``--fills m`` (> 1) adds ``_fillsM`` to the ``_spans`` methods' labels (``dod_iterative_spans_fills3``): each
+  later step is retrieved once per each of the span reader's first m candidates for its bridge
+  (``DecomposingRetriever(fills=m)``), the first ``--fill-depth`` documents of the j-th fill's list fused with
+  weight ``--fill-weight`` ** (j - 1) (``_dD`` / ``_wW`` in the label when these are not 1). m=1 is the plain
+  ``_spans`` method.
 
 Metric: recall@k (mean share of a question's supporting paragraphs in the top k) and all@k (share of questions
 with all of them in the top k), overall and for 2-, 3- and 4-hop questions. Latency: wall seconds per query of
@@ -186,11 +191,17 @@ def _decomposer(args: argparse.Namespace) -> Any:
 
 
 def _gold_iterative(
-    base: BaseRetriever, depth: int, args: argparse.Namespace, spans: bool = False
+    base: BaseRetriever,
+    depth: int,
+    args: argparse.Namespace,
+    spans: bool = False,
+    fills: int = 1,
+    fill_weight: float = 1.0,
 ) -> Callable[[MusiqueQuestion, list], list[Document]]:
     """``DecomposingRetriever(iterative=True)`` whose decomposer hands over the question's gold steps.
 
-    ``spans``: the span reader (no model) fills ``#N`` instead of ``--reader``.
+    ``spans``: the span reader (no model) fills ``#N`` instead of ``--reader``; ``fills``/``fill_weight``: its
+    ``DecomposingRetriever`` options.
     """
     from langchain_dod import ChatGGUF, Decomposer, DecomposingRetriever
     from langchain_dod.decomposition_model import Decomposition
@@ -203,7 +214,9 @@ def _gold_iterative(
         def invoke(self, input: Any, config: Any = None, **kwargs: Any) -> Decomposition:
             return Decomposition(subquestions=gold[input], model="gold")
 
-    reader = ChatGGUF(model=args.reader, n_threads=args.threads).load()
+    reader = ChatGGUF(model=args.reader, n_threads=args.threads)
+    if not spans:
+        reader.load()  # loading is not a query's latency; the span reader needs no model
     retriever = DecomposingRetriever(
         retriever=base,
         decomposer=GoldSteps(llm=reader, profile="multihop", max_subquestions=4),
@@ -212,6 +225,9 @@ def _gold_iterative(
         iterative=True,
         read_top=args.read_top,
         read_chars=args.read_chars,
+        fills=fills,
+        fill_weight=fill_weight,
+        fill_depth=args.fill_depth,
     )
 
     def run(q: MusiqueQuestion, cb: list) -> list[Document]:
@@ -219,6 +235,17 @@ def _gold_iterative(
         return retriever.invoke(q.question, {"callbacks": cb})
 
     return run
+
+
+def _fill_variants(args: argparse.Namespace) -> list[tuple[int, float, str]]:
+    """(fills, fill_weight, label suffix) for the ``_spans`` methods: one per ``--fills`` x ``--fill-weight``."""
+    variants: dict[str, tuple[int, float, str]] = {}
+    for fills in args.fills:
+        for weight in args.fill_weight if fills > 1 else [1.0]:
+            suffix = "" if fills == 1 else f"_fills{fills}" + ("" if weight == 1 else f"_w{weight:g}")
+            suffix += "" if fills == 1 or args.fill_depth == 1 else f"_d{args.fill_depth or 'all'}"
+            variants.setdefault(suffix, (fills, weight, suffix))
+    return list(variants.values())
 
 
 def build_methods(
@@ -251,7 +278,9 @@ def build_methods(
         decomposer = _decomposer(args)
         tag = args.tag or decomposer.model_name
         for name in ("dod", "dod_iterative", "dod_iterative_spans"):
-            if name in names:
+            if name not in names:
+                continue
+            for fills, weight, suffix in _fill_variants(args) if name.endswith("_spans") else [(1, 1.0, "")]:
                 retriever = DecomposingRetriever(
                     retriever=base,
                     decomposer=decomposer,
@@ -260,11 +289,16 @@ def build_methods(
                     reader="spans" if name.endswith("_spans") else None,
                     read_top=args.read_top,
                     read_chars=args.read_chars,
+                    fills=fills,
+                    fill_weight=weight,
+                    fill_depth=args.fill_depth,
                 )
-                methods[f"{name}:{tag}"] = lambda q, cb, r=retriever: r.invoke(q.question, {"callbacks": cb})
-    for name in ("gold_iterative", "gold_iterative_spans"):
-        if name in names:
-            methods[name] = _gold_iterative(base, depth, args, spans=name.endswith("_spans"))
+                methods[f"{name}{suffix}:{tag}"] = lambda q, cb, r=retriever: r.invoke(q.question, {"callbacks": cb})
+    if "gold_iterative" in names:
+        methods["gold_iterative"] = _gold_iterative(base, depth, args)
+    if "gold_iterative_spans" in names:
+        for fills, weight, suffix in _fill_variants(args):
+            methods[f"gold_iterative_spans{suffix}"] = _gold_iterative(base, depth, args, True, fills, weight)
     for name in names:
         if name.startswith("gold_") and not name.startswith("gold_iterative"):
             mode = "fill" if name == "gold_filled" else name.removeprefix("gold_")
@@ -479,6 +513,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Command line entry point; returns the result dict."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=None, help="folder with dev_eval292.jsonl (default: shared)")
+    parser.add_argument(
+        "--file",
+        default="dev_eval292.jsonl",
+        help="questions with paragraphs, in --data (train100.json: the 100 train questions, for tuning)",
+    )
     parser.add_argument("--limit", type=int, default=None, help="only the first N questions")
     parser.add_argument("--retriever", choices=["bm25", "minilm"], default="bm25")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(DEFAULT_METHODS))
@@ -505,6 +544,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         help="multiquery's output limit (the 135M often cuts its third question at 64; at 160 it adds preamble and "
         "notes as queries, +2.5 s per question, same recall on a 3-question smoke)",
     )
+    parser.add_argument(
+        "--fills", type=int, nargs="+", default=[1], help="_spans methods: fill each bridge with the top M candidates"
+    )
+    parser.add_argument(
+        "--fill-weight", type=float, nargs="+", default=[1.0], help="_spans methods, M > 1: RRF weight decay per fill"
+    )
+    parser.add_argument(
+        "--fill-depth",
+        type=lambda v: None if v == "all" else int(v),
+        default=1,
+        help="_spans methods, M > 1: documents of each lower-ranked fill's list fused (an int or 'all')",
+    )
     parser.add_argument("--threads", type=int, default=1, help="llama.cpp / torch threads (the CPU is shared)")
     parser.add_argument("--embedding-cache", type=Path, default=None, help="folder caching minilm paragraph vectors")
     parser.add_argument(
@@ -521,7 +572,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ks, depth = sorted(set(args.k)), max(args.k)
 
     data = args.data or default_dir()
-    everything = load_questions(data / "dev_eval292.jsonl")
+    everything = load_questions(data / args.file)
     questions = everything[: args.limit]
     corpus = pooled_corpus(questions if args.pool == "selected" else everything)
     started = time.perf_counter()
@@ -573,7 +624,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             reader=f"the decomposer's model (_spans methods: pick_answer_span, no model), top {args.read_top} "
             f"passages cut to {args.read_chars} characters",
             threads=args.threads,
-            data="MuSiQue-Ans v1.0 dev (Trivedi et al., TACL 2022), CC BY 4.0",
+            data=f"MuSiQue-Ans v1.0 {'dev' if args.file == 'dev_eval292.jsonl' else args.file} "
+            "(Trivedi et al., TACL 2022), CC BY 4.0",
             methods=list(summary),
             runs={label: runs[label] for label in summary if label in runs},
         ),

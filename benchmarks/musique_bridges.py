@@ -8,6 +8,8 @@ For every step of the gold decomposition that a later step refers to (``#N``), i
 2. *a candidate*: one of ``answer_candidates`` (the spans the reader's grammar allows) is the gold answer.
 3. *picked by rule*: the answer ``pick_answer_span`` (the span reader, ``reader="spans"``) picks from the same
    passages; its rules were tuned on ``--file train100.json`` (the 100 MuSiQue train questions), not on these.
+   *In the top m*: the gold answer is among the first m of ``rank_answer_spans`` (the same rule's ranking: what
+   ``DecomposingRetriever(fills=m)`` fills a bridge with), for each m of ``--top``.
 4. *read*: the answer the reader actually gave in the ``gold_iterative`` rows of ``--rows`` (the gold steps, the
    reader filling ``#N`` as it went; later steps there carry the reader's earlier answers: judged as run).
 
@@ -28,7 +30,7 @@ from typing import Any
 from benchmarks.bench_musique import build_retriever
 from benchmarks.report import run_meta, write_result
 from langchain_dod.evaluation.musique import default_dir, load_questions, pooled_corpus, step_to_question
-from langchain_dod.retrievers import answer_candidates, pick_answer_span
+from langchain_dod.retrievers import answer_candidates, pick_answer_span, rank_answer_spans
 
 __all__ = ["main", "matches"]
 
@@ -51,6 +53,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--read-top", type=int, default=2, help="passages the reader sees per step")
     parser.add_argument("--read-chars", type=int, default=600, help="characters kept per passage")
     parser.add_argument("--rows", type=Path, default=None, help="bench_musique rows with gold_iterative (the reader)")
+    parser.add_argument("--top", type=int, nargs="+", default=[2, 3, 5], help="m: gold among the first m ranked")
     parser.add_argument("--out", type=Path, default=None, help="write OUT.json and OUT.md")
     args = parser.parse_args(argv)
 
@@ -64,6 +67,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 read[row["id"]] = [s["answer"] for s in row["steps"]]
 
     counts = {"bridges": 0, "reachable": 0, "candidate": 0, "first_candidate": 0, "spans": 0, "read_n": 0, "read": 0}
+    counts.update({f"top{m}": 0 for m in args.top})
     for q in questions:
         answers = {i: s.answer for i, s in enumerate(q.steps, 1)}
         for number, step in enumerate(q.steps[:-1], 1):  # the last step's answer is the question's: not a bridge
@@ -76,6 +80,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             counts["candidate"] += any(matches(c, step.answer) for c in candidates)
             counts["first_candidate"] += bool(candidates) and matches(candidates[0], step.answer)
             counts["spans"] += matches(pick_answer_span(query, docs, args.read_chars), step.answer)
+            ranked = rank_answer_spans(query, docs, args.read_chars)
+            for m in args.top:
+                counts[f"top{m}"] += any(matches(c, step.answer) for c in ranked[:m])
             if q.id in read and number <= len(read[q.id]):
                 counts["read_n"] += 1
                 counts["read"] += matches(read[q.id][number - 1], step.answer)
@@ -91,6 +98,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             f"| among the reader's candidate spans | {share('candidate')} |",
             f"| the first candidate (no model) | {share('first_candidate')} |",
             f"| picked by the span reader (`pick_answer_span`, no model) | {share('spans')} |",
+            *(
+                f"| in the span reader's top {m} (`rank_answer_spans`, no model) | {share(f'top{m}')} |"
+                for m in args.top
+            ),
             f"| named by the reader (gold_iterative rows) | {share('read', 'read_n')} |",
         ]
     )
