@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # Portable llama.cpp build: the default -march=native build dies with SIGILL (AMX) on these machines.
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AVX512=ON -DLLAVA_BUILD=OFF
-QUESTION ?= Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. How many clips did Natalia sell altogether in April and May?
+QUESTION ?= Sam buys 3 shirts at $$15 each and 2 pairs of pants at $$25 each. He has a coupon for $$10 off. How much does he pay?
 
 .PHONY: install demo test bench clean
 

@@ -214,26 +214,31 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     from benchmarks.bench_decode import decode_questions
     from langchain_dod import ChatGGUF, Decomposer
-    from langchain_dod.decomposition import default_decomposer_model
+    from langchain_dod.decomposition import default_decomposer_model, default_merge
+    from langchain_dod.merge import merged_gguf
     from langchain_dod.models import resolve
 
     model, adapter = default_decomposer_model("math")
     path = resolve(model)
+    # the servers load what the in-process default loads: the merged file where it merges, else base + --lora
+    served, served_adapter = (merged_gguf(path, adapter), None) if default_merge("math", adapter) else (path, adapter)
     questions = decode_questions(args.requests)
     backends = []
     if "in-process" not in args.skip:
         local = Decomposer(
-            llm=ChatGGUF(model=model, lora_path=adapter, n_threads=args.threads),
+            llm=ChatGGUF(
+                model=model, lora_path=adapter, merge_lora=default_merge("math", adapter), n_threads=args.threads
+            ),
             max_tokens=args.max_tokens,
             grammar="always" if args.mode == "grammar" else "auto",
         )
         backends.append({"label": "in-process Decomposer", "rows": measure(local, questions, args.levels)})
     if "llama-cpp-python" not in args.skip:
-        with llama_cpp_python_server(path, args.threads, adapter) as url:
+        with llama_cpp_python_server(served, args.threads, served_adapter) as url:
             rows = measure(_remote_decomposer(url, args.mode, args.max_tokens), questions, args.levels)
         backends.append({"label": "llama-cpp-python server (no slots)", "rows": rows})
     if args.llama_server:
-        with llama_server(args.llama_server, path, args.threads, args.slots, adapter) as url:
+        with llama_server(args.llama_server, served, args.threads, args.slots, served_adapter) as url:
             rows = measure(_remote_decomposer(url, args.mode, args.max_tokens), questions, args.levels)
         backends.append({"label": f"llama-server -np {args.slots}", "rows": rows})
     if args.server_url:

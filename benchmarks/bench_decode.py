@@ -15,7 +15,8 @@
     tokens/s without Python's sampling overhead; end-to-end tokens/s (wall per generated token) is shown beside
     it. Target 2: bytes/token × tokens/s ≥ 50 % of the measured bandwidth, per thread count.
 
-Run:  ``python -m benchmarks.bench_decode --n 10 --threads 1 2``  (writes benchmarks/results/decode.json + .md)
+Run:  ``python -m benchmarks.bench_decode --n 10 --threads 1 2``  (writes benchmarks/results/decode.json + .md;
+``--way runtime --out benchmarks/results/decode_runtime`` for the adapter applied at run time)
 """
 
 from __future__ import annotations
@@ -206,17 +207,28 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--bandwidth-mb", type=int, default=512, help="buffer for the bandwidth measurement")
-    parser.add_argument("--no-adapter", action="store_true", help="the untuned base (its free reply differs)")
+    parser.add_argument(
+        "--way",
+        choices=("merged", "runtime", "base"),
+        default=None,
+        help="the shipped math adapter merged into the base, applied at run time, or the untuned base (its free "
+        "reply differs); default: what the default decomposer does",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if args.n < 1 or min(args.threads) < 1:
         parser.error("--n and --threads must be >= 1")
 
-    from langchain_dod.decomposition import default_decomposer_model
+    from langchain_dod.decomposition import default_decomposer_model, default_merge
+    from langchain_dod.merge import merged_gguf
     from langchain_dod.models import resolve
 
     model, adapter = default_decomposer_model("math")
-    adapter = None if args.no_adapter else adapter
+    way = args.way or ("merged" if default_merge("math", adapter) else "runtime")
+    if way == "base" or adapter is None:
+        adapter = None
+    elif way == "merged":  # the merged file is the model: no adapter at run time, its own bytes per token
+        model, adapter = str(merged_gguf(resolve(model), Path(adapter))), None
     questions = decode_questions(args.n)
     per_thread = []
     for threads in args.threads:
@@ -227,7 +239,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     result = {
         "bytes_per_token": bytes_per_token(resolve(model), Path(adapter) if adapter else None),
         "threads": per_thread,
-        "meta": run_meta("benchmarks.bench_decode", argv, model=model, adapter=Path(adapter).name if adapter else None),
+        "meta": run_meta(
+            "benchmarks.bench_decode", argv, way=way, model=model, adapter=Path(adapter).name if adapter else None
+        ),
     }
     meta, table = result["meta"], markdown(result)
     print(table)
@@ -235,7 +249,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         args.out,
         result,
         f"# Decode speed: grammar vs free, and against the memory-bandwidth bound\n\nCommand: "
-        f"`{meta['command']}` ({meta['cpu_count']} CPUs, {model}{' + ' + meta['adapter'] if adapter else ''}, "
+        f"`{meta['command']}` ({meta['cpu_count']} CPUs, {way}: {Path(model).name}"
+        f"{' + ' + meta['adapter'] if adapter else ''}, "
         f"greedy, load average at end {meta['load_average_at_end']})\n\n{table}\n\n"
         "Grammar vs free: the same prompt (served from the KV cache), the same greedy reply when 'same reply' "
         "says so (free, grammar and full-vocabulary grammar all alike); time per call, the three calls of a "

@@ -12,8 +12,7 @@ from langchain_dod import Decomposer, DecomposeSolve, load_chat_model
 
 # The default decomposer leaves simple questions to the solver (an empty plan); this one it splits into steps.
 QUESTION = (
-    "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
-    "How many clips did Natalia sell altogether in April and May?"
+    "Sam buys 3 shirts at $15 each and 2 pairs of pants at $25 each. He has a coupon for $10 off. How much does he pay?"
 )
 
 

@@ -35,6 +35,8 @@ __all__ = [
     "ADAPTER_PROFILE",
     "DEFAULT_ADAPTER",
     "DEFAULT_ADAPTERS",
+    "MERGED_PROFILES",
+    "MERGE_ENV",
     "Decomposition",
     "DecompositionError",
     "Reading",
@@ -46,6 +48,7 @@ __all__ = [
     "default_adapter",
     "default_adapter_for",
     "default_decomposer_model",
+    "default_merge",
     "drive",
     "free_first",
     "model_label",
@@ -152,6 +155,29 @@ def default_decomposer_model(profile: str = ADAPTER_PROFILE) -> tuple[str, str |
         return base, None  # the adapter fits only the shipped base
     adapter = default_adapter_for(profile)
     return ROLE_DEFAULTS["decomposer"], str(adapter) if adapter else None
+
+
+MERGED_PROFILES = frozenset({"math"})
+"""Profiles whose shipped adapter the default decomposer loads merged into its base (:mod:`langchain_dod.merge`:
+made once on first use, ~8 CPU s, then cached). Merging is not bit-identical (Q8_0 rounding flips some skip-or-plan
+choices), so a profile is listed only once ``dod eval`` shows no loss: for ``math``, on the 400 GSM8K evaluation
+items, 55.8 % vs 53.0 % with the run-time LoRA (+2.8, 95 % CI +0.0..+5.5; ``benchmarks/results/merged_accuracy.md``)
+at about half the decomposer's CPU time. ``multihop`` has not been measured merged, so it keeps the run-time LoRA."""
+MERGE_ENV = "DOD_DECOMPOSER_MERGE"
+"""``0`` keeps every default adapter at run time; ``1`` merges any default adapter, a ``DOD_DECOMPOSER_ADAPTER``
+one too; unset: :data:`MERGED_PROFILES` decide for the shipped files."""
+
+
+def default_merge(profile: str, adapter: str | os.PathLike[str] | None) -> bool:
+    """Whether the default decomposer loads ``adapter`` (what :func:`default_decomposer_model` returned) merged."""
+    if adapter is None:
+        return False
+    if os.environ.get(MERGE_ENV, "").strip():
+        return _env_flag(MERGE_ENV, default=False)
+    shipped = DEFAULT_ADAPTERS.get(profile)
+    if profile not in MERGED_PROFILES or shipped is None:
+        return False
+    return Path(adapter).resolve() == Path(str(resources.files("langchain_dod") / "data" / shipped)).resolve()
 
 
 def model_label(name: Any, adapter: str | os.PathLike[str] | None) -> str:

@@ -463,6 +463,12 @@ def _merged(base: Path, lora: Path) -> Path:
             raise ModelLoadError(
                 f"Could not merge adapter {lora} into {base}: {err} Apply it at run time instead (merge_lora=False)."
             ) from err
+        except OSError as err:  # the cache is not writable, or the disk is full
+            raise ModelLoadError(
+                f"Could not write the merged model into {cache_dir() / 'merged'} ({err}). Set DOD_CACHE_DIR to a "
+                "writable folder with ~150 MB free, or apply the adapter at run time: merge_lora=False (for the "
+                "default decomposer DOD_DECOMPOSER_MERGE=0, or dod --no-merge-adapter)."
+            ) from err
     _MERGED[key] = merged
     return merged
 

@@ -20,6 +20,7 @@ check is rebuilt with a warning.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -27,6 +28,8 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["MERGE_QTYPES", "MergeError", "merge_lora", "merged_gguf"]
+
+logger = logging.getLogger(__name__)
 
 MERGE_QTYPES = ("Q8_0", "F16")
 """Types a merged weight may be written in: both keep the base's quality (see the module docstring)."""
@@ -136,6 +139,7 @@ def merged_gguf(
                 )
                 target.unlink()
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        logger.info("Merging %s into %s once (a few seconds); cached as %s", adapter.name, base.name, target)
         try:
             merge_lora(base, adapter, tmp, qtype=qtype)
             inspect_gguf(tmp)

@@ -77,6 +77,38 @@ def test_each_profile_applies_its_own_adapter(monkeypatch: pytest.MonkeyPatch) -
     assert Decomposer(profile="reading").llm.lora_path is None
 
 
+def test_the_math_adapter_loads_merged_by_default(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in (
+        "DOD_DECOMPOSER_ADAPTER",
+        "DOD_DECOMPOSER_ADAPTER_MULTIHOP",
+        "DOD_DECOMPOSER_GGUF",
+        "DOD_DECOMPOSER_MERGE",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    assert decomposition.MERGED_PROFILES == {"math"}  # multihop was not measured merged
+    assert default_decomposer_llm().merge_lora is True
+    assert default_decomposer_llm(merge_lora=False).merge_lora is False  # the caller's choice wins
+    assert default_decomposer_llm(profile="multihop").merge_lora is False
+    assert default_decomposer_llm(profile="reading").merge_lora is False  # no adapter, nothing to merge
+    # the shipped file merges however it is named, relative path included; another adapter is not merged
+    monkeypatch.chdir(DATA.parents[1])
+    assert decomposition.default_merge("math", f"langchain_dod/data/{DEFAULT_ADAPTER}") is True
+    other = tmp_path / "mine.gguf"
+    other.write_bytes((DATA / DEFAULT_ADAPTER).read_bytes())
+    assert decomposition.default_merge("math", other) is False
+    monkeypatch.setenv("DOD_DECOMPOSER_ADAPTER", str(other))
+    assert default_decomposer_llm().merge_lora is False
+    # DOD_DECOMPOSER_MERGE decides for every default adapter; a value that is not yes/no is an error
+    monkeypatch.setenv("DOD_DECOMPOSER_MERGE", "1")
+    assert default_decomposer_llm().merge_lora is True and default_decomposer_llm(profile="multihop").merge_lora
+    monkeypatch.delenv("DOD_DECOMPOSER_ADAPTER")
+    monkeypatch.setenv("DOD_DECOMPOSER_MERGE", "0")
+    assert default_decomposer_llm().merge_lora is False
+    monkeypatch.setenv("DOD_DECOMPOSER_MERGE", "maybe")
+    with pytest.raises(ValueError, match="DOD_DECOMPOSER_MERGE='maybe' is not a yes/no value"):
+        default_decomposer_llm()
+
+
 def test_decomposes_unseen_questions_freely_and_as_under_the_grammar(
     distilled: Decomposer, unseen_questions: list[str]
 ) -> None:

@@ -78,6 +78,10 @@ def test_decomposer_refuses_limits_out_of_range(setting, value):
 # -- 2. a reply cut off by max_tokens is not an empty plan ---------------------------------------------------
 
 PENS = "Tom has 3 boxes of 12 pens and gives away 5. How many are left?"
+# a question the shipped decomposer plans (merged or at run time), where a test needs a plan
+SHOPPING = (
+    "Sam buys 3 shirts at $15 each and 2 pairs of pants at $25 each. He has a coupon for $10 off. How much does he pay?"
+)
 
 
 def test_reply_cut_off_before_its_first_subquestion_is_an_error_not_an_empty_plan():
@@ -141,7 +145,7 @@ def test_question_the_model_cannot_read_gets_no_plan_rather_than_the_examples(di
         assert "muffin" in (result.raw or "")  # precondition: SmolLM2 copied the prompt's example
     assert result.subquestions == []  # was ["How many muffins does ...", "How many muffins are left ..."]
     # a question it can read keeps its plan
-    assert Decomposer(llm=llm).invoke(PENS).subquestions
+    assert Decomposer(llm=llm).invoke(SHOPPING).subquestions
 
 
 def test_question_about_the_examples_subject_keeps_the_examples_words():
@@ -391,14 +395,14 @@ def _dod(*args: str | bytes, stdin: bytes | None = None) -> subprocess.Completed
 
 
 def test_invalid_utf8_on_stdin_is_reported_per_line_as_valid_json():
-    run = _dod("decompose", "-", "--json", stdin=b"caf\xe9 au lait: how many cups?\n" + PENS.encode() + b"\n")
+    run = _dod("decompose", "-", "--json", stdin=b"caf\xe9 au lait: how many cups?\n" + SHOPPING.encode() + b"\n")
     assert run.returncode == 1
     bad, good = (json.loads(line.decode("utf-8")) for line in run.stdout.splitlines())  # was not valid UTF-8
     assert bad["error"] == (
         "ValueError: line 1 of stdin is not valid UTF-8 (byte 0xe9 at offset 3); save the input as UTF-8."
     )  # was "surrogates not allowed"
     assert bad["question"] == "caf\ufffd au lait: how many cups?"
-    assert good["question"] == PENS and good["subquestions"]  # the other lines are answered
+    assert good["question"] == SHOPPING and good["subquestions"]  # the other lines are answered
 
 
 def test_invalid_utf8_question_argument_is_a_clear_error():

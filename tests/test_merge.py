@@ -130,3 +130,15 @@ def test_adapters_that_do_not_fit_are_clear_errors(tmp_path, smollm2_path):
     with pytest.raises(MergeError, match="qtype"):
         merge_lora(smollm2_path, tmp_path / "nan.gguf", tmp_path / "m.gguf", qtype="Q4_1")
     assert not (tmp_path / "m.gguf").exists()  # a refused merge writes nothing
+
+
+def test_an_unwritable_cache_is_a_clear_error(tmp_path, smollm2_path, monkeypatch):
+    from langchain_dod import ChatGGUF
+    from langchain_dod.engine import ModelLoadError
+
+    _write_adapter(tmp_path / "lora.gguf", smollm2_path)
+    (tmp_path / "not-a-folder").write_text("a file where the cache folder should be")
+    monkeypatch.setenv("DOD_CACHE_DIR", str(tmp_path / "not-a-folder"))
+    llm = ChatGGUF(model=str(smollm2_path), lora_path=str(tmp_path / "lora.gguf"), merge_lora=True, n_threads=1)
+    with pytest.raises(ModelLoadError, match="Could not write the merged model.*DOD_CACHE_DIR.*merge_lora=False"):
+        llm.load()

@@ -1,4 +1,5 @@
-"""``merge_lora`` / ``--merge-adapter``: the shipped adapter merged into the real SmolLM2 base, opt-in (issue 16).
+"""``merge_lora`` / ``--[no-]merge-adapter``: the shipped adapter merged into the real SmolLM2 base (issue 16; the
+default for the math adapter since session 8, see ``decomposition.MERGED_PROFILES``).
 
 The merge of the shipped adapter runs once for the whole module (tens of seconds on a busy machine) into a
 temporary ``DOD_CACHE_DIR``; every test after the first reuses that file, and says so by its mtime and a spy.
@@ -113,22 +114,36 @@ def test_cli_flags_parse_and_reach_the_model(adapter: str, monkeypatch: pytest.M
     args = parse(["decompose", Q, "--merge-adapter", "--threads", "2"])
     assert args.merge_adapter is True and args.threads == 2
     plain = parse(["ask", Q])
-    assert plain.merge_adapter is False and plain.threads is None
+    assert plain.merge_adapter is None and plain.threads is None  # None: the default decides
+    off = parse(["decompose", Q, "--no-merge-adapter"])
+    assert off.merge_adapter is False
     with pytest.raises(SystemExit):
         parse(["decompose", Q, "--threads", "0"])
 
+    monkeypatch.delenv("DOD_DECOMPOSER_MERGE", raising=False)
+    monkeypatch.delenv("DOD_DECOMPOSER_ADAPTER", raising=False)
     seen: dict[str, object] = {}
     monkeypatch.setattr("langchain_dod.decomposition.read_gguf", lambda value, **kw: seen.update(kw) or Reading())
     _decompose_fn(args)(Q)  # the lean path
     assert seen["merge_lora"] is True and seen["params"] == engine.llama_params(n_threads=2)
-    _decompose_fn(plain)(Q)
-    assert seen["merge_lora"] is False and seen["params"] == engine.llama_params()
+    _decompose_fn(plain)(Q)  # the shipped math adapter merges by default ...
+    assert seen["merge_lora"] is True and seen["params"] == engine.llama_params()
+    _decompose_fn(off)(Q)  # ... unless told not to
+    assert seen["merge_lora"] is False
+    _decompose_fn(parse(["decompose", Q, "--adapter", adapter]))(Q)  # an adapter given by hand: only when asked
+    assert seen["merge_lora"] is False and seen["lora_path"] == adapter
+    _decompose_fn(parse(["decompose", Q, "--profile", "multihop"]))(Q)  # not measured merged: run time
+    assert seen["merge_lora"] is False
 
-    for extra in ([], ["--decomposer", f"llamacpp:{BASE}", "--adapter", adapter]):  # the LangChain paths
+    # the LangChain paths: the default model (merged unless --no-merge-adapter), a SPEC with an adapter (only asked)
+    for extra, default in (([], True), (["--decomposer", f"llamacpp:{BASE}", "--adapter", adapter], False)):
         llm = _decomposer(parse(["ask", Q, "--merge-adapter", "--threads", "2", *extra])).llm
         assert (llm.merge_lora, llm.n_threads, llm.lora_path) == (True, 2, adapter)
         llm = _decomposer(parse(["ask", Q, *extra])).llm
-        assert (llm.merge_lora, llm.n_threads) == (False, None)
+        assert (llm.merge_lora, llm.n_threads) == (default, None)
+        assert _decomposer(parse(["ask", Q, "--no-merge-adapter", *extra])).llm.merge_lora is False
+    llm = _decomposer(parse(["ask", Q, "--adapter", adapter])).llm  # the default model with a hand-given adapter
+    assert (llm.merge_lora, llm.lora_path) == (False, adapter)
 
 
 def test_dod_decompose_merge_adapter_in_a_fresh_process_uses_the_cached_merge(merged: Path, cache: Path) -> None:

@@ -71,15 +71,21 @@ SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 
 
 def _default_adapter_id(profile: str) -> str | None:
-    """``name:sha256[:16]`` of the adapter ``Decomposer()`` applies, ``None`` when it runs the untuned base."""
+    """``name:sha256[:16]`` of the adapter ``Decomposer()`` applies, ``None`` when it runs the untuned base.
+
+    ``+merged`` follows when it loads the adapter merged into the base (another model to the decoder: its runs
+    must not continue the run-time adapter's).
+    """
     import hashlib
 
     from langchain_dod.decomposer import default_adapter_for
+    from langchain_dod.decomposition import default_merge
 
     adapter = default_adapter_for(profile)
     if adapter is None:
         return None
-    return f"{adapter.name}:{hashlib.sha256(adapter.read_bytes()).hexdigest()[:16]}"
+    merged = "+merged" if default_merge(profile, adapter) else ""
+    return f"{adapter.name}:{hashlib.sha256(adapter.read_bytes()).hexdigest()[:16]}{merged}"
 
 
 @dataclass

@@ -87,7 +87,9 @@ eval400() {
   # The shipped adapter (A) with the single-stage baselines (one command interleaves them, so they grow to the same
   # n), and the teacher, first: the targets compare them. Then the replaced v2 and the untuned base.
   # ONE_CORE=1 runs all of it in that order on core 0, leaving core 1 to another job (e.g. a training).
-  a() { DOD_DECOMPOSER_ADAPTER=$WINNER taskset -c ${1:-0} $E --decomposer default --label sdr-eqp \
+  # DOD_DECOMPOSER_MERGE=0: these runs measured the adapter applied at run time (since session 8 the default merges
+  # it; benchmarks/merged_accuracy.py scores the merged one against this run).
+  a() { DOD_DECOMPOSER_MERGE=0 DOD_DECOMPOSER_ADAPTER=$WINNER taskset -c ${1:-0} $E --decomposer default --label sdr-eqp \
           --single-stage cot --single-stage direct; }
   teacher() { taskset -c ${1:-1} $E --decomposer llamacpp:qwen2.5-coder-1.5b-instruct --label eqp; }
   v2() { DOD_DECOMPOSER_ADAPTER=$V2 taskset -c ${1:-0} $E --decomposer default --label v2-eqp; }
