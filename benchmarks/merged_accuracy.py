@@ -13,6 +13,8 @@ McNemar's exact test:
    not) vs the run as recorded. That is the score ``dod eval`` would give the merged decomposer, up to the
    solver's run-to-run noise on the agreeing items.
 
+``--against RUN...`` adds the merged decomposer against other runs of the same items (the teacher, CoT, ...).
+
     python -m benchmarks.merged_accuracy \
         --run benchmarks/results/eval/gsm8k-train-distilled/runs/dec-default-sdr-eqp__*.jsonl \
         --merged benchmarks/results/eval/gsm8k-train-merged*/runs/dec-SmolLM2-*-Q8_0-eqp__*.jsonl \
@@ -87,8 +89,13 @@ def compare(
     differ: Sequence[str],
     merged: dict[str, dict[str, Any]],
     rerun: dict[str, dict[str, Any]],
+    against: dict[str, dict[str, dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
-    """The three comparisons of the module docstring; ``differ``: the run's ids where the merge disagrees."""
+    """The three comparisons of the module docstring; ``differ``: the run's ids where the merge disagrees.
+
+    ``against``: other runs of the same items by name; the merged decomposer is compared with each on the items
+    both have (B = merged), as ``dod eval report`` compares the runs of one folder.
+    """
     missing = [i for i in differ if i not in merged]
     if missing:
         raise ValueError(
@@ -100,7 +107,15 @@ def compare(
         raise ValueError(f"{len(unknown)} differing ids are not in the run (e.g. {unknown[0]}): wrong --run?")
     both = [i for i in differ if i in rerun]
     composite = {i: merged[i] if i in set(differ) else row for i, row in run.items()}
+    others = []
+    for name, rows in (against or {}).items():
+        common = [i for i in run if i in rows]
+        if common:
+            others.append(
+                _paired(f"merged vs {name}", name, "merged", [rows[i] for i in common], [composite[i] for i in common])
+            )
     return {
+        "others": others,
         "differing_items": len(differ),
         "comparisons": [
             _paired("differing items: merged vs run-time rerun (one process)", "run-time rerun", "merged",
@@ -123,7 +138,7 @@ def markdown(result: dict[str, Any], command: str) -> str:
         "| solver tokens A / B |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for c in result["comparisons"]:
+    for c in [*result["comparisons"], *result.get("others", [])]:
         a, b = c["a"], c["b"]
         lo, hi = c["ci95"]
         lines.append(
@@ -151,14 +166,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--way", default="merged-Q8_0", help="which merge of the agreement JSON")
     parser.add_argument("--merged", type=Path, nargs="+", required=True, help="dod eval rows of the merged file")
     parser.add_argument("--rerun", type=Path, nargs="+", required=True, help="rows of the run-time rerun")
+    parser.add_argument(
+        "--against", type=Path, nargs="*", default=[], help="other runs of the same items to compare the merge with"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="write OUT.json and OUT.md ('-': nothing)")
     args = parser.parse_args(argv)
     agreement = json.loads(args.agreement.read_text())
     if args.way not in agreement["ways"]:
         parser.error(f"--way {args.way!r} is not in {args.agreement}; it has {sorted(agreement['ways'])}")
     try:
+        against = {path.name.split("__")[0]: _rows([path]) for path in args.against}
         result = compare(
-            _rows([args.run]), agreement["ways"][args.way]["differ"], _rows(args.merged), _rows(args.rerun)
+            _rows([args.run]), agreement["ways"][args.way]["differ"], _rows(args.merged), _rows(args.rerun), against
         )
     except ValueError as err:
         parser.error(str(err))

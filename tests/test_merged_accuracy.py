@@ -59,6 +59,7 @@ def test_the_three_comparisons(files: dict[str, Path], tmp_path: Path) -> None:
     assert whole["b"]["skips"] == 3 and whole["a"]["skips"] == 0
     assert whole["difference"] == pytest.approx(2 / 6, abs=1e-4)
     assert recorded["b"]["solver_tokens_mean"] == pytest.approx(500 / 3, abs=0.1)
+    assert result["others"] == []
     text = (tmp_path / "acc.md").read_text()
     assert "| all 6 items" in text and "+33.3" in text
     assert json.loads((tmp_path / "acc.json").read_text())["differing_items"] == 3
@@ -83,3 +84,12 @@ def test_paired_scores_refuses_unequal_lengths() -> None:
         paired_scores("a", "b", "strict", [1.0], [1.0, 0.0])
     p = paired_scores("a", "b", "strict", [1.0, 0.0, 0.0], [1.0, 1.0, 1.0])
     assert (p.only_a, p.only_b, p.p_value) == (0, 2, 0.5)
+
+
+def test_against_other_runs(files: dict[str, Path]) -> None:
+    cot = _write(files["run"].with_name("cot__solver.jsonl"), [_row(f"train-{i:04d}", True, []) for i in range(4)])
+    result = merged_accuracy.main([*_argv(files), "--against", str(cot)])
+    (other,) = result["others"]
+    # on the 4 items CoT has: CoT right on all; merged right on 0, 2, 3 (the run's 0 and 2, its own 3)
+    assert other["comparison"] == "merged vs cot" and other["a"]["n"] == 4
+    assert (other["a"]["correct"], other["b"]["correct"], other["only_a"], other["only_b"]) == (4, 3, 1, 0)
