@@ -444,18 +444,21 @@ _MERGED: dict[tuple[Any, ...], Path] = {}
 
 def _merged(base: Path, lora: Path) -> Path:
     """The cached merge of ``lora`` into ``base``, checked like a runtime adapter first (same errors)."""
-    from langchain_dod.merge import MergeError, merged_gguf
+    from langchain_dod.merge import MergeError, merged_gguf, merged_path
     from langchain_dod.models import cache_dir
 
     stats = tuple((f.stat().st_size, f.stat().st_mtime_ns) for f in (base, lora))
     key = (str(base), str(lora), stats, str(cache_dir()))
     if (known := _MERGED.get(key)) is not None and known.is_file():
         return known
-    info = inspect_gguf(base)
-    if info.file_type == "adapter":
-        raise ModelLoadError(f"{base} is a LoRA adapter, not a model. Pass it as lora_path= with its base.")
-    _check_adapter(lora, info)
-    check_finite(lora)
+    # a merge already cached was made from these very bytes (its name holds the adapter's sha256) after the checks
+    # below passed: a cold start skips them (~0.1-0.2 s); merged_gguf still checks the file itself
+    if not merged_path(base, lora).is_file():
+        info = inspect_gguf(base)
+        if info.file_type == "adapter":
+            raise ModelLoadError(f"{base} is a LoRA adapter, not a model. Pass it as lora_path= with its base.")
+        _check_adapter(lora, info)
+        check_finite(lora)
     with _LOAD_LOCK:  # one merge per process at a time; merged_gguf's file lock covers other processes
         try:
             merged = merged_gguf(base, lora)

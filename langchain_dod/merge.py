@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["MERGE_QTYPES", "MergeError", "merge_lora", "merged_gguf"]
+__all__ = ["MERGE_QTYPES", "MergeError", "merge_lora", "merged_gguf", "merged_path"]
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +113,24 @@ def merge_lora(
     return Path(out)
 
 
+def merged_path(
+    base: str | os.PathLike[str],
+    adapter: str | os.PathLike[str],
+    *,
+    qtype: str = "Q8_0",
+    cache: str | os.PathLike[str] | None = None,
+) -> Path:
+    """Where :func:`merged_gguf` keeps the merge of ``adapter`` into ``base`` (the file may not exist yet).
+
+    The name carries the base's name and size and the adapter's sha256: a file there holds exactly these bytes.
+    """
+    from langchain_dod.models import cache_dir
+
+    base, adapter = Path(base).expanduser().resolve(), Path(adapter).expanduser().resolve()
+    folder = Path(cache) if cache is not None else cache_dir() / "merged"
+    return folder / f"{base.stem}-{base.stat().st_size}+{_sha256(adapter)[:16]}-{qtype}.gguf"
+
+
 def merged_gguf(
     base: str | os.PathLike[str],
     adapter: str | os.PathLike[str],
@@ -122,13 +140,10 @@ def merged_gguf(
 ) -> Path:
     """The cached merge of ``adapter`` into ``base``, made on first use (module docstring)."""
     from langchain_dod.gguf_file import GGUFError, inspect_gguf
-    from langchain_dod.models import cache_dir, file_lock
+    from langchain_dod.models import file_lock
 
-    base, adapter = Path(base).expanduser().resolve(), Path(adapter).expanduser().resolve()
-    folder = Path(cache) if cache is not None else cache_dir() / "merged"
-    key = f"{base.stem}-{base.stat().st_size}+{_sha256(adapter)[:16]}-{qtype}"
-    target = folder / f"{key}.gguf"
-    with file_lock(folder / f"{key}.lock"):
+    target = merged_path(base, adapter, qtype=qtype, cache=cache)
+    with file_lock(target.with_suffix(".lock")):
         if target.exists():
             try:
                 inspect_gguf(target)
@@ -139,7 +154,9 @@ def merged_gguf(
                 )
                 target.unlink()
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        logger.info("Merging %s into %s once (a few seconds); cached as %s", adapter.name, base.name, target)
+        logger.info(
+            "Merging %s into %s once (a few seconds); cached as %s", Path(adapter).name, Path(base).name, target
+        )
         try:
             merge_lora(base, adapter, tmp, qtype=qtype)
             inspect_gguf(tmp)
