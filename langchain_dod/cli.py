@@ -275,9 +275,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _say_when_merging() -> None:
+    """Print the one-time merge of an adapter (~8 CPU s on first use) to stderr, so a first run does not look hung."""
+    import logging
+
+    log = logging.getLogger("langchain_dod.merge")
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("dod: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``dod``."""
     args = build_parser().parse_args(argv)
+    _say_when_merging()
     try:
         return int(args.func(args) or 0)
     except (ValueError, TypeError, RuntimeError, FileNotFoundError, ImportError) as err:

@@ -6,6 +6,7 @@ can be checked exactly against numpy; the merged file is then loaded and run by 
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -142,3 +143,15 @@ def test_an_unwritable_cache_is_a_clear_error(tmp_path, smollm2_path, monkeypatc
     llm = ChatGGUF(model=str(smollm2_path), lora_path=str(tmp_path / "lora.gguf"), merge_lora=True, n_threads=1)
     with pytest.raises(ModelLoadError, match="Could not write the merged model.*DOD_CACHE_DIR.*merge_lora=False"):
         llm.load()
+
+
+def test_dod_says_when_it_merges_and_not_when_the_merge_is_cached(tmp_path, smollm2_path):
+    _write_adapter(tmp_path / "lora.gguf", smollm2_path)
+    argv = [sys.executable, "-m", "langchain_dod.cli", "decompose", "--json", "--threads", "1"]
+    argv += ["--decomposer", str(smollm2_path), "--adapter", str(tmp_path / "lora.gguf"), "--merge-adapter", "2+2?"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "DOD_CACHE_DIR": str(tmp_path / "cache")}
+    first, again = (subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300) for _ in range(2))
+    assert first.returncode == 0 and again.returncode == 0, first.stderr + again.stderr
+    assert "dod: Merging lora.gguf into" in first.stderr and "once" in first.stderr
+    assert "Merging" not in again.stderr  # the cached file is used
+    assert len(list((tmp_path / "cache" / "merged").glob("*.gguf"))) == 1
