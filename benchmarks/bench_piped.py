@@ -27,14 +27,16 @@ from benchmarks.report import run_meta, write_result
 __all__ = ["main", "run_batch"]
 
 RESULTS = Path(__file__).parent / "results" / "piped"
-DECOMPOSERS = ("default", "llamacpp:qwen2.5-coder-1.5b-instruct")
-"""``default``: what ``dod decompose`` runs with no ``--decomposer`` (the shipped adapter); ``merged``: the same with
-``--merge-adapter`` (the adapter merged into its base once, cached); else a ``--decomposer`` SPEC."""
+DECOMPOSERS = ("default", "runtime", "llamacpp:qwen2.5-coder-1.5b-instruct")
+"""``default``: what ``dod decompose`` runs with no ``--decomposer`` (the shipped adapter, merged into its base since
+session 8); ``merged`` / ``runtime``: the same with ``--merge-adapter`` / ``--no-merge-adapter`` (the adapter merged
+once and cached, or applied at run time); else a ``--decomposer`` SPEC."""
 
 
 def run_batch(decomposer: str, questions: Sequence[str], threads: int) -> dict[str, Any]:
     """One cold ``dod decompose --json -`` with ``questions`` on stdin."""
-    extra = {"default": [], "merged": ["--merge-adapter"]}.get(decomposer, ["--decomposer", decomposer])
+    ways = {"default": [], "merged": ["--merge-adapter"], "runtime": ["--no-merge-adapter"]}
+    extra = ways.get(decomposer, ["--decomposer", decomposer])
     run = spawn(
         ["-m", "langchain_dod.cli", "decompose", "--json", "-", "--threads", str(threads), *extra],
         stdin="".join(f"{q}\n" for q in questions),
