@@ -333,15 +333,15 @@ class DecomposingRetriever(BaseRetriever):
     """Iterative mode: each passage is cut to this many characters (prompt length is most of the reader's time)."""
     reader_max_tokens: int = Field(default=32, ge=4)
     """Iterative mode: the reader's output limit (an answer is a short phrase)."""
-    fills: int = Field(default=1, ge=1)
+    fills: int = Field(default=3, ge=1)
     """Iterative mode with the span reader: a later step is retrieved once per each of the reader's first
     ``fills`` candidates for the bridge it uses (:func:`rank_answer_spans`; one inside another counts once), not
     only with the best. The best fill's list is fused as usual, the others' first ``fill_depth`` documents with
     them, and the step's own answer is read from the best fill's passages. A step that uses several answers
     varies only the most recent one (the others keep their best), so a step costs at most ``fills`` retrievals
-    and no model call. 1 (default): the best candidate only. A model ``reader`` names one answer, so
-    ``fills > 1`` with one is refused (``ValueError``). 3 was chosen on the 100 MuSiQue train questions (gold
-    steps, BM25: recall@5 0.537 -> 0.573, benchmarks/results/musique/fills_train100_bm25.md); on the 292
+    and no model call. 1: the best candidate only. A model ``reader`` names one answer: with one the default
+    becomes 1, and ``fills > 1`` is refused (``ValueError``). 3 (default) was chosen on the 100 MuSiQue train
+    questions (gold steps, BM25: recall@5 0.537 -> 0.573, benchmarks/results/musique/fills_train100_bm25.md); on the 292
     evaluation questions with our decomposer recall@5 rises from 0.501 to 0.519 (BM25) and from 0.550 to 0.573
     (MiniLM), about 3 more base-retriever calls per question."""
     fill_depth: int | None = Field(default=1, ge=1)
@@ -368,6 +368,8 @@ class DecomposingRetriever(BaseRetriever):
 
     @model_validator(mode="after")
     def _check_fills(self) -> DecomposingRetriever:
+        if self.reader != "spans" and "fills" not in self.model_fields_set:
+            self.fills = 1  # the default is for the span reader; a model reader names one answer
         if self.fills > 1 and self.reader != "spans":
             raise ValueError(
                 f"fills={self.fills} needs reader='spans': only the span reader ranks candidate answers (a model "

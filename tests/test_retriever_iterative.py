@@ -88,7 +88,9 @@ def test_references_are_filled_with_the_answers_read(bm25: BM25Retriever) -> Non
 
 def test_the_span_reader_fills_the_bridges_without_a_model_call(bm25: BM25Retriever) -> None:
     recorder = Recorder()
-    retriever = DecomposingRetriever(retriever=bm25, decomposer=decomposer(STEPS), reader="spans", iterative=True)
+    retriever = DecomposingRetriever(
+        retriever=bm25, decomposer=decomposer(STEPS), reader="spans", iterative=True, fills=1
+    )  # one fill: the best candidate only (the default, 3, is tested in test_retriever_fills.py)
     docs = retriever.invoke(QUESTION, {"callbacks": [recorder]})
     assert recorder.queries[-2:] == [
         "Where was Mira Talloway born?",
@@ -291,3 +293,12 @@ class TestIterativeStandard(RetrieversIntegrationTests):
     @property
     def retriever_query_example(self) -> str:
         return "Near which river was the designer of the Varnholt Bridge born?"
+
+
+def test_three_fills_by_default_with_the_span_reader_one_with_a_model(bm25: BM25Retriever) -> None:
+    spans = DecomposingRetriever(retriever=bm25, decomposer=decomposer(STEPS), iterative=True)
+    assert (spans.reader, spans.fills) == ("spans", 3)
+    model = DecomposingRetriever(retriever=bm25, decomposer=decomposer(STEPS), reader=answers("A"), iterative=True)
+    assert model.fills == 1  # a model reader names one answer
+    with pytest.raises(ValueError, match="fills=2 needs reader='spans'"):
+        DecomposingRetriever(retriever=bm25, decomposer=decomposer(STEPS), reader=answers("A"), fills=2)
