@@ -300,10 +300,12 @@ def _copies_example(subquestions: list[str], question: str, context: str | None,
 
 
 _NONE_PHRASES = re.compile(r"\b(no (further )?(decomposition|sub-?questions?)|not needed|none)\b", re.I)
+# the reply format's own empty plan, as a model served remotely without a schema writes it (in a code fence, say)
+_EMPTY_PLAN = re.compile(r'"subquestions"\s*:\s*\[\s*\]')
 
 
 def _says_none(text: str) -> bool:
-    return bool(_NONE_PHRASES.search(text)) or text.strip() in ("[]", "{}")
+    return bool(_NONE_PHRASES.search(text) or _EMPTY_PLAN.search(text)) or text.strip() in ("[]", "{}")
 
 
 def read_reply(reply: Reply, seconds: float, task: Task) -> Reading | None:

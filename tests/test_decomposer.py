@@ -125,6 +125,13 @@ def test_no_decomposition_reply_means_zero_subquestions() -> None:
     assert decomposer.invoke("What is 2+2?").subquestions == []
 
 
+@pytest.mark.parametrize("reply", ['{"subquestions": []}', '```json\n{ "subquestions" : [ ] }\n```'])
+def test_the_formats_own_empty_plan_from_a_model_without_a_schema(reply: str) -> None:
+    # e.g. our distilled decomposer served by llama-server and called through ChatOpenAI (was a DecompositionError)
+    decomposer = Decomposer(llm=FakeListChatModel(responses=[reply]), structured_output="never")
+    assert decomposer.invoke("What is 2+2?").subquestions == []
+
+
 def test_unusable_reply_is_a_decomposition_error() -> None:
     decomposer = Decomposer(llm=FakeListChatModel(responses=["I like turtles and long walks."]))
     with pytest.raises(DecompositionError, match="did not say none are needed"):
