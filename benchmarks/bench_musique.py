@@ -34,6 +34,9 @@ Methods, all over the same base retriever, each retriever asked for max(k) docum
   (``DecomposingRetriever(fills=m)``), the first ``--fill-depth`` documents of the j-th fill's list fused with
   weight ``--fill-weight`` ** (j - 1) (``_dD`` / ``_wW`` in the label when these are not 1). m=1 is the plain
   ``_spans`` method.
+- ``--question-weight w`` (not 1) adds ``_qwW`` to the labels of ``dod`` and of the static gold methods
+  (``dod_qw2:multihop-lora``, ``gold_keep_qw2``): the question's list is fused with RRF weight w, each
+  sub-question's (step's) with 1 (``DecomposingRetriever(question_weight=w)``). Several values: one method each.
 
 Metric: recall@k (mean share of a question's supporting paragraphs in the top k) and all@k (share of questions
 with all of them in the top k), overall and for 2-, 3- and 4-hop questions. Latency: wall seconds per query of
@@ -248,6 +251,16 @@ def _fill_variants(args: argparse.Namespace) -> list[tuple[int, float, str]]:
     return list(variants.values())
 
 
+def _question_weights(args: argparse.Namespace) -> list[float]:
+    """The ``--question-weight`` values, each once, in the order given."""
+    return list(dict.fromkeys(getattr(args, "question_weight", None) or [1.0]))
+
+
+def _question_weight_suffix(weight: float) -> str:
+    """``_qwW`` for a question weight other than 1 (today's fusion keeps its label)."""
+    return "" if weight == 1 else f"_qw{weight:g}"
+
+
 def build_methods(
     names: Sequence[str], base: BaseRetriever, depth: int, args: argparse.Namespace
 ) -> dict[str, Callable[[MusiqueQuestion, list], list[Document]]]:
@@ -280,7 +293,11 @@ def build_methods(
         for name in ("dod", "dod_iterative", "dod_iterative_spans"):
             if name not in names:
                 continue
-            for fills, weight, suffix in _fill_variants(args) if name.endswith("_spans") else [(1, 1.0, "")]:
+            variants = _fill_variants(args) if name.endswith("_spans") else [(1, 1.0, "")]
+            for (fills, weight, suffix), question_weight in (
+                (v, w) for v in variants for w in (_question_weights(args) if name == "dod" else [1.0])
+            ):
+                suffix += _question_weight_suffix(question_weight)
                 retriever = DecomposingRetriever(
                     retriever=base,
                     decomposer=decomposer,
@@ -292,6 +309,7 @@ def build_methods(
                     fills=fills,
                     fill_weight=weight,
                     fill_depth=args.fill_depth,
+                    question_weight=question_weight,
                 )
                 methods[f"{name}{suffix}:{tag}"] = lambda q, cb, r=retriever: r.invoke(q.question, {"callbacks": cb})
     if "gold_iterative" in names:
@@ -303,11 +321,15 @@ def build_methods(
         if name.startswith("gold_") and not name.startswith("gold_iterative"):
             mode = "fill" if name == "gold_filled" else name.removeprefix("gold_")
 
-            def gold(q: MusiqueQuestion, cb: list, mode: str = mode) -> list[Document]:
-                queries = list(dict.fromkeys([q.question, *gold_queries(q, mode)]))
-                return reciprocal_rank_fusion(base.batch(queries, {"callbacks": cb}), queries)[:depth]
+            for question_weight in _question_weights(args):
 
-            methods[name] = gold
+                def gold(q: MusiqueQuestion, cb: list, mode: str = mode, w: float = question_weight) -> list[Document]:
+                    queries = list(dict.fromkeys([q.question, *gold_queries(q, mode)]))
+                    weights = [w] + [1.0] * (len(queries) - 1)  # the question first, as DecomposingRetriever does
+                    results = base.batch(queries, {"callbacks": cb})
+                    return reciprocal_rank_fusion(results, queries, weights=weights)[:depth]
+
+                methods[name + _question_weight_suffix(question_weight)] = gold
     return methods
 
 
@@ -556,6 +578,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         default=1,
         help="_spans methods, M > 1: documents of each lower-ranked fill's list fused (an int or 'all')",
     )
+    parser.add_argument(
+        "--question-weight",
+        type=float,
+        nargs="+",
+        default=[1.0],
+        help="dod and the static gold methods: RRF weight of the question's list (> 1 adds _qwW to the label)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="llama.cpp / torch threads (the CPU is shared)")
     parser.add_argument("--embedding-cache", type=Path, default=None, help="folder caching minilm paragraph vectors")
     parser.add_argument(
@@ -569,6 +598,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         parser.error("--limit must be >= 1")
     if min(args.k) < 1:
         parser.error("--k values must be >= 1")
+    if not all(math.isfinite(w) and w > 0 for w in args.question_weight):
+        parser.error("--question-weight values must be > 0")
     ks, depth = sorted(set(args.k)), max(args.k)
 
     data = args.data or default_dir()

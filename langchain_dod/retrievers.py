@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import time
 from collections.abc import Sequence
@@ -318,6 +319,11 @@ class DecomposingRetriever(BaseRetriever):
     """Also retrieve for the original question (recommended: it guards against a poor decomposition)."""
     rrf_k: int = 60
     """The RRF damping constant; 60 is the value from the original paper and a robust default."""
+    question_weight: float = 1.0
+    """Static mode (``iterative=False``), with ``include_original``: the RRF weight of the original question's
+    list; each sub-question's list has weight 1. 1 (default): every list counts the same. A larger weight keeps
+    more of the plain ranking and adds what the sub-questions find. Must be > 0. Iterative mode keeps weight 1
+    for the question (not measured there): ``iterative=True`` with another value is refused (``ValueError``)."""
     iterative: bool = False
     """Retrieve the sub-questions in order and rewrite each with the answers read so far (see the module
     docstring). A model ``reader`` costs one call per sub-question but the last; ``dod_trace`` reports the cost."""
@@ -366,8 +372,22 @@ class DecomposingRetriever(BaseRetriever):
             raise ValueError(f"rrf_k must be >= 0, got {value}.")
         return value
 
+    @field_validator("question_weight")
+    @classmethod
+    def _check_question_weight(cls, value: float) -> float:
+        if not math.isfinite(value) or value <= 0:
+            raise ValueError(
+                f"question_weight must be a finite number > 0 (the RRF weight of the question's list), got {value}."
+            )
+        return value
+
     @model_validator(mode="after")
     def _check_fills(self) -> DecomposingRetriever:
+        if self.iterative and self.question_weight != 1.0:
+            raise ValueError(
+                f"question_weight={self.question_weight} applies to the static mode only (iterative=False); the "
+                "iterative mode fuses the question's list with weight 1."
+            )
         if self.reader != "spans" and "fills" not in self.model_fields_set:
             self.fills = 1  # the default is for the span reader; a model reader names one answer
         if self.fills > 1 and self.reader != "spans":
@@ -385,6 +405,13 @@ class DecomposingRetriever(BaseRetriever):
             if item.strip().lower() not in {u.strip().lower() for u in unique}:
                 unique.append(item)
         return unique
+
+    def _static_weights(self, query: str, queries: list[str]) -> list[float] | None:
+        """Static mode: ``question_weight`` for the original question's list (when it is fused), 1 for the rest."""
+        if self.question_weight == 1.0 or not self.include_original:
+            return None
+        # with include_original the question always comes first (``_queries``)
+        return [self.question_weight if i == 0 and item == query else 1.0 for i, item in enumerate(queries)]
 
     def _fuse(
         self,
@@ -428,7 +455,7 @@ class DecomposingRetriever(BaseRetriever):
         if not self.iterative:
             queries = self._queries(query, decomposition)
             results = self.retriever.batch(queries, {"callbacks": run_manager.get_child()})
-            return self._fuse(queries, results, k)
+            return self._fuse(queries, results, k, self._static_weights(query, queries))
         run = _IterativeRun(self, query, decomposition, started)
         if run.queries:  # the original question goes first, in one batch with nothing else to wait for
             run.results = self.retriever.batch(run.queries, {"callbacks": run_manager.get_child()})
@@ -467,7 +494,7 @@ class DecomposingRetriever(BaseRetriever):
         if not self.iterative:
             queries = self._queries(query, decomposition)
             results = await self.retriever.abatch(queries, {"callbacks": run_manager.get_child()})
-            return self._fuse(queries, results, k)
+            return self._fuse(queries, results, k, self._static_weights(query, queries))
         run = _IterativeRun(self, query, decomposition, started)
         if run.queries:
             run.results = await self.retriever.abatch(run.queries, {"callbacks": run_manager.get_child()})

@@ -136,3 +136,20 @@ def test_the_report_names_the_command_behind_each_method(tmp_path: Path) -> None
     assert "--methods plain" in runs["plain"]["command"] and "--methods gold_keep" in runs["gold_keep"]["command"]
     report = (tmp_path / "m.md").read_text()
     assert "- plain: `python -m benchmarks.bench_musique" in report and "- gold_keep: `python" in report
+
+
+def test_question_weight_labels_and_weights_the_gold_fusion(tmp_path: Path) -> None:
+    result = run(tmp_path, "--methods", "plain", "gold_keep", "--question-weight", "1", "1000")
+    assert list(result["summary"]) == ["plain", "gold_keep", "gold_keep_qw1000"]
+    ranked = {(r["method"], r["id"]): r["ranked"] for r in result["rows"]}
+    ids = {q for (_, q) in ranked}
+    # weight 1 lets the steps reorder the question's list; a huge weight gives back the question's own ranking
+    assert any(ranked[("gold_keep", q)] != ranked[("plain", q)] for q in ids)
+    assert all(ranked[("gold_keep_qw1000", q)] == ranked[("plain", q)] for q in ids)
+    assert "gold_keep_qw1000" in result["paired"]
+    assert bench_musique._question_weight_suffix(1.5) == "_qw1.5" and bench_musique._question_weight_suffix(1) == ""
+
+
+def test_a_bad_question_weight_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit):
+        run(tmp_path, "--methods", "plain", "--question-weight", "0")

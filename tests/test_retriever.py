@@ -165,3 +165,51 @@ def test_empty_query_is_a_clear_error(bm25: BM25Retriever) -> None:
     retriever = DecomposingRetriever(retriever=bm25, decomposer=scripted_decomposer(), k=2)
     with pytest.raises(ValueError, match="question is empty"):
         retriever.invoke("   ")
+
+
+# Both sub-questions find the designer's paragraph (1) first; only the question finds the birthplace (2), second.
+AGREEING = ["Who designed the Varnholt Bridge?", "Which engineer designed the bridge in 1911?"]
+
+
+def _fused(bm25: BM25Retriever, **options: Any) -> list[Document]:
+    decomposer = scripted_decomposer(subquestion_reply(AGREEING))
+    return DecomposingRetriever(retriever=bm25, decomposer=decomposer, k=3, **options).invoke(QUESTION)
+
+
+def test_question_weight_lifts_the_questions_list(bm25: BM25Retriever) -> None:
+    # the question's list is [0, 2], each sub-question's [1, 0] (BM25, k=2)
+    today = _fused(bm25)
+    assert [d.metadata["n"] for d in today] == [0, 1, 2]  # 1/61 + 1/61 beats 1/62
+    assert [d.metadata["n"] for d in _fused(bm25, question_weight=1.0)] == [0, 1, 2]
+    weighted = _fused(bm25, question_weight=3.0)
+    assert [d.metadata["n"] for d in weighted] == [0, 2, 1]  # 3/62 beats 2/61
+    assert weighted[0].metadata["dod_rrf_score"] == round(3 / 61 + 2 / 62, 6)
+    assert weighted[1].metadata["dod_rrf_score"] == round(3 / 62, 6)
+    assert weighted[2].metadata["dod_rrf_score"] == round(2 / 61, 6)
+
+
+async def test_question_weight_async_matches_sync(bm25: BM25Retriever) -> None:
+    decomposer = scripted_decomposer(subquestion_reply(AGREEING))
+    retriever = DecomposingRetriever(retriever=bm25, decomposer=decomposer, k=3, question_weight=3.0)
+    docs = await retriever.ainvoke(QUESTION)
+    assert [d.metadata for d in docs] == [d.metadata for d in _fused(bm25, question_weight=3.0)]
+
+
+def test_question_weight_needs_the_question_in_the_fusion(bm25: BM25Retriever) -> None:
+    # without the original question there is nothing to weight: the sub-questions' fusion is unchanged
+    plain = _fused(bm25, include_original=False)
+    assert [d.metadata for d in _fused(bm25, include_original=False, question_weight=3.0)] == [
+        d.metadata for d in plain
+    ]
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("nan"), float("inf")])
+def test_bad_question_weight_is_a_clear_error(bm25: BM25Retriever, bad: float) -> None:
+    with pytest.raises(ValueError, match="question_weight must be a finite number > 0"):
+        DecomposingRetriever(retriever=bm25, decomposer=scripted_decomposer(), question_weight=bad)
+
+
+def test_question_weight_is_refused_in_iterative_mode(bm25: BM25Retriever) -> None:
+    with pytest.raises(ValueError, match="static mode only"):
+        DecomposingRetriever(retriever=bm25, decomposer=scripted_decomposer(), iterative=True, question_weight=2.0)
+    DecomposingRetriever(retriever=bm25, decomposer=scripted_decomposer(), iterative=True, question_weight=1.0)
