@@ -19,6 +19,7 @@ check is rebuilt with a warning.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -43,6 +44,13 @@ class MergeError(ValueError):
 
 
 def _sha256(path: Path) -> str:
+    """The file's sha256, read once per process while its size and mtime stay the same (a load asks twice)."""
+    stat = path.stat()
+    return _sha256_of(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _sha256_of(path: str, size: int, mtime_ns: int) -> str:  # size, mtime: the cache key, so an edit rehashes
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):

@@ -386,7 +386,7 @@ class DecomposingRetriever(BaseRetriever):
         return value
 
     @model_validator(mode="after")
-    def _check_fills(self) -> DecomposingRetriever:
+    def _check_modes(self) -> DecomposingRetriever:
         if self.iterative and self.question_weight != 1.0:
             raise ValueError(
                 f"question_weight={self.question_weight} applies to the static mode only (iterative=False); the "
