@@ -361,6 +361,17 @@ class DecomposingRetriever(BaseRetriever):
     fill_weight: float = Field(default=1.0, gt=0.0, le=1.0)
     """Iterative mode, ``fills > 1``: the RRF weight of the list of the j-th candidate's query is
     ``fill_weight ** (j - 1)`` (1: every fill counts as much as the best)."""
+    fill_feedback: int = Field(default=0, ge=0)
+    """Iterative mode, ``fills > 1``: rank a bridge's candidates by what their queries retrieve. Each of the first
+    ``fill_pool`` candidates rewrites the later step and is retrieved; a candidate that the first ``fill_feedback``
+    documents of its own list are *about* (it appears in a document's title: ``metadata["title"]`` when there is
+    one, else the first line of ``page_content``; or in its first sentence) goes before one that they are not,
+    an earlier document counting more; ties keep the reader's order. The first ``fills`` of that order are fused
+    (the best in full, as ``fills`` describes) and the best is the step's answer for the later steps. 0: the
+    reader's order only."""
+    fill_pool: int = Field(default=3, ge=1)
+    """Iterative mode, ``fill_feedback > 0``: how many of the span reader's candidates are retrieved and ranked by
+    their documents (at least ``fills`` are)."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -466,10 +477,15 @@ class DecomposingRetriever(BaseRetriever):
         llm = self._reader_model()
         for number, step in enumerate(run.steps, 1):
             text = run.next_query(number, step)
-            if run.needs_retrieval(text):
-                run.add(text, self.retriever.invoke(text, {"callbacks": run_manager.get_child()}))
-            if fills := run.fill_queries(number, step):
-                run.add_fills(fills, self.retriever.batch(fills, {"callbacks": run_manager.get_child()}))
+            if run.wants_feedback(number, step):
+                asked = run.candidate_queries(number, step)
+                results = self.retriever.batch(asked, {"callbacks": run_manager.get_child()}) if asked else []
+                text = run.rank_by_feedback(number, step, dict(zip(asked, results, strict=True)))
+            else:
+                if run.needs_retrieval(text):
+                    run.add(text, self.retriever.invoke(text, {"callbacks": run_manager.get_child()}))
+                if fills := run.fill_queries(number, step):
+                    run.add_fills(fills, self.retriever.batch(fills, {"callbacks": run_manager.get_child()}))
             if run.wants_answer(number):
                 docs = run.read(text)
                 if llm is None:
@@ -505,10 +521,15 @@ class DecomposingRetriever(BaseRetriever):
         llm = self._reader_model()
         for number, step in enumerate(run.steps, 1):
             text = run.next_query(number, step)
-            if run.needs_retrieval(text):
-                run.add(text, await self.retriever.ainvoke(text, {"callbacks": run_manager.get_child()}))
-            if fills := run.fill_queries(number, step):
-                run.add_fills(fills, await self.retriever.abatch(fills, {"callbacks": run_manager.get_child()}))
+            if run.wants_feedback(number, step):
+                asked = run.candidate_queries(number, step)
+                results = await self.retriever.abatch(asked, {"callbacks": run_manager.get_child()}) if asked else []
+                text = run.rank_by_feedback(number, step, dict(zip(asked, results, strict=True)))
+            else:
+                if run.needs_retrieval(text):
+                    run.add(text, await self.retriever.ainvoke(text, {"callbacks": run_manager.get_child()}))
+                if fills := run.fill_queries(number, step):
+                    run.add_fills(fills, await self.retriever.abatch(fills, {"callbacks": run_manager.get_child()}))
             if run.wants_answer(number):
                 docs = run.read(text)
                 if llm is None:
@@ -526,6 +547,38 @@ class DecomposingRetriever(BaseRetriever):
 
 def _key(text: str) -> str:
     return text.strip().lower()
+
+
+EXCLUDE_READ = True  # experiment knob
+HEAD_MODE = "title+sentence"  # experiment knob: "title" or "title+sentence"
+
+
+def _head(doc: Document) -> str:
+    """What a document is about, case folded.
+
+    Its title (``metadata["title"]``, else a first line followed by more text) and, with ``HEAD_MODE``
+    "title+sentence", its first sentence.
+    """
+    content = doc.page_content.strip()
+    first, _, rest = content.partition("\n")
+    title = doc.metadata.get("title")
+    if not isinstance(title, str) or not title.strip():
+        title, body = (first, rest) if rest.strip() and len(first) <= 120 else ("", content)
+    else:
+        body = rest if first.strip() == title.strip() else content
+    head = title
+    if HEAD_MODE == "title+sentence":
+        head += "\n" + _SENTENCE.split(body.strip(), maxsplit=1)[0]
+    return head.lower()
+
+
+def _support(candidate: str, docs: Sequence[Document]) -> float:
+    """How much ``docs`` (one query's first documents, best first) are about ``candidate``.
+
+    1 / rank summed over the documents whose title or first sentence names it.
+    """
+    low = candidate.lower()
+    return sum(1.0 / rank for rank, doc in enumerate(docs, 1) if low in _head(doc))
 
 
 class _IterativeRun:
@@ -573,16 +626,74 @@ class _IterativeRun:
         """
         if self.owner.fills == 1:
             return []
-        referenced = [int(n) for n in REFERENCE.findall(step) if int(n) < number]
-        bridge = max(referenced) if referenced else number - 1
+        bridge = self._bridge(number, step)
         self._fill_weights = {}
-        for rank, candidate in enumerate(self.ranked.get(bridge, [])[1:], 2):
+        for rank, candidate in enumerate(self.ranked.get(bridge, [])[1 : self.owner.fills], 2):
             answers = {**self.answers, bridge: candidate}
             text = resolve_step(step, answers, answers.get(number - 1))
             if self.needs_retrieval(text) and _key(text) not in {_key(t) for t in self._fill_weights}:
                 self._fill_weights[text] = self.owner.fill_weight ** (rank - 1)
         self.trace_steps[-1]["fills"] = list(self._fill_weights)
         return list(self._fill_weights)
+
+    @staticmethod
+    def _bridge(number: int, step: str) -> int:
+        """The bridge step ``number`` varies: the highest ``#N`` it refers to, else the previous step."""
+        referenced = [int(n) for n in REFERENCE.findall(step) if int(n) < number]
+        return max(referenced) if referenced else number - 1
+
+    def wants_feedback(self, number: int, step: str) -> bool:
+        """``fill_feedback > 0``: step ``number``'s bridge has candidates to rank by their documents."""
+        return (
+            self.owner.fills > 1 and self.owner.fill_feedback > 0 and bool(self.ranked.get(self._bridge(number, step)))
+        )
+
+    def _candidate_texts(self, number: int, step: str) -> dict[str, str]:
+        """Each pool candidate of the step's bridge -> the step rewritten with it (reader order)."""
+        bridge = self._bridge(number, step)
+        out: dict[str, str] = {}
+        for candidate in self.ranked[bridge]:
+            answers = {**self.answers, bridge: candidate}
+            out[candidate] = resolve_step(step, answers, answers.get(number - 1))
+        return out
+
+    def candidate_queries(self, number: int, step: str) -> list[str]:
+        """The queries :meth:`rank_by_feedback` needs retrieved: each candidate's, unless retrieved before."""
+        texts = dict.fromkeys(t for t in self._candidate_texts(number, step).values() if self.needs_retrieval(t))
+        return list(texts)
+
+    def rank_by_feedback(self, number: int, step: str, retrieved: dict[str, list[Document]]) -> str:
+        """Order the bridge's candidates by what their queries found, fuse the first ``fills``; the best's query.
+
+        ``retrieved``: :meth:`candidate_queries`' results. The best candidate becomes the bridge's answer (the
+        trace of the bridge step shows it, and ``support``, each candidate's score).
+        """
+        bridge, owner = self._bridge(number, step), self.owner
+        texts = self._candidate_texts(number, step)
+        known = {_key(q): docs for q, docs in zip(self.queries, self.results, strict=True)}
+        lists = {c: retrieved.get(t, known.get(_key(t), [])) for c, t in texts.items()}
+        # the passages the bridge was read from are about the bridge step's subject, not its answer: left out
+        read = {_dedupe_key(d) for d in self.read(self.trace_steps[bridge - 1]["query"])} if EXCLUDE_READ else set()
+        support = {
+            c: _support(c, [d for d in lists[c] if _dedupe_key(d) not in read][: owner.fill_feedback]) for c in texts
+        }
+        order = sorted(texts, key=lambda c: -support[c])  # stable: ties keep the reader's order
+        kept = order[: owner.fills]
+        self.ranked[bridge], self.answers[bridge] = kept, kept[0]
+        bridge_trace = self.trace_steps[bridge - 1]
+        bridge_trace.update(answer=kept[0], answers=kept, support={c: round(support[c], 3) for c in order})
+        best = texts[kept[0]]
+        self.trace_steps[-1]["query"] = best
+        self._fill_weights = {}
+        if self.needs_retrieval(best):
+            self.add(best, lists[kept[0]])
+        for rank, candidate in enumerate(kept[1:], 2):
+            text = texts[candidate]
+            if self.needs_retrieval(text) and _key(text) not in {_key(t) for t in self._fill_weights}:
+                self._fill_weights[text] = owner.fill_weight ** (rank - 1)
+                self.add(text, lists[candidate], self._fill_weights[text], owner.fill_depth)
+        self.trace_steps[-1]["fills"] = list(self._fill_weights)
+        return best
 
     def add_fills(self, texts: list[str], results: list[list[Document]]) -> None:
         for text, docs in zip(texts, results, strict=True):
@@ -607,10 +718,11 @@ class _IterativeRun:
         or is contained in, one kept before it.
         """
         if self.owner.fills > 1:  # a candidate inside another ("University of Vienna") is no new fill
+            keep = max(self.owner.fills, self.owner.fill_pool) if self.owner.fill_feedback else self.owner.fills
             fills: list[str] = []
             for candidate in ranked:
                 low = candidate.lower()
-                if len(fills) < self.owner.fills and not any(low in f.lower() or f.lower() in low for f in fills):
+                if len(fills) < keep and not any(low in f.lower() or f.lower() in low for f in fills):
                     fills.append(candidate)
             self.ranked[number] = fills
             self.trace_steps[-1]["answers"] = fills

@@ -1,0 +1,191 @@
+r"""Tuning the iterative mode's fills on the MuSiQue train questions: variants of ``DecomposingRetriever``, paired.
+
+Each question is decomposed once by ``--decomposer``/``--adapter`` (the plans are cached in ``--plans``, so every
+variant sees the same sub-questions and only retrieval differs; ``--steps gold`` gives MuSiQue's gold steps with
+``#N`` kept instead), then every variant of :func:`variants` runs ``DecomposingRetriever(iterative=True)`` with
+those plans. recall@k of each, paired per question against the current default (``default``) and ``plain``.
+
+Variants (issue 13):
+
+- ``feedback T, pool P``: ``fill_feedback=T, fill_pool=P`` (a bridge's first P candidates each rewrite the later
+  step; they are ordered by how many of the first T documents each query finds are about the candidate, and
+  the first ``fills`` are fused); ``, title`` when only the title counts (not the first sentence);
+- ``read_top R``: the span reader sees R passages, not 2;
+- ``fills M``: M fills in the reader's order.
+
+    python -m benchmarks.musique_feedback --file train100.json --retriever bm25 \
+        --out benchmarks/results/musique/feedback_train100_bm25
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from benchmarks.bench_musique import build_retriever
+from benchmarks.report import run_meta, write_result
+from langchain_dod import retrievers as retrievers_module
+from langchain_dod.evaluation.musique import default_dir, gold_queries, load_questions, pooled_corpus, recall_at_k
+
+__all__ = ["main", "variants"]
+
+
+def variants() -> dict[str, dict[str, Any]]:
+    """Label -> ``DecomposingRetriever`` options (``head``, ``exclude_read``: the module's experiment knobs)."""
+    out: dict[str, dict[str, Any]] = {"default": {}}
+    out["read_top 3"] = {"read_top": 3}
+    out["fills 5"] = {"fills": 5}
+    for t in (1, 2):
+        for p in (3, 5, 8):
+            out[f"feedback {t}, pool {p}"] = {"fill_feedback": t, "fill_pool": p}
+    out["feedback 1, pool 8, read passages kept"] = {"fill_feedback": 1, "fill_pool": 8, "exclude_read": False}
+    out["feedback 1, pool 8, title"] = {"fill_feedback": 1, "fill_pool": 8, "head": "title"}
+    out["feedback 1, pool 8, fills 2"] = {"fill_feedback": 1, "fill_pool": 8, "fills": 2}
+    out["feedback 1, pool 8, fills 4"] = {"fill_feedback": 1, "fill_pool": 8, "fills": 4}
+    out["feedback 1, pool 8, read_top 3"] = {"fill_feedback": 1, "fill_pool": 8, "read_top": 3}
+    out["feedback 1, pool 8, fill_depth 2"] = {"fill_feedback": 1, "fill_pool": 8, "fill_depth": 2}
+    return out
+
+
+def _paired(mine: list[float], other: list[float]) -> dict[str, Any]:
+    diffs = [a - b for a, b in zip(mine, other, strict=True)]
+    mean = statistics.fmean(diffs)
+    half = 1.96 * statistics.stdev(diffs) / math.sqrt(len(diffs)) if any(diffs) else 0.0
+    return {"difference": round(mean, 4), "ci95": [round(mean - half, 4), round(mean + half, 4)]}
+
+
+def _plans(args: argparse.Namespace, questions: list[Any]) -> dict[str, dict[str, Any]]:
+    """Question text -> its decomposition (as a dict), made once and cached in ``--plans``."""
+    cache: dict[str, dict[str, Any]] = json.loads(args.plans.read_text()) if args.plans.is_file() else {}
+    missing = [q for q in questions if q.question not in cache]
+    if missing:
+        from benchmarks.bench_musique import _decomposer
+
+        ns = argparse.Namespace(
+            decomposer=args.decomposer, adapter=args.adapter, threads=1, max_subquestions=args.max_subquestions
+        )
+        decomposer = _decomposer(ns)
+        for q in missing:
+            cache[q.question] = decomposer.invoke(q.question).model_dump()
+            args.plans.parent.mkdir(parents=True, exist_ok=True)
+            args.plans.write_text(json.dumps(cache, ensure_ascii=False))
+    return cache
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Command line entry point; returns the result dict."""
+    from langchain_dod import ChatGGUF, Decomposer, DecomposingRetriever
+    from langchain_dod.decomposition_model import Decomposition
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=None)
+    parser.add_argument("--file", default="train100.json")
+    parser.add_argument("--retriever", choices=["bm25", "minilm"], default="bm25")
+    parser.add_argument("--embedding-cache", type=Path, default=None)
+    parser.add_argument("--steps", choices=["model", "gold"], default="model")
+    parser.add_argument("--decomposer", default="smollm2-135m-instruct")
+    parser.add_argument("--adapter", default="langchain_dod/data/smollm2-135m-multihop-lora.gguf")
+    parser.add_argument("--max-subquestions", type=int, default=4)
+    parser.add_argument("--plans", type=Path, default=None, help="cache of the decompositions (JSON)")
+    parser.add_argument("--variants", nargs="+", default=None, help="labels of variants() to run (default: all)")
+    parser.add_argument("--k", type=int, nargs="+", default=[2, 5, 10])
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    if args.plans is None:
+        args.plans = Path("runs") / f"plans-{Path(args.file).stem}.json"
+
+    questions = load_questions((args.data or default_dir()) / args.file)
+    depth = max(args.k)
+    base = build_retriever(args.retriever, pooled_corpus(questions), depth, args.embedding_cache, 1)
+    plans = _plans(args, questions) if args.steps == "model" else {}
+    gold: dict[str, list[str]] = {q.question: gold_queries(q, "keep") for q in questions}
+
+    class Cached(Decomposer):
+        """Not a model: the cached plan (or the gold steps) of the question asked."""
+
+        def invoke(self, input: Any, config: Any = None, **kwargs: Any) -> Decomposition:
+            if args.steps == "gold":
+                return Decomposition(subquestions=gold[input], model="gold")
+            return Decomposition.model_validate(plans[input])
+
+    steps = Cached(llm=ChatGGUF(model="smollm2-135m-instruct"), profile="multihop", max_subquestions=4)
+    chosen = variants() if not args.variants else {v: variants()[v] for v in ["default", *args.variants]}
+    recall: dict[str, dict[int, list[float]]] = {"plain": {k: [] for k in args.k}}
+    seconds: dict[str, list[float]] = {"plain": []}
+    for q in questions:
+        started = time.perf_counter()
+        ranked = [d.id for d in base.invoke(q.question)]
+        seconds["plain"].append(time.perf_counter() - started)
+        for k in args.k:
+            recall["plain"][k].append(recall_at_k(ranked, q.supporting_ids, k))
+    for label, options in chosen.items():
+        options = dict(options)
+        retrievers_module.HEAD_MODE = options.pop("head", "title+sentence")
+        retrievers_module.EXCLUDE_READ = options.pop("exclude_read", True)
+        retriever = DecomposingRetriever(retriever=base, decomposer=steps, iterative=True, k=depth, **options)
+        recall[label], seconds[label] = {k: [] for k in args.k}, []
+        for q in questions:
+            started = time.perf_counter()
+            ranked = [d.id for d in retriever.invoke(q.question)]
+            seconds[label].append(time.perf_counter() - started)
+            for k in args.k:
+                recall[label][k].append(recall_at_k(ranked, q.supporting_ids, k))
+    retrievers_module.HEAD_MODE, retrievers_module.EXCLUDE_READ = "title+sentence", True
+
+    hops = [q.hops for q in questions]
+    head = "| variant | " + " | ".join(f"recall@{k}" for k in args.k) + " | 2-hop@5 | 3-hop@5 | 4-hop@5 | "
+    head += "Δ@5 vs default (95 % CI) | Δ@5 vs plain (95 % CI) | retrieval s/query |"
+    lines = [head, "|---" * (len(args.k) + 7) + "|"]
+    summary: dict[str, Any] = {}
+    for label, by_k in recall.items():
+        entry: dict[str, Any] = {f"recall@{k}": round(statistics.fmean(by_k[k]), 4) for k in args.k}
+        for h in (2, 3, 4):
+            members = [r for r, n in zip(by_k[5], hops, strict=True) if n == h]
+            entry[f"{h}-hop recall@5"] = round(statistics.fmean(members), 4) if members else None
+        entry["vs_default"] = _paired(by_k[5], recall["default"][5])
+        entry["vs_plain"] = _paired(by_k[5], recall["plain"][5])
+        entry["median_seconds"] = round(statistics.median(seconds[label]), 4)
+        summary[label] = entry
+        cells = [f"{entry[f'recall@{k}']:.3f}" for k in args.k]
+        hop_cells = [entry[f"{h}-hop recall@5"] for h in (2, 3, 4)]
+        cells += ["–" if v is None else f"{v:.3f}" for v in hop_cells]
+        for key in ("vs_default", "vs_plain"):
+            e = entry[key]
+            cells.append(f"{e['difference']:+.3f} ({e['ci95'][0]:+.3f}, {e['ci95'][1]:+.3f})")
+        cells.append(f"{entry['median_seconds']:.3f}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    text = "\n".join(lines)
+    print(text)
+    per_question = {label: by_k[5] for label, by_k in recall.items()}
+    result = {
+        "summary": summary,
+        "recall@5": per_question,
+        "ids": [q.id for q in questions],
+        "variants": {label: chosen.get(label, {}) for label in recall if label != "plain"},
+        "meta": run_meta(
+            "benchmarks.musique_feedback", argv, file=args.file, retriever=args.retriever, steps=args.steps
+        ),
+    }
+    if args.out:
+        plan = "MuSiQue's gold steps (`#N` kept)" if args.steps == "gold" else f"{args.decomposer} + {args.adapter}"
+        write_result(
+            args.out,
+            result,
+            f"# Iterative-mode variants on MuSiQue {args.file} ({args.retriever}, plans: {plan})\n\n"
+            f"Command: `{result['meta']['command']}`\n\n{text}\n\n"
+            "Every variant is `DecomposingRetriever(iterative=True, reader='spans')` with the options of "
+            "`variants()` in benchmarks/musique_feedback.py over the same cached plans; `default`: today's "
+            "defaults (fills=3, fill_depth=1, read_top=2, no feedback). Δ: paired per question (95 % normal CI). "
+            "Retrieval s/query: median wall seconds of the retriever call without the decomposer (one core).\n",
+        )
+    return result
+
+
+if __name__ == "__main__":
+    main()
