@@ -17,6 +17,13 @@ and the last, so the step that reaches the answer stays). Resumable: results app
 run's decomposer wrote sub-questions; GSM8K train questions, CoT from the same evaluation folder): which wording
 lets a *weak* plan do least harm. Results then go to ``solver_wording/<run name>.jsonl``.
 
+``--single-stage`` gives the solver no plan at all, on the 100 items of the validation evaluation
+(``gsm8k-train-validation``, GSM8K train, seed 1, none of them in any training set or in the 400-item evaluation):
+which wording the no-plan path (a decomposer's skip) should use. Its ``CAP`` is ignored; results go to
+``solver_wording/single_stage_validation.jsonl`` and are compared with that folder's CoT run.
+
+    python -m benchmarks.probe_solver_wording --single-stage --conditions terse:all
+
     python -m benchmarks.probe_solver_wording --conditions hint:all --plans \
         benchmarks/results/eval/gsm8k-train-validation/runs/dec-default-sdr-lora__qwen2.5-coder-1.5b-instruct.jsonl
 """
@@ -33,6 +40,8 @@ from tqdm.auto import tqdm
 
 RESULTS = Path(__file__).parent / "results" / "solver_wording"
 EVAL = Path(__file__).parent / "results" / "eval" / "gsm8k-qwen1.5b"
+VALIDATION = Path(__file__).parent / "results" / "eval" / "gsm8k-train-validation"
+SINGLE_STAGE = "single_stage_validation"
 GSM8K_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k"
 SOLVER = "qwen2.5-coder-1.5b-instruct"
 MARKER = 'Finish with a line "The answer is: X" where X is only the final answer.'
@@ -70,6 +79,18 @@ WORDINGS = {
         "equation that answers it (for example 3 * 4 = 12) and a few words saying what the result is. "
         "The sub-questions may be incomplete: add a line for every further step the question needs. "
         "Then answer the question itself. " + MARKER
+    ),
+    # single stage (no plan): `equations+` without sub-questions, one equation per step of the solver's own
+    "terse": (
+        "Solve the problem one step per line: for each step write the equation that computes it (for example "
+        "3 * 4 = 12) and a few words saying what the result is, using the numbers from the problem and your "
+        "earlier results. Then answer the question itself. " + MARKER
+    ),
+    # `terse` copied its example ("3 * 4 = 12") into 6 of the first 9 solutions (1/9 right): no example here
+    "lines": (
+        "Solve the problem in short steps, one per line: each line is a calculation with the numbers from the "
+        "problem or your earlier results, its result, and a few words saying what the result is. No other "
+        "text. " + MARKER
     ),
 }
 
@@ -111,6 +132,15 @@ def _items_from_run(run: Path) -> list[dict]:
     return out
 
 
+def _validation_items() -> list[dict]:
+    """Every item of the validation evaluation, with no plan (GSM8K train, seed 1)."""
+    from langchain_dod.evaluation.datasets import load_dataset
+
+    ids = json.loads((VALIDATION / "manifest.json").read_text())["ids"]
+    items = {name: item for item in load_dataset(GSM8K_DIR / "train.jsonl").items for name in item.names}
+    return [{"id": i, "question": items[i].question, "gold": str(items[i].answer), "plan": []} for i in ids]
+
+
 def _cap(plan: list[str], cap: str) -> list[str]:
     if cap == "all" or len(plan) <= int(cap):
         return plan
@@ -118,7 +148,9 @@ def _cap(plan: list[str], cap: str) -> list[str]:
     return plan[: k - 1] + plan[-1:]
 
 
-def _results(plans: Path | None) -> Path:
+def _results(plans: Path | str | None) -> Path:
+    if plans == SINGLE_STAGE:
+        return RESULTS / f"{SINGLE_STAGE}.jsonl"
     return RESULTS / (f"{plans.stem}.jsonl" if plans else "results.jsonl")
 
 
@@ -135,7 +167,7 @@ def _done(path: Path) -> set[tuple[str, str]]:
     return done
 
 
-def run(n: int, conditions: list[str], threads: int, plans: Path | None = None) -> None:
+def run(n: int, conditions: list[str], threads: int, plans: Path | str | None = None) -> None:
     from langchain_dod import ChatGGUF
     from langchain_dod.evaluation.metrics import gsm8k_strict
     from langchain_dod.parsing import extract_answer
@@ -146,7 +178,10 @@ def run(n: int, conditions: list[str], threads: int, plans: Path | None = None) 
         if wording not in WORDINGS or not (cap == "all" or cap.isdigit()):
             raise SystemExit(f"condition {c!r}: WORDING:CAP with WORDING in {sorted(WORDINGS)}, CAP all or N")
     llm = ChatGGUF(model=SOLVER, n_threads=threads, max_tokens=400, temperature=0.0)
-    items = _items_from_run(plans)[:n] if plans else _items(n)
+    if plans == SINGLE_STAGE:
+        items = _validation_items()[:n]
+    else:
+        items = _items_from_run(plans)[:n] if plans else _items(n)
     results = _results(plans)
     done = _done(results)
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -190,14 +225,15 @@ def _cot(ids: set[str], folder: Path = EVAL) -> dict[str, dict]:
     return out
 
 
-def report(plans: Path | None = None) -> None:
+def report(plans: Path | str | None = None) -> None:
     from scipy.stats import binomtest
 
     rows = [json.loads(line) for line in _results(plans).read_text().splitlines() if line.strip()]
     by: dict[str, dict[str, dict]] = {}
     for r in rows:
         by.setdefault(r["condition"], {})[r["id"]] = r
-    if plans:  # the run the plans come from: its own solver wording, as committed
+    single = plans == SINGLE_STAGE
+    if plans and not single:  # the run the plans come from: its own solver wording, as committed
         for line in plans.read_text().splitlines():
             r = json.loads(line)
             if r["subquestions"]:
@@ -206,7 +242,7 @@ def report(plans: Path | None = None) -> None:
                     "output_tokens": r["usage"]["solver"]["output_tokens"],
                 }
     common = set.intersection(*(set(v) for v in by.values()))
-    cot = _cot(common, plans.parent.parent if plans else EVAL)
+    cot = _cot(common, VALIDATION if single else plans.parent.parent if plans else EVAL)
     by["cot (single-stage)"] = cot
     table, summary = [], {}
     for name, results in sorted(by.items()):
@@ -227,7 +263,7 @@ def report(plans: Path | None = None) -> None:
             f"| {name} | {len(rs)} | {correct} | {100 * correct / len(rs):.1f} | {tokens:.0f} | "
             f"+{b} / −{c} (p = {p:.2g}) |"
         )
-    stem = f"{plans.stem}." if plans else ""
+    stem = f"{SINGLE_STAGE}." if single else f"{plans.stem}." if plans else ""
     summary_json = json.dumps({"wordings": WORDINGS, "results": summary}, indent=1) + "\n"
     (RESULTS / f"{stem}summary.json").write_text(summary_json)
     head = [
@@ -239,7 +275,16 @@ def report(plans: Path | None = None) -> None:
         "`python -m benchmarks.probe_solver_wording --n N --conditions ...` then `--report`; wordings in",
         "`summary.json`.",
     ]
-    if plans:
+    if single:
+        head = [
+            "# Single-stage solver wording: the no-plan path (issue 12)",
+            "",
+            "The 100 items of the validation evaluation (`gsm8k-train-validation`: GSM8K train, seed 1), no plan;",
+            "solver Qwen2.5-Coder-1.5B Q4_K_M, greedy, ≤ 400 output tokens. CoT: that folder's committed run.",
+            "`python -m benchmarks.probe_solver_wording --single-stage --conditions ...` then",
+            "`--single-stage --report`; wordings in the summary JSON.",
+        ]
+    elif plans:
         head = [
             "# Two-stage solver wording, a decomposer's own plans fixed (issue 12)",
             "",
@@ -265,12 +310,14 @@ def main() -> None:
     parser.add_argument("--conditions", default="plan:all")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--plans", type=Path, help="a dod eval two-stage run JSONL whose plans to hold fixed")
+    parser.add_argument("--single-stage", action="store_true", help="no plan, the 100 validation items")
     parser.add_argument("--report", action="store_true")
     args = parser.parse_args()
+    plans = SINGLE_STAGE if args.single_stage else args.plans
     if args.report:
-        report(args.plans)
+        report(plans)
     else:
-        run(args.n, args.conditions.split(","), args.threads, args.plans)
+        run(args.n, args.conditions.split(","), args.threads, plans)
 
 
 if __name__ == "__main__":
