@@ -53,7 +53,8 @@ def main() -> None:
     args = parser.parse_args()
     rows = [measure(f, args.repeats, args.threads) for f in args.files]
     for r in rows:
-        print(f"{r['file']}: {r['tok_s']:.1f} tok/s, {r['bytes'] / 1e6:.1f} MB -> {r['tok_s'] * r['bytes'] / 1e9:.2f} GB/s")
+        gb_s = r["tok_s"] * r["bytes"] / 1e9
+        print(f"{r['file']}: {r['tok_s']:.1f} tok/s, {r['bytes'] / 1e6:.1f} MB -> {gb_s:.2f} GB/s")
     if args.out:
         args.out.write_text(json.dumps({"threads": args.threads, "tokens": TOKENS, "rows": rows}, indent=1) + "\n")
 
