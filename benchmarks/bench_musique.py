@@ -34,6 +34,10 @@ Methods, all over the same base retriever, each retriever asked for max(k) docum
   (``DecomposingRetriever(fills=m)``), the first ``--fill-depth`` documents of the j-th fill's list fused with
   weight ``--fill-weight`` ** (j - 1) (``_dD`` / ``_wW`` in the label when these are not 1). m=1 is the plain
   ``_spans`` method.
+- ``--fill-feedback T`` (> 0, with ``--fills m`` > 1) adds ``_fbT_pP`` (``--fill-pool P``): the bridge's first P
+  candidates are each retrieved and ordered by whether the first T documents of their queries are about them
+  (``DecomposingRetriever(fill_feedback=T, fill_pool=P)``). ``--rrf-k R`` (not 60) adds ``_rrfR``: the fusion's
+  damping constant of the ``_spans`` methods.
 - ``--question-weight w`` (not 1) adds ``_qwW`` to the labels of ``dod`` and of the static gold methods
   (``dod_qw2:multihop-lora``, ``gold_keep_qw2``): the question's list is fused with RRF weight w, each
   sub-question's (step's) with 1 (``DecomposingRetriever(question_weight=w)``). Several values: one method each.
@@ -231,6 +235,9 @@ def _gold_iterative(
         fills=fills,
         fill_weight=fill_weight,
         fill_depth=args.fill_depth,
+        fill_feedback=args.fill_feedback if spans and fills > 1 else 0,
+        fill_pool=args.fill_pool,
+        rrf_k=args.rrf_k if spans else 60,
     )
 
     def run(q: MusiqueQuestion, cb: list) -> list[Document]:
@@ -247,6 +254,10 @@ def _fill_variants(args: argparse.Namespace) -> list[tuple[int, float, str]]:
         for weight in args.fill_weight if fills > 1 else [1.0]:
             suffix = "" if fills == 1 else f"_fills{fills}" + ("" if weight == 1 else f"_w{weight:g}")
             suffix += "" if fills == 1 or args.fill_depth == 1 else f"_d{args.fill_depth or 'all'}"
+            feedback = getattr(args, "fill_feedback", 0)
+            suffix += "" if fills == 1 or not feedback else f"_fb{feedback}_p{args.fill_pool}"
+            rrf_k = getattr(args, "rrf_k", 60)
+            suffix += "" if rrf_k == 60 else f"_rrf{rrf_k}"
             variants.setdefault(suffix, (fills, weight, suffix))
     return list(variants.values())
 
@@ -309,6 +320,9 @@ def build_methods(
                     fills=fills,
                     fill_weight=weight,
                     fill_depth=args.fill_depth,
+                    fill_feedback=args.fill_feedback if fills > 1 else 0,
+                    fill_pool=args.fill_pool,
+                    rrf_k=args.rrf_k if name.endswith("_spans") else 60,
                     question_weight=question_weight,
                 )
                 methods[f"{name}{suffix}:{tag}"] = lambda q, cb, r=retriever: r.invoke(q.question, {"callbacks": cb})
@@ -577,6 +591,22 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         type=lambda v: None if v == "all" else int(v),
         default=1,
         help="_spans methods, M > 1: documents of each lower-ranked fill's list fused (an int or 'all')",
+    )
+    parser.add_argument(
+        "--fill-feedback",
+        type=int,
+        default=0,
+        help="_spans methods, M > 1: rank a bridge's candidates by the first T documents of their queries "
+        "(DecomposingRetriever(fill_feedback=T); adds _fbT_pP to the label)",
+    )
+    parser.add_argument(
+        "--fill-pool", type=int, default=8, help="_spans methods with --fill-feedback: candidates retrieved and ranked"
+    )
+    parser.add_argument(
+        "--rrf-k",
+        type=int,
+        default=60,
+        help="_spans methods: the RRF damping constant (not 60 adds _rrfR to the label)",
     )
     parser.add_argument(
         "--question-weight",

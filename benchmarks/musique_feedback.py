@@ -3,7 +3,8 @@ r"""Tuning the iterative mode's fills on the MuSiQue train questions: variants o
 Each question is decomposed once by ``--decomposer``/``--adapter`` (the plans are cached in ``--plans``, so every
 variant sees the same sub-questions and only retrieval differs; ``--steps gold`` gives MuSiQue's gold steps with
 ``#N`` kept instead), then every variant of :func:`variants` runs ``DecomposingRetriever(iterative=True)`` with
-those plans. recall@k of each, paired per question against the current default (``default``) and ``plain``.
+those plans. recall@k of each, paired per question against ``default`` (the defaults before this tuning,
+:data:`BEFORE`) and ``plain``.
 
 Variants (issue 13):
 
@@ -11,7 +12,12 @@ Variants (issue 13):
   step; they are ordered by how many of the first T documents each query finds are about the candidate, and
   the first ``fills`` are fused); ``, title`` when only the title counts (not the first sentence);
 - ``read_top R``: the span reader sees R passages, not 2;
-- ``fills M``: M fills in the reader's order.
+- ``fills M``: M fills in the reader's order;
+- ``rrf_k R``: the fusion's damping constant (60 before); ``fill_weight W``: the j-th fill's list weighs W ** (j - 1);
+  ``read passages kept``: the passages the bridge was read from may support a candidate (left out otherwise).
+
+The chosen setting (``feedback 1, pool 8, rrf_k 0, fill_weight 0.5``) became the span reader's iterative
+defaults.
 
     python -m benchmarks.musique_feedback --file train100.json --retriever bm25 \
         --out benchmarks/results/musique/feedback_train100_bm25
@@ -36,8 +42,16 @@ from langchain_dod.evaluation.musique import default_dir, gold_queries, load_que
 __all__ = ["main", "variants"]
 
 
+# the defaults before issue 13's feedback: every variant starts from them (``default`` is these alone)
+BEFORE = {"fills": 3, "fill_depth": 1, "fill_weight": 1.0, "fill_feedback": 0, "fill_pool": 3, "rrf_k": 60}
+
+
 def variants() -> dict[str, dict[str, Any]]:
-    """Label -> ``DecomposingRetriever`` options (``head``, ``exclude_read``: the module's experiment knobs)."""
+    """Label -> ``DecomposingRetriever`` options over :data:`BEFORE`.
+
+    ``head``: ``"title"`` counts a document's title only, not its first sentence; ``exclude_read``: ``False`` lets
+    the passages the bridge was read from count; both are ablations of :func:`langchain_dod.retrievers._support`.
+    """
     out: dict[str, dict[str, Any]] = {"default": {}}
     out["read_top 3"] = {"read_top": 3}
     out["fills 5"] = {"fills": 5}
@@ -50,6 +64,28 @@ def variants() -> dict[str, dict[str, Any]]:
     out["feedback 1, pool 8, fills 4"] = {"fill_feedback": 1, "fill_pool": 8, "fills": 4}
     out["feedback 1, pool 8, read_top 3"] = {"fill_feedback": 1, "fill_pool": 8, "read_top": 3}
     out["feedback 1, pool 8, fill_depth 2"] = {"fill_feedback": 1, "fill_pool": 8, "fill_depth": 2}
+    for r in (0, 2, 5, 10, 20, 30):
+        out[f"rrf_k {r}"] = {"rrf_k": r}
+        out[f"feedback 1, pool 8, rrf_k {r}"] = {"fill_feedback": 1, "fill_pool": 8, "rrf_k": r}
+    z = {"rrf_k": 0, "fill_feedback": 1, "fill_pool": 8}
+    out["feedback 1, pool 5, rrf_k 0"] = {**z, "fill_pool": 5}
+    out["feedback 1, pool 12, rrf_k 0"] = {**z, "fill_pool": 12}
+    out["feedback 2, pool 8, rrf_k 0"] = {**z, "fill_feedback": 2}
+    out["feedback 1, pool 8, rrf_k 0, fill_weight 0.5"] = {**z, "fill_weight": 0.5}
+    out["feedback 1, pool 8, rrf_k 0, fills 2"] = {**z, "fills": 2}
+    out["feedback 1, pool 8, rrf_k 0, fills 4"] = {**z, "fills": 4}
+    out["feedback 1, pool 8, rrf_k 0, read_top 3"] = {**z, "read_top": 3}
+    out["feedback 1, pool 8, rrf_k 0, read passages kept"] = {**z, "exclude_read": False}
+    out["feedback 1, pool 8, rrf_k 0, title"] = {**z, "head": "title"}
+    out["rrf_k 0, fill_weight 0.5"] = {"rrf_k": 0, "fill_weight": 0.5}
+    out["feedback 1, pool 8, rrf_k 0, fill_weight 0.25"] = {**z, "fill_weight": 0.25}
+    out["feedback 1, pool 5, rrf_k 0, fill_weight 0.5"] = {**z, "fill_pool": 5, "fill_weight": 0.5}
+    out["feedback 1, pool 8, rrf_k 0, fill_weight 0.5, read passages kept"] = {
+        **z,
+        "fill_weight": 0.5,
+        "exclude_read": False,
+    }
+    out["feedback 1, pool 8, rrf_k 1, fill_weight 0.5"] = {**z, "rrf_k": 1, "fill_weight": 0.5}
     return out
 
 
@@ -125,9 +161,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         for k in args.k:
             recall["plain"][k].append(recall_at_k(ranked, q.supporting_ids, k))
     for label, options in chosen.items():
-        options = dict(options)
-        retrievers_module.HEAD_MODE = options.pop("head", "title+sentence")
-        retrievers_module.EXCLUDE_READ = options.pop("exclude_read", True)
+        options = {**BEFORE, **options}
+        retrievers_module._FEEDBACK_SENTENCE = options.pop("head", "title+sentence") == "title+sentence"
+        retrievers_module._FEEDBACK_SKIPS_READ = options.pop("exclude_read", True)
         retriever = DecomposingRetriever(retriever=base, decomposer=steps, iterative=True, k=depth, **options)
         recall[label], seconds[label] = {k: [] for k in args.k}, []
         for q in questions:
@@ -136,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             seconds[label].append(time.perf_counter() - started)
             for k in args.k:
                 recall[label][k].append(recall_at_k(ranked, q.supporting_ids, k))
-    retrievers_module.HEAD_MODE, retrievers_module.EXCLUDE_READ = "title+sentence", True
+    retrievers_module._FEEDBACK_SENTENCE, retrievers_module._FEEDBACK_SKIPS_READ = True, True
 
     hops = [q.hops for q in questions]
     head = "| variant | " + " | ".join(f"recall@{k}" for k in args.k) + " | 2-hop@5 | 3-hop@5 | 4-hop@5 | "
@@ -163,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     text = "\n".join(lines)
     print(text)
     per_question = {label: by_k[5] for label, by_k in recall.items()}
-    result = {
+    result: dict[str, Any] = {
         "summary": summary,
         "recall@5": per_question,
         "ids": [q.id for q in questions],
@@ -180,8 +216,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             f"# Iterative-mode variants on MuSiQue {args.file} ({args.retriever}, plans: {plan})\n\n"
             f"Command: `{result['meta']['command']}`\n\n{text}\n\n"
             "Every variant is `DecomposingRetriever(iterative=True, reader='spans')` with the options of "
-            "`variants()` in benchmarks/musique_feedback.py over the same cached plans; `default`: today's "
-            "defaults (fills=3, fill_depth=1, read_top=2, no feedback). Δ: paired per question (95 % normal CI). "
+            "`variants()` in benchmarks/musique_feedback.py over the same cached plans; `default`: the "
+            "defaults before issue 13's feedback (fills=3, fill_depth=1, fill_weight=1, rrf_k=60, read_top=2, no "
+            "feedback); every other variant changes only what its label names. Δ: paired per question (95 % normal "
+            "CI). "
             "Retrieval s/query: median wall seconds of the retriever call without the decomposer (one core).\n",
         )
     return result
