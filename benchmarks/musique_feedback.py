@@ -89,6 +89,18 @@ def variants() -> dict[str, dict[str, Any]]:
     return out
 
 
+def _bridges(q: Any, steps: list[dict[str, Any]]) -> list[tuple[bool, bool]]:
+    """Per bridge (a gold step a later one refers to as ``#N``): its gold answer named first, and among the kept."""
+    from benchmarks.musique_bridges import matches
+
+    out = []
+    for i, step in enumerate(steps[:-1]):
+        if any(f"#{i + 1}" in later.question for later in q.steps[i + 1 :]):
+            gold = q.steps[i].answer
+            out.append((matches(step["answer"], gold), any(matches(a, gold) for a in step.get("answers", []))))
+    return out
+
+
 def _paired(mine: list[float], other: list[float]) -> dict[str, Any]:
     diffs = [a - b for a, b in zip(mine, other, strict=True)]
     mean = statistics.fmean(diffs)
@@ -124,7 +136,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--file", default="train100.json")
     parser.add_argument("--retriever", choices=["bm25", "minilm"], default="bm25")
     parser.add_argument("--embedding-cache", type=Path, default=None)
-    parser.add_argument("--steps", choices=["model", "gold"], default="model")
+    parser.add_argument(
+        "--steps",
+        choices=["model", "gold"],
+        default="model",
+        help="plans: the decomposer's (cached), or MuSiQue's gold steps (then the bridges named are counted too)",
+    )
     parser.add_argument("--decomposer", default="smollm2-135m-instruct")
     parser.add_argument("--adapter", default="langchain_dod/data/smollm2-135m-multihop-lora.gguf")
     parser.add_argument("--max-subquestions", type=int, default=4)
@@ -154,6 +171,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     chosen = variants() if not args.variants else {v: variants()[v] for v in ["default", *args.variants]}
     recall: dict[str, dict[int, list[float]]] = {"plain": {k: [] for k in args.k}}
     seconds: dict[str, list[float]] = {"plain": []}
+    bridges: dict[str, list[int]] = {}  # --steps gold: label -> [named first, among the kept fills, bridges]
     for q in questions:
         started = time.perf_counter()
         ranked = [d.id for d in base.invoke(q.question)]
@@ -168,13 +186,25 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         recall[label], seconds[label] = {k: [] for k in args.k}, []
         for q in questions:
             started = time.perf_counter()
-            ranked = [d.id for d in retriever.invoke(q.question)]
+            docs = retriever.invoke(q.question)
             seconds[label].append(time.perf_counter() - started)
+            ranked = [d.id for d in docs]
+            if args.steps == "gold" and docs:  # the plan is the gold one: its bridges can be judged
+                named = bridges.setdefault(label, [0, 0, 0])
+                for first, kept in _bridges(q, docs[0].metadata["dod_trace"]["steps"]):
+                    named[0], named[1], named[2] = named[0] + first, named[1] + kept, named[2] + 1
             for k in args.k:
                 recall[label][k].append(recall_at_k(ranked, q.supporting_ids, k))
     retrievers_module._FEEDBACK_SENTENCE, retrievers_module._FEEDBACK_SKIPS_READ = True, True
 
     hops = [q.hops for q in questions]
+    bridge_text = ""
+    if bridges:
+        lines = ["| variant | bridge answers named first | among the fills kept |", "|---|---|---|"]
+        for label, (first, kept, n) in bridges.items():
+            lines.append(f"| {label} | {first} / {n} ({first / n:.1%}) | {kept} / {n} ({kept / n:.1%}) |")
+        bridge_text = "\n".join(lines)
+        print(bridge_text)
     head = "| variant | " + " | ".join(f"recall@{k}" for k in args.k) + " | 2-hop@5 | 3-hop@5 | 4-hop@5 | "
     head += "Δ@5 vs default (95 % CI) | Δ@5 vs plain (95 % CI) | retrieval s/query |"
     lines = [head, "|---" * (len(args.k) + 7) + "|"]
@@ -204,6 +234,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "recall@5": per_question,
         "ids": [q.id for q in questions],
         "variants": {label: chosen.get(label, {}) for label in recall if label != "plain"},
+        "bridges": bridges,
         "meta": run_meta(
             "benchmarks.musique_feedback", argv, file=args.file, retriever=args.retriever, steps=args.steps
         ),
@@ -215,7 +246,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             result,
             f"# Iterative-mode variants on MuSiQue {args.file} ({args.retriever}, plans: {plan})\n\n"
             f"Command: `{result['meta']['command']}`\n\n{text}\n\n"
-            "Every variant is `DecomposingRetriever(iterative=True, reader='spans')` with the options of "
+            + (f"Bridges (gold steps; a later step refers to them as `#N`):\n\n{bridge_text}\n\n" if bridges else "")
+            + "Every variant is `DecomposingRetriever(iterative=True, reader='spans')` with the options of "
             "`variants()` in benchmarks/musique_feedback.py over the same cached plans; `default`: the "
             "defaults before issue 13's feedback (fills=3, fill_depth=1, fill_weight=1, rrf_k=60, read_top=2, no "
             "feedback); every other variant changes only what its label names. Δ: paired per question (95 % normal "
