@@ -143,6 +143,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             fills=m,
             fill_weight=MARK if m > 1 else 1.0,
             fill_depth=None,  # every list whole: the schemes cut them
+            fill_feedback=0,  # the reader's order, as when this was run (issue 13's feedback came later)
+            rrf_k=60,
         )
         for q in questions:
             gold[q.question] = gold_queries(q, "keep")

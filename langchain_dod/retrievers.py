@@ -14,7 +14,9 @@ CPU.
 answer from the top passage(s) (by default a rule that picks a name, place, date or number from them, with no
 model call; or a model), and later steps that refer to it (``#N``, "he", "that year", or none at all) are
 rewritten with that answer before they are retrieved. A static plan cannot know the bridge entity of a
-multi-hop question; this is where most of the recall gain lies.
+multi-hop question; this is where most of the recall gain lies. With the span reader a later step is retrieved
+for several of its candidates (``fills``, ``fill_pool``), and the candidate whose query finds a passage *about*
+it (its title or first sentence names it) is taken as the answer (``fill_feedback``).
 """
 
 from __future__ import annotations
@@ -356,11 +358,12 @@ class DecomposingRetriever(BaseRetriever):
     only with the best. The best fill's list is fused as usual, the others' first ``fill_depth`` documents with
     them, and the step's own answer is read from the best fill's passages. A step that uses several answers
     varies only the most recent one (the others keep their best), so a step costs at most ``fills`` retrievals
-    and no model call. 1: the best candidate only. A model ``reader`` names one answer: with one the default
-    becomes 1, and ``fills > 1`` is refused (``ValueError``). 3 (default) was chosen on the 100 MuSiQue train
-    questions (gold steps, BM25: recall@5 0.537 -> 0.573, benchmarks/results/musique/fills_train100_bm25.md); on the 292
-    evaluation questions with our decomposer recall@5 rises from 0.501 to 0.519 (BM25) and from 0.550 to 0.573
-    (MiniLM), about 3 more base-retriever calls per question."""
+    (``fill_pool`` with ``fill_feedback``, the default, which also orders the candidates) and no model call.
+    1: the best candidate only. A model ``reader`` names one answer: with one the default becomes 1, and
+    ``fills > 1`` is refused (``ValueError``). 3 (default) was chosen on the 100 MuSiQue train questions (gold
+    steps, BM25: recall@5 0.537 -> 0.573, benchmarks/results/musique/fills_train100_bm25.md); on the 292
+    evaluation questions with our decomposer recall@5 rose from 0.501 to 0.519 (BM25) and from 0.550 to 0.573
+    (MiniLM), about 3 more base-retriever calls per question (before ``fill_feedback``)."""
     fill_depth: int | None = Field(default=1, ge=1)
     """Iterative mode, ``fills > 1``: how many of a lower-ranked fill's documents enter the fusion (``None``:
     all). Its whole list would count as much as the best fill's, and the documents every fill finds (those that
@@ -380,14 +383,17 @@ class DecomposingRetriever(BaseRetriever):
     reader's order only. The passages the bridge was read from do not count (they are about the bridge step's
     subject, not its answer). No model call; ``fill_pool`` retrievals per step instead of ``fills``. A model
     ``reader`` names one answer: with one the default becomes 0, and ``fill_feedback > 0`` is refused.
-    1 (default) was chosen on the 100 MuSiQue train questions: with the gold steps, BM25, it names the bridge
-    answer first for 68 of 137 bridges (49.6 %) where the reader's order does for 42 (30.7 %); with our
-    decomposer recall@5 0.507 -> 0.527 (BM25) and 0.629 -> 0.657 (MiniLM) at ``rrf_k`` 60, 0.581 -> 0.622 and
-    0.691 -> 0.730 at ``rrf_k`` 0 with ``fill_weight`` 0.5 (benchmarks/results/musique/feedback_*train100_*.md).
-    The trace's bridge step shows ``support``, each candidate's score."""
+    1 (default) was chosen on the 100 MuSiQue train questions: with the gold steps it names the bridge answer
+    first for 68 of 137 bridges (49.6 %; BM25) and 72 (52.6 %; MiniLM) where the reader's order does for 42 and
+    52; with our decomposer recall@5 0.507 -> 0.527 (BM25) and 0.629 -> 0.657 (MiniLM) at ``rrf_k`` 60,
+    0.581 -> 0.622 and 0.691 -> 0.730 at ``rrf_k`` 0 with ``fill_weight`` 0.5. On the 292 evaluation questions
+    these defaults together (with ``rrf_k`` 0 and ``fill_weight`` 0.5) raise recall@5 from 0.519 to 0.573 (BM25;
+    plain 0.449) and from 0.573 to 0.651 (MiniLM; plain 0.528), for about 0.3 s more per question with MiniLM
+    (benchmarks/results/musique/feedback.md). The trace's bridge step shows ``support``, each candidate's
+    score."""
     fill_pool: int = Field(default=8, ge=1)
     """Iterative mode, ``fill_feedback > 0``: how many of the span reader's candidates are retrieved and ranked by
-    their documents (at least ``fills`` are). 8 (default) against 3 and 5 on the 100 MuSiQue train questions."""
+    their documents (at least ``fills`` are). 8 (default) against 3, 5 and 12 on the 100 MuSiQue train questions."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
