@@ -153,3 +153,20 @@ def test_question_weight_labels_and_weights_the_gold_fusion(tmp_path: Path) -> N
 def test_a_bad_question_weight_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
         run(tmp_path, "--methods", "plain", "--question-weight", "0")
+
+
+def test_feedback_and_rrf_k_label_the_span_methods(tmp_path: Path) -> None:
+    """--fill-feedback/--fill-pool/--rrf-k reach DecomposingRetriever and name the method; the old label keeps
+    the old options (fill_feedback 0, rrf_k 60), spelled out since the retriever's defaults changed."""
+    argv = ["--methods", "gold_iterative_spans", "--fills", "3"]
+    result = run(tmp_path, *argv, "--fill-weight", "0.5", "--fill-feedback", "1", "--fill-pool", "4", "--rrf-k", "0")
+    label = "gold_iterative_spans_fills3_w0.5_fb1_p4_rrf0"
+    assert list(result["summary"]) == [label]
+    row = {(r["method"], r["id"]): r for r in result["rows"]}[(label, "3hop1__3_4_5")]
+    assert "support" in row["steps"][0] and len(row["steps"][0]["answers"]) <= 3  # the bridge ranked by feedback
+    old = run(tmp_path, *argv)
+    assert "gold_iterative_spans_fills3" in old["summary"]
+    old_row = {(r["method"], r["id"]): r for r in old["rows"]}[("gold_iterative_spans_fills3", "3hop1__3_4_5")]
+    assert all("support" not in s for s in old_row["steps"])
+    args = bench_musique.argparse.Namespace(fills=[3], fill_weight=[1.0], fill_depth=1, fill_feedback=0, rrf_k=60)
+    assert bench_musique._fill_variants(args) == [(3, 1.0, "_fills3")]
