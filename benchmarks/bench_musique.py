@@ -237,7 +237,7 @@ def _gold_iterative(
         fill_depth=args.fill_depth,
         fill_feedback=args.fill_feedback if spans and fills > 1 else 0,
         fill_pool=args.fill_pool,
-        rrf_k=args.rrf_k if spans else 60,
+        **({"rrf_k": args.rrf_k} if spans else {}),  # a model reader keeps the retriever's default
     )
 
     def run(q: MusiqueQuestion, cb: list) -> list[Document]:
@@ -322,7 +322,8 @@ def build_methods(
                     fill_depth=args.fill_depth,
                     fill_feedback=args.fill_feedback if fills > 1 else 0,
                     fill_pool=args.fill_pool,
-                    rrf_k=args.rrf_k if name.endswith("_spans") else 60,
+                    # the _spans methods name their rrf_k (60 unless --rrf-k); the others keep the retriever's default
+                    **({"rrf_k": args.rrf_k} if name.endswith("_spans") else {}),
                     question_weight=question_weight,
                 )
                 methods[f"{name}{suffix}:{tag}"] = lambda q, cb, r=retriever: r.invoke(q.question, {"callbacks": cb})
