@@ -37,7 +37,8 @@ Methods, all over the same base retriever, each retriever asked for max(k) docum
 - ``--fill-feedback T`` (> 0, with ``--fills m`` > 1) adds ``_fbT_pP`` (``--fill-pool P``): the bridge's first P
   candidates are each retrieved and ordered by whether the first T documents of their queries are about them
   (``DecomposingRetriever(fill_feedback=T, fill_pool=P)``). ``--rrf-k R`` (not 60) adds ``_rrfR``: the fusion's
-  damping constant of the ``_spans`` methods.
+  damping constant of ``dod`` and the ``_spans`` methods (the retriever defaults to 0 since issue 13; these
+  labels keep 60 unless told).
 - ``--question-weight w`` (not 1) adds ``_qwW`` to the labels of ``dod`` and of the static gold methods
   (``dod_qw2:multihop-lora``, ``gold_keep_qw2``): the question's list is fused with RRF weight w, each
   sub-question's (step's) with 1 (``DecomposingRetriever(question_weight=w)``). Several values: one method each.
@@ -309,6 +310,8 @@ def build_methods(
                 (v, w) for v in variants for w in (_question_weights(args) if name == "dod" else [1.0])
             ):
                 suffix += _question_weight_suffix(question_weight)
+                if name == "dod" and args.rrf_k != 60:
+                    suffix += f"_rrf{args.rrf_k}"
                 retriever = DecomposingRetriever(
                     retriever=base,
                     decomposer=decomposer,
@@ -322,8 +325,9 @@ def build_methods(
                     fill_depth=args.fill_depth,
                     fill_feedback=args.fill_feedback if fills > 1 else 0,
                     fill_pool=args.fill_pool,
-                    # the _spans methods name their rrf_k (60 unless --rrf-k); the others keep the retriever's default
-                    **({"rrf_k": args.rrf_k} if name.endswith("_spans") else {}),
+                    # dod and the _spans methods name their rrf_k (60 unless --rrf-k, so a label keeps its meaning
+                    # when the retriever's default changes); dod_iterative (a model reader) keeps the default
+                    **({"rrf_k": args.rrf_k} if name == "dod" or name.endswith("_spans") else {}),
                     question_weight=question_weight,
                 )
                 methods[f"{name}{suffix}:{tag}"] = lambda q, cb, r=retriever: r.invoke(q.question, {"callbacks": cb})
@@ -607,7 +611,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "--rrf-k",
         type=int,
         default=60,
-        help="_spans methods: the RRF damping constant (not 60 adds _rrfR to the label)",
+        help="dod and the _spans methods: the RRF damping constant (not 60 adds _rrfR to the label)",
     )
     parser.add_argument(
         "--question-weight",

@@ -321,22 +321,22 @@ class DecomposingRetriever(BaseRetriever):
     """How many fused documents to return."""
     include_original: bool = True
     """Also retrieve for the original question (recommended: it guards against a poor decomposition)."""
-    rrf_k: int = 60
-    """The RRF damping constant; 60 is the value from the original paper and a robust default (static mode).
-    Iterative mode with the span reader defaults to 0 instead: each step's first document then outranks
-    documents that several lists hold lower down, and a step's first document is most often the passage of its
-    hop. On the 100 MuSiQue train questions with our decomposer recall@5 rises 0.507 -> 0.581 (BM25) and
-    0.629 -> 0.691 (MiniLM) from that alone (benchmarks/results/musique/feedback_rrfk_train100_*.md). A model
-    ``reader`` keeps 60 (not measured at 0)."""
-    question_weight: float = 1.0
+    rrf_k: int = 0
+    """The RRF damping constant: a list's document at rank r adds ``weight / (rrf_k + r)``. 0 (default) lets each
+    list's first document outrank documents that several lists hold lower down; the original paper's 60 flattens
+    the ranks. Chosen on the 100 MuSiQue train questions with our decomposer, per mode: static mode (with
+    ``question_weight`` 2) recall@5 0.477 -> 0.519 (BM25) and 0.595 -> 0.646 (MiniLM) against 60
+    (benchmarks/results/musique/static_train100_*.md); iterative mode with the span reader 0.507 -> 0.581 and
+    0.629 -> 0.691 from that alone (feedback_rrfk_train100_*.md). Iterative mode with a model ``reader`` keeps 60
+    (not measured at 0)."""
+    question_weight: float = 2.0
     """Static mode (``iterative=False``), with ``include_original``: the RRF weight of the original question's
-    list; each sub-question's list has weight 1. 1 (default): every list counts the same. A larger weight keeps
-    more of the plain ranking and adds what the sub-questions find. Must be > 0. Iterative mode keeps weight 1
-    for the question (not measured there): ``iterative=True`` with another value is refused (``ValueError``).
-    On MuSiQue 1 stays the default: on the 100 train questions with the gold steps it is best (recall@5, BM25
-    0.504 vs 0.487 / 0.482 / 0.469 at 1.5 / 2 / 3; MiniLM 0.629 vs 0.626 / 0.626 / 0.620), and on the 292
-    evaluation questions with our decomposer 1.5 changes recall@5 by +0.001 (BM25) / +0.003 (MiniLM) while BM25's
-    recall@10 drops 0.573 -> 0.550 (benchmarks/results/musique/question_weight.md)."""
+    list; each sub-question's list has weight 1. A larger weight keeps more of the plain ranking and adds what the
+    sub-questions find. Must be > 0. 2 (default) was chosen with ``rrf_k=0`` on the 100 MuSiQue train questions
+    (recall@5 0.521 -> 0.519 BM25, 0.626 -> 0.646 MiniLM against weight 1; at ``rrf_k`` 60 weight 1 was best,
+    question_weight.md); on the 292 evaluation questions the static defaults give 0.484 (BM25) and 0.546 (MiniLM)
+    against plain retrieval's 0.450 and 0.528 (static_292_*.md). Iterative mode fuses the question's list with
+    weight 1: there the default becomes 1 and another value is refused (``ValueError``)."""
     iterative: bool = False
     """Retrieve the sub-questions in order and rewrite each with the answers read so far (see the module
     docstring). A model ``reader`` costs one call per sub-question but the last; ``dod_trace`` reports the cost."""
@@ -420,6 +420,8 @@ class DecomposingRetriever(BaseRetriever):
 
     @model_validator(mode="after")
     def _check_modes(self) -> DecomposingRetriever:
+        if self.iterative and "question_weight" not in self.model_fields_set:
+            self.question_weight = 1.0  # the default (2) is the static mode's
         if self.iterative and self.question_weight != 1.0:
             raise ValueError(
                 f"question_weight={self.question_weight} applies to the static mode only (iterative=False); the "
@@ -434,8 +436,8 @@ class DecomposingRetriever(BaseRetriever):
                     "answers (a model reader names one); use fill_feedback=0 with a model reader."
                 )
             self.fill_feedback = 0
-        if self.iterative and self.reader == "spans" and "rrf_k" not in self.model_fields_set:
-            self.rrf_k = 0  # the span reader's iterative mode was tuned at 0 (issue 13); see rrf_k
+        if self.iterative and self.reader != "spans" and "rrf_k" not in self.model_fields_set:
+            self.rrf_k = 60  # 0 was tuned for the static mode and the span reader (issue 13); see rrf_k
         if self.fills > 1 and self.reader != "spans":
             raise ValueError(
                 f"fills={self.fills} needs reader='spans': only the span reader ranks candidate answers (a model "

@@ -177,15 +177,24 @@ def _fused(bm25: BM25Retriever, **options: Any) -> list[Document]:
 
 
 def test_question_weight_lifts_the_questions_list(bm25: BM25Retriever) -> None:
-    # the question's list is [0, 2], each sub-question's [1, 0] (BM25, k=2)
-    today = _fused(bm25)
-    assert [d.metadata["n"] for d in today] == [0, 1, 2]  # 1/61 + 1/61 beats 1/62
-    assert [d.metadata["n"] for d in _fused(bm25, question_weight=1.0)] == [0, 1, 2]
-    weighted = _fused(bm25, question_weight=3.0)
+    # the question's list is [0, 2], each sub-question's [1, 0] (BM25, k=2); the paper's rrf_k 60
+    assert [d.metadata["n"] for d in _fused(bm25, rrf_k=60, question_weight=1.0)] == [0, 1, 2]  # 2/61 beats 1/62
+    weighted = _fused(bm25, rrf_k=60, question_weight=3.0)
     assert [d.metadata["n"] for d in weighted] == [0, 2, 1]  # 3/62 beats 2/61
     assert weighted[0].metadata["dod_rrf_score"] == round(3 / 61 + 2 / 62, 6)
     assert weighted[1].metadata["dod_rrf_score"] == round(3 / 62, 6)
     assert weighted[2].metadata["dod_rrf_score"] == round(2 / 61, 6)
+
+
+def test_static_defaults_are_rrf_k_0_and_question_weight_2(bm25: BM25Retriever) -> None:
+    # chosen on MuSiQue train100 (issue 13): the question's first document scores 2/1 + 2 * 1/2, each
+    # sub-question's first 1/1 twice, the question's second 2/2
+    retriever = DecomposingRetriever(retriever=bm25, decomposer=scripted_decomposer())
+    assert (retriever.rrf_k, retriever.question_weight) == (0, 2.0)
+    fused = _fused(bm25)
+    assert [d.metadata["n"] for d in fused] == [0, 1, 2]
+    assert [d.metadata["dod_rrf_score"] for d in fused] == [3.0, 2.0, 1.0]
+    assert [d.metadata for d in fused] == [d.metadata for d in _fused(bm25, rrf_k=0, question_weight=2.0)]
 
 
 async def test_question_weight_async_matches_sync(bm25: BM25Retriever) -> None:

@@ -166,15 +166,19 @@ def test_options_are_checked(bm25: BM25Retriever) -> None:
 
 
 def test_defaults(bm25: BM25Retriever) -> None:
-    """The span reader's iterative mode: feedback on, a pool of 8, fill_weight 0.5 and RRF k 0 (issue 13)."""
+    """The span reader's iterative mode: feedback on, a pool of 8, fill_weight 0.5 and RRF k 0 (issue 13); static
+    mode: RRF k 0 and question weight 2; a model reader: RRF k 60."""
     spans = DecomposingRetriever(retriever=bm25, decomposer=decomposer(STEPS), iterative=True)
     assert (spans.fills, spans.fill_feedback, spans.fill_pool, spans.fill_weight, spans.rrf_k) == (3, 1, 8, 0.5, 0)
     assert DecomposingRetriever(retriever=bm25, decomposer=decomposer(STEPS), iterative=True, rrf_k=60).rrf_k == 60
+    assert spans.question_weight == 1.0  # the static default (2) does not apply: the iterative fusion weighs 1
     static = DecomposingRetriever(retriever=bm25, decomposer=decomposer(STEPS))
-    assert static.rrf_k == 60
+    assert (static.rrf_k, static.question_weight) == (0, 2.0)  # the static mode's own tuning (musique_static)
     reader = GenericFakeChatModel(messages=iter([]))
     model = DecomposingRetriever(retriever=bm25, decomposer=decomposer(STEPS), iterative=True, reader=reader)
     assert (model.fills, model.fill_feedback, model.rrf_k) == (1, 0, 60)  # measured with rrf_k 60; unchanged
+    told = DecomposingRetriever(retriever=bm25, decomposer=decomposer(STEPS), iterative=True, reader=reader, rrf_k=5)
+    assert told.rrf_k == 5
 
 
 async def test_async_feedback_matches_sync(bm25: BM25Retriever) -> None:
