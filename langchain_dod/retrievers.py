@@ -4,7 +4,9 @@ A multi-hop question ("Which river flows through the city where the inventor of 
 words or meaning with *every* passage it needs. The decomposer splits it into sub-questions that each point at
 one passage; each sub-question (and, by default, the original question) is sent to the base retriever in one
 ``batch``/``abatch`` call, and the ranked lists are merged with reciprocal-rank fusion (Cormack et al., 2009):
-``score(d) = sum over lists of 1 / (rrf_k + rank(d))``.
+``score(d) = sum over lists of weight / (rrf_k + rank(d))``, with ``rrf_k=0`` by default (each list's first
+document counts most; tuned on MuSiQue's train questions) and the original question's list weighing 2 in the
+static mode.
 
 Unlike LangChain's ``MultiQueryRetriever`` (which asks a general LLM for paraphrases), the sub-questions come
 from the same ~100 MB model that the rest of this package uses, grammar-constrained, in about a second on a
