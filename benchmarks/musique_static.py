@@ -35,12 +35,38 @@ def variants() -> dict[str, dict[str, Any]]:
     for w in (1.5, 2.0, 3.0, 4.0):
         for r in (60, 0):
             out[f"rrf_k {r}, question_weight {w:g}"] = {"rrf_k": r, "question_weight": w}
+    for d in (0.8, 0.6):  # an experiment, not a retriever option: later sub-questions weigh d ** (j - 1)
+        out[f"rrf_k 0, question_weight 2, step decay {d:g}"] = {"rrf_k": 0, "question_weight": 2.0, "step_decay": d}
     return out
+
+
+def _retriever(options: dict[str, Any], **fixed: Any) -> Any:
+    """``DecomposingRetriever(**options, **fixed)``, with the experiment's ``step_decay`` option.
+
+    ``step_decay``: the j-th sub-question's list weighs ``step_decay ** (j - 1)`` in the static fusion (the
+    question keeps ``question_weight``).
+    """
+    from langchain_dod import DecomposingRetriever
+
+    options = dict(options)
+    decay = options.pop("step_decay", None)
+    retriever = DecomposingRetriever(**fixed, **options)
+    if decay is None:
+        return retriever
+
+    def weights(query: str, queries: list[str]) -> list[float]:
+        first = retriever.include_original and queries[0] == query
+        return [
+            retriever.question_weight if first and i == 0 else decay ** (i - int(first)) for i in range(len(queries))
+        ]
+
+    object.__setattr__(retriever, "_static_weights", weights)
+    return retriever
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Command line entry point; returns the result dict."""
-    from langchain_dod import ChatGGUF, Decomposer, DecomposingRetriever
+    from langchain_dod import ChatGGUF, Decomposer
     from langchain_dod.decomposition_model import Decomposition
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -81,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         for k in args.k:
             recall["plain"][k].append(recall_at_k(ranked, q.supporting_ids, k))
     for label, options in chosen.items():
-        retriever = DecomposingRetriever(retriever=base, decomposer=steps, k=depth, **options)
+        retriever = _retriever(options, retriever=base, decomposer=steps, k=depth)
         recall[label], seconds[label] = {k: [] for k in args.k}, []
         for q in questions:
             started = time.perf_counter()
