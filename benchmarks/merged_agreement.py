@@ -38,6 +38,7 @@ __all__ = ["main"]
 RESULTS = Path(__file__).parent / "results" / "merged_agreement"
 GSM8K_TRAIN = Path(__file__).parents[2] / "shared" / "data" / "gsm8k" / "train.jsonl"
 WAYS = ("runtime", "merged-Q8_0", "merged-F16")
+CHOICES = (*WAYS, "merged-Q4_0")  # Q4_0: an opt-in merge type (langchain_dod.merge.MERGE_QTYPES)
 
 
 def decomposer(way: str, adapter: str) -> Decomposer:
@@ -57,6 +58,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--adapter", default=None, help="the LoRA GGUF that run applied (default: the shipped one)")
     parser.add_argument("--data", type=Path, default=GSM8K_TRAIN, help="the run's data set")
     parser.add_argument("--limit", type=int, default=None, help="the run's first N items")
+    parser.add_argument(
+        "--ways", nargs="+", choices=CHOICES, default=list(WAYS), help="which ways to decompose, in this order"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="write OUT.json and OUT.md ('-': nothing)")
     args = parser.parse_args(argv)
     adapter = args.adapter or str(default_adapter_for("math"))
@@ -67,35 +71,44 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         parser.error(f"{len(missing)} ids of --run are not in --data (e.g. {missing[0]}); pass the run's data set")
 
     result: dict[str, Any] = {"ways": {}}
-    for way in WAYS:
+    plans: dict[str, list[list[str]]] = {}  # way -> its sub-questions, item by item
+    for way in args.ways:
         dec = decomposer(way, adapter)
-        same, skips, differ, seconds = 0, 0, [], []
+        same, skips, differ, seconds, plans[way] = 0, 0, [], [], []
         for row in tqdm(rows, desc=way, unit="item"):
             started = time.perf_counter()
             subquestions = dec.invoke(by_id[row["id"]]).subquestions
             seconds.append(time.perf_counter() - started)
+            plans[way].append(subquestions)
             skips += not subquestions
             if subquestions == row["subquestions"]:
                 same += 1
             else:
                 differ.append(row["id"])
         seconds.sort()
+        first = plans[args.ways[0]]
         result["ways"][way] = {
             "same": same,
             "skips": skips,
             "p50_s": round(seconds[len(seconds) // 2], 3),
             "differ": differ,
+            # against the first way listed (e.g. merged-Q4_0 against merged-Q8_0): which items a switch would change
+            "differ_from_first": [r["id"] for r, a, b in zip(rows, plans[way], first, strict=True) if a != b],
         }
     n = len(rows)
     recorded_skips = sum(not r["subquestions"] for r in rows)
     result["meta"] = run_meta("benchmarks.merged_agreement", argv, items=n, adapter=adapter, run=str(args.run))
+    first = args.ways[0]
     lines = [
-        "| adapter applied | same sub-questions as the run | skips | p50 s per item (1 thread) |",
-        "|---|---|---|---|",
-        f"| (the run, as recorded) | {n} / {n} | {recorded_skips} | |",
+        f"| adapter applied | same sub-questions as the run | same as {first} | skips | p50 s per item (1 thread) |",
+        "|---|---|---|---|---|",
+        f"| (the run, as recorded) | {n} / {n} | | {recorded_skips} | |",
     ]
     for way, w in result["ways"].items():
-        lines.append(f"| {way} | {w['same']} / {n} ({w['same'] / n:.1%}) | {w['skips']} | {w['p50_s']} |")
+        alike = n - len(w["differ_from_first"])
+        lines.append(
+            f"| {way} | {w['same']} / {n} ({w['same'] / n:.1%}) | {alike} / {n} | {w['skips']} | {w['p50_s']} |"
+        )
     table = "\n".join(lines)
     print(table)
     if str(args.out) != "-":

@@ -81,6 +81,28 @@ def test_merge_adds_the_lora_product_and_copies_the_rest(merged, smollm2_path):
             assert np.array_equal(np.asarray(tensor.data), np.asarray(base[name].data))  # byte for byte
 
 
+def test_a_q4_0_merge_rounds_to_4_bits_and_runs_in_llama_cpp(tmp_path, smollm2_path):
+    from gguf import GGUFReader
+    from gguf.quants import dequantize
+
+    from langchain_dod import ChatGGUF
+
+    deltas = _write_adapter(tmp_path / "lora.gguf", smollm2_path)
+    out = merge_lora(smollm2_path, tmp_path / "lora.gguf", tmp_path / "q4.gguf", qtype="Q4_0")
+    base = {t.name: t for t in GGUFReader(str(smollm2_path)).tensors}
+    reader = GGUFReader(str(out))
+    assert int(reader.fields["general.file_type"].contents()) == 2  # LlamaFileType.MOSTLY_Q4_0
+    for tensor in reader.tensors:
+        if tensor.name in deltas:
+            expected = dequantize(base[tensor.name].data, base[tensor.name].tensor_type) + deltas[tensor.name]
+            assert tensor.tensor_type.name == "Q4_0"
+            got = dequantize(tensor.data, tensor.tensor_type)
+            # 4 bits per weight and a scale per 32: within a sixteenth of each block's largest weight
+            assert np.abs(got - expected).max() <= np.abs(expected).max() / 16 + 1e-6
+    reply = ChatGGUF(model=str(out), max_tokens=4, n_threads=1).invoke("Say hi.")
+    assert isinstance(reply.content, str) and reply.usage_metadata["output_tokens"] >= 1
+
+
 def test_merged_file_is_cached_reused_and_runs_in_llama_cpp(merged, smollm2_path):
     import hashlib
 

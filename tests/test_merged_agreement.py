@@ -42,6 +42,25 @@ def test_agreement_with_the_recorded_sub_questions(tmp_path: Path, monkeypatch: 
     assert sorted(p.suffix for p in (tmp_path / "cache" / "merged").glob("*.gguf")) == [".gguf", ".gguf"]
 
 
+def test_ways_are_chosen_and_compared_with_the_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOD_CACHE_DIR", str(tmp_path / "cache"))
+    items = load_dataset(DATA).items[:2]
+    run = _run_file(tmp_path, [["A sub-question no model writes?"]] * 2)
+    out = tmp_path / "agreement"
+    args = ["--run", str(run), "--data", str(DATA), "--ways", "runtime", "merged-Q4_0", "--out", str(out)]
+    result = merged_agreement.main(args)
+    ways = result["ways"]
+    assert list(ways) == ["runtime", "merged-Q4_0"]
+    assert ways["runtime"]["differ_from_first"] == []  # the first way against itself
+    assert set(ways["merged-Q4_0"]["differ_from_first"]) <= {i.id for i in items}
+    assert all(w["same"] == 0 for w in ways.values())  # no model writes the recorded sub-question
+    text = out.with_suffix(".md").read_text()
+    assert "same as runtime" in text and "| runtime | 0 / 2 (0.0%) | 2 / 2 |" in text
+    assert [p.name.rsplit("-", 1)[1] for p in (tmp_path / "cache" / "merged").glob("*.gguf")] == ["Q4_0.gguf"]
+    with pytest.raises(SystemExit):
+        merged_agreement.main([*args[:4], "--ways", "merged-Q4_1"])
+
+
 def test_ids_missing_from_the_data_are_refused(tmp_path: Path) -> None:
     run = tmp_path / "run.jsonl"
     run.write_text(json.dumps({"id": "train-999999", "subquestions": []}) + "\n")
