@@ -126,22 +126,12 @@ def _plans(args: argparse.Namespace, questions: list[Any]) -> dict[str, dict[str
     return cache
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Command line entry point; returns the result dict."""
-    from langchain_dod import ChatGGUF, Decomposer, DecomposingRetriever
-    from langchain_dod.decomposition_model import Decomposition
-
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def common_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options this module and ``benchmarks.musique_static`` share (data, base retriever, plans, k, out)."""
     parser.add_argument("--data", type=Path, default=None)
     parser.add_argument("--file", default="train100.json")
     parser.add_argument("--retriever", choices=["bm25", "minilm"], default="bm25")
     parser.add_argument("--embedding-cache", type=Path, default=None)
-    parser.add_argument(
-        "--steps",
-        choices=["model", "gold"],
-        default="model",
-        help="plans: the decomposer's (cached), or MuSiQue's gold steps (then the bridges named are counted too)",
-    )
     parser.add_argument("--decomposer", default="smollm2-135m-instruct")
     parser.add_argument("--adapter", default="langchain_dod/data/smollm2-135m-multihop-lora.gguf")
     parser.add_argument("--max-subquestions", type=int, default=4)
@@ -149,35 +139,67 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--variants", nargs="+", default=None, help="labels of variants() to run (default: all)")
     parser.add_argument("--k", type=int, nargs="+", default=[2, 5, 10])
     parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args(argv)
+
+
+def setup(args: argparse.Namespace, gold_steps: bool = False) -> tuple[list[Any], Any, Any]:
+    """(questions, base retriever, decomposer) for ``args``; the decomposer replays the cached plans.
+
+    ``gold_steps``: it replays MuSiQue's gold steps (``#N`` kept) instead, and no plan is made.
+    """
+    from langchain_dod import ChatGGUF, Decomposer
+    from langchain_dod.decomposition_model import Decomposition
+
     if args.plans is None:
         args.plans = Path("runs") / f"plans-{Path(args.file).stem}.json"
-
     questions = load_questions((args.data or default_dir()) / args.file)
-    depth = max(args.k)
-    base = build_retriever(args.retriever, pooled_corpus(questions), depth, args.embedding_cache, 1)
-    plans = _plans(args, questions) if args.steps == "model" else {}
+    base = build_retriever(args.retriever, pooled_corpus(questions), max(args.k), args.embedding_cache, 1)
+    plans = {} if gold_steps else _plans(args, questions)
     gold: dict[str, list[str]] = {q.question: gold_queries(q, "keep") for q in questions}
 
     class Cached(Decomposer):
         """Not a model: the cached plan (or the gold steps) of the question asked."""
 
         def invoke(self, input: Any, config: Any = None, **kwargs: Any) -> Decomposition:
-            if args.steps == "gold":
+            if gold_steps:
                 return Decomposition(subquestions=gold[input], model="gold")
             return Decomposition.model_validate(plans[input])
 
-    steps = Cached(llm=ChatGGUF(model="smollm2-135m-instruct"), profile="multihop", max_subquestions=4)
-    chosen = variants() if not args.variants else {v: variants()[v] for v in ["default", *args.variants]}
-    recall: dict[str, dict[int, list[float]]] = {"plain": {k: [] for k in args.k}}
-    seconds: dict[str, list[float]] = {"plain": []}
-    bridges: dict[str, list[int]] = {}  # --steps gold: label -> [named first, among the kept fills, bridges]
+    return questions, base, Cached(llm=ChatGGUF(model="smollm2-135m-instruct"), profile="multihop", max_subquestions=4)
+
+
+def plain_recall(questions: list[Any], base: Any, ks: Sequence[int]) -> tuple[dict[int, list[float]], list[float]]:
+    """recall@k per question and seconds per question of the base retriever alone."""
+    recall: dict[int, list[float]] = {k: [] for k in ks}
+    seconds: list[float] = []
     for q in questions:
         started = time.perf_counter()
         ranked = [d.id for d in base.invoke(q.question)]
-        seconds["plain"].append(time.perf_counter() - started)
-        for k in args.k:
-            recall["plain"][k].append(recall_at_k(ranked, q.supporting_ids, k))
+        seconds.append(time.perf_counter() - started)
+        for k in ks:
+            recall[k].append(recall_at_k(ranked, q.supporting_ids, k))
+    return recall, seconds
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Command line entry point; returns the result dict."""
+    from langchain_dod import DecomposingRetriever
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    common_arguments(parser)
+    parser.add_argument(
+        "--steps",
+        choices=["model", "gold"],
+        default="model",
+        help="plans: the decomposer's (cached), or MuSiQue's gold steps (then the bridges named are counted too)",
+    )
+    args = parser.parse_args(argv)
+    questions, base, steps = setup(args, gold_steps=args.steps == "gold")
+    depth = max(args.k)
+    chosen = variants() if not args.variants else {v: variants()[v] for v in ["default", *args.variants]}
+    plain, plain_seconds = plain_recall(questions, base, args.k)
+    recall: dict[str, dict[int, list[float]]] = {"plain": plain}
+    seconds: dict[str, list[float]] = {"plain": plain_seconds}
+    bridges: dict[str, list[int]] = {}  # --steps gold: label -> [named first, among the kept fills, bridges]
     for label, options in chosen.items():
         options = {**BEFORE, **options}
         retrievers_module._FEEDBACK_SENTENCE = options.pop("head", "title+sentence") == "title+sentence"

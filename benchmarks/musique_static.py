@@ -16,13 +16,11 @@ import argparse
 import statistics
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-from benchmarks.bench_musique import build_retriever
-from benchmarks.musique_feedback import _paired, _plans
+from benchmarks.musique_feedback import _paired, common_arguments, plain_recall, setup
 from benchmarks.report import run_meta, write_result
-from langchain_dod.evaluation.musique import default_dir, load_questions, pooled_corpus, recall_at_k
+from langchain_dod.evaluation.musique import recall_at_k
 
 __all__ = ["main", "variants"]
 
@@ -66,46 +64,15 @@ def _retriever(options: dict[str, Any], **fixed: Any) -> Any:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Command line entry point; returns the result dict."""
-    from langchain_dod import ChatGGUF, Decomposer
-    from langchain_dod.decomposition_model import Decomposition
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=None)
-    parser.add_argument("--file", default="train100.json")
-    parser.add_argument("--retriever", choices=["bm25", "minilm"], default="bm25")
-    parser.add_argument("--embedding-cache", type=Path, default=None)
-    parser.add_argument("--decomposer", default="smollm2-135m-instruct")
-    parser.add_argument("--adapter", default="langchain_dod/data/smollm2-135m-multihop-lora.gguf")
-    parser.add_argument("--max-subquestions", type=int, default=4)
-    parser.add_argument("--plans", type=Path, default=None, help="cache of the decompositions (JSON)")
-    parser.add_argument("--variants", nargs="+", default=None, help="labels of variants() to run (default: all)")
-    parser.add_argument("--k", type=int, nargs="+", default=[2, 5, 10])
-    parser.add_argument("--out", type=Path, default=None)
+    common_arguments(parser)
     args = parser.parse_args(argv)
-    if args.plans is None:
-        args.plans = Path("runs") / f"plans-{Path(args.file).stem}.json"
-
-    questions = load_questions((args.data or default_dir()) / args.file)
+    questions, base, steps = setup(args)
     depth = max(args.k)
-    base = build_retriever(args.retriever, pooled_corpus(questions), depth, args.embedding_cache, 1)
-    plans = _plans(args, questions)
-
-    class Cached(Decomposer):
-        """Not a model: the cached plan of the question asked."""
-
-        def invoke(self, input: Any, config: Any = None, **kwargs: Any) -> Decomposition:
-            return Decomposition.model_validate(plans[input])
-
-    steps = Cached(llm=ChatGGUF(model="smollm2-135m-instruct"), profile="multihop", max_subquestions=4)
     chosen = variants() if not args.variants else {v: variants()[v] for v in ["default", *args.variants]}
-    recall: dict[str, dict[int, list[float]]] = {"plain": {k: [] for k in args.k}}
-    seconds: dict[str, list[float]] = {"plain": []}
-    for q in questions:
-        started = time.perf_counter()
-        ranked = [d.id for d in base.invoke(q.question)]
-        seconds["plain"].append(time.perf_counter() - started)
-        for k in args.k:
-            recall["plain"][k].append(recall_at_k(ranked, q.supporting_ids, k))
+    plain, plain_seconds = plain_recall(questions, base, args.k)
+    recall: dict[str, dict[int, list[float]]] = {"plain": plain}
+    seconds: dict[str, list[float]] = {"plain": plain_seconds}
     for label, options in chosen.items():
         retriever = _retriever(options, retriever=base, decomposer=steps, k=depth)
         recall[label], seconds[label] = {k: [] for k in args.k}, []
