@@ -398,32 +398,36 @@ def summarize(rows: list[dict[str, Any]], ks: Sequence[int]) -> dict[str, Any]:
     return out
 
 
-def paired_vs_plain(rows: list[dict[str, Any]], k: int = 5) -> dict[str, Any]:
-    """Per method: its recall@k minus plain's on the same questions, mean and 95 % CI, overall and by hops.
+def paired(rows: list[dict[str, Any]], method: str, against: str, k: int = 5) -> dict[str, Any]:
+    """recall@k of ``method`` minus ``against`` on the questions both ran: mean, 95 % CI and n, per hop group.
 
     The CI is the normal one of the paired per-question differences (mean ± 1.96 · sd / √n), as ``dod eval
-    report`` does for non-binary metrics. Methods without plain rows for their questions are left out.
+    report`` does for non-binary metrics. Groups: ``all``, then ``2``, ``3``, ``4`` hops (those with questions).
     """
-    plain = {r["id"]: recall_at_k(r["ranked"], r["supporting"], k) for r in rows if r["method"] == "plain"}
+    base = {r["id"]: recall_at_k(r["ranked"], r["supporting"], k) for r in rows if r["method"] == against}
+    mine = [r for r in rows if r["method"] == method and r["id"] in base]
+    out: dict[str, Any] = {}
+    for group in ("all", "2", "3", "4"):
+        members = [r for r in mine if group == "all" or str(r["hops"]) == group]
+        diffs = [recall_at_k(r["ranked"], r["supporting"], k) - base[r["id"]] for r in members]
+        if not diffs:
+            continue
+        mean = statistics.fmean(diffs)
+        half = 1.96 * statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else 0.0
+        out[group] = {
+            "n": len(diffs),
+            "difference": round(mean, 4),
+            "ci95": [round(mean - half, 4), round(mean + half, 4)],
+        }
+    return out
+
+
+def paired_vs_plain(rows: list[dict[str, Any]], k: int = 5) -> dict[str, Any]:
+    """Per method: :func:`paired` against ``plain``; methods without plain rows for their questions are left out."""
     out: dict[str, Any] = {}
     for label in dict.fromkeys(r["method"] for r in rows if r["method"] != "plain"):
-        mine = [r for r in rows if r["method"] == label and r["id"] in plain]
-        if not mine:
-            continue
-        entry: dict[str, Any] = {}
-        for group in ("all", "2", "3", "4"):
-            members = [r for r in mine if group == "all" or str(r["hops"]) == group]
-            diffs = [recall_at_k(r["ranked"], r["supporting"], k) - plain[r["id"]] for r in members]
-            if not diffs:
-                continue
-            mean = statistics.fmean(diffs)
-            half = 1.96 * statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else 0.0
-            entry[group] = {
-                "n": len(diffs),
-                "difference": round(mean, 4),
-                "ci95": [round(mean - half, 4), round(mean + half, 4)],
-            }
-        out[label] = entry
+        if entry := paired(rows, label, "plain", k):
+            out[label] = entry
     return out
 
 

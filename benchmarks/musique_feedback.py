@@ -180,6 +180,47 @@ def plain_recall(questions: list[Any], base: Any, ks: Sequence[int]) -> tuple[di
     return recall, seconds
 
 
+def variant_table(
+    recall: dict[str, dict[int, list[float]]],
+    seconds: dict[str, list[float]],
+    hops: list[int],
+    ks: Sequence[int],
+    *,
+    two_hop: bool = False,
+    seconds_label: str = "s/query",
+) -> tuple[dict[str, Any], str]:
+    """Per variant: recall@k, recall@5 by hops, paired Δ@5 against ``default`` and ``plain``; (summary, table).
+
+    ``two_hop`` adds the paired Δ@5 against plain on the 2-hop questions alone.
+    """
+    two = [i for i, n in enumerate(hops) if n == 2]
+    head = "| variant | " + " | ".join(f"recall@{k}" for k in ks) + " | 2-hop@5 | 3-hop@5 | 4-hop@5 | "
+    head += "Δ@5 vs default (95 % CI) | Δ@5 vs plain (95 % CI) | "
+    head += ("2-hop Δ@5 vs plain (95 % CI) | " if two_hop else "") + f"{seconds_label} |"
+    lines = [head, "|---" * (len(ks) + 7 + two_hop) + "|"]
+    summary: dict[str, Any] = {}
+    for label, by_k in recall.items():
+        entry: dict[str, Any] = {f"recall@{k}": round(statistics.fmean(by_k[k]), 4) for k in ks}
+        for h in (2, 3, 4):
+            members = [r for r, n in zip(by_k[5], hops, strict=True) if n == h]
+            entry[f"{h}-hop recall@5"] = round(statistics.fmean(members), 4) if members else None
+        entry["vs_default"] = _paired(by_k[5], recall["default"][5])
+        entry["vs_plain"] = _paired(by_k[5], recall["plain"][5])
+        if two_hop:
+            entry["2-hop vs_plain"] = _paired([by_k[5][i] for i in two], [recall["plain"][5][i] for i in two])
+        entry["median_seconds"] = round(statistics.median(seconds[label]), 4)
+        summary[label] = entry
+        cells = [f"{entry[f'recall@{k}']:.3f}" for k in ks]
+        hop_cells = [entry[f"{h}-hop recall@5"] for h in (2, 3, 4)]
+        cells += ["–" if v is None else f"{v:.3f}" for v in hop_cells]
+        for key in ("vs_default", "vs_plain", *(["2-hop vs_plain"] if two_hop else [])):
+            e = entry[key]
+            cells.append(f"{e['difference']:+.3f} ({e['ci95'][0]:+.3f}, {e['ci95'][1]:+.3f})")
+        cells.append(f"{entry['median_seconds']:.3f}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return summary, "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Command line entry point; returns the result dict."""
     from langchain_dod import DecomposingRetriever
@@ -227,28 +268,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             lines.append(f"| {label} | {first} / {n} ({first / n:.1%}) | {kept} / {n} ({kept / n:.1%}) |")
         bridge_text = "\n".join(lines)
         print(bridge_text)
-    head = "| variant | " + " | ".join(f"recall@{k}" for k in args.k) + " | 2-hop@5 | 3-hop@5 | 4-hop@5 | "
-    head += "Δ@5 vs default (95 % CI) | Δ@5 vs plain (95 % CI) | retrieval s/query |"
-    lines = [head, "|---" * (len(args.k) + 7) + "|"]
-    summary: dict[str, Any] = {}
-    for label, by_k in recall.items():
-        entry: dict[str, Any] = {f"recall@{k}": round(statistics.fmean(by_k[k]), 4) for k in args.k}
-        for h in (2, 3, 4):
-            members = [r for r, n in zip(by_k[5], hops, strict=True) if n == h]
-            entry[f"{h}-hop recall@5"] = round(statistics.fmean(members), 4) if members else None
-        entry["vs_default"] = _paired(by_k[5], recall["default"][5])
-        entry["vs_plain"] = _paired(by_k[5], recall["plain"][5])
-        entry["median_seconds"] = round(statistics.median(seconds[label]), 4)
-        summary[label] = entry
-        cells = [f"{entry[f'recall@{k}']:.3f}" for k in args.k]
-        hop_cells = [entry[f"{h}-hop recall@5"] for h in (2, 3, 4)]
-        cells += ["–" if v is None else f"{v:.3f}" for v in hop_cells]
-        for key in ("vs_default", "vs_plain"):
-            e = entry[key]
-            cells.append(f"{e['difference']:+.3f} ({e['ci95'][0]:+.3f}, {e['ci95'][1]:+.3f})")
-        cells.append(f"{entry['median_seconds']:.3f}")
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    text = "\n".join(lines)
+    summary, text = variant_table(recall, seconds, hops, args.k, seconds_label="retrieval s/query")
     print(text)
     per_question = {label: by_k[5] for label, by_k in recall.items()}
     result: dict[str, Any] = {

@@ -13,37 +13,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks.bench_musique import paired
 from langchain_dod.evaluation.musique import recall_at_k
 
 __all__ = ["main", "paired"]
 
 GROUPS = ("all", "2", "3", "4")
-
-
-def paired(rows: list[dict[str, Any]], method: str, against: str, k: int = 5) -> dict[str, Any]:
-    """recall@k of ``method`` minus ``against`` on the questions both ran: mean, 95 % CI and n, per hop group."""
-    base = {r["id"]: recall_at_k(r["ranked"], r["supporting"], k) for r in rows if r["method"] == against}
-    mine = [r for r in rows if r["method"] == method and r["id"] in base]
-    out: dict[str, Any] = {}
-    for group in GROUPS:
-        members = [r for r in mine if group == "all" or str(r["hops"]) == group]
-        diffs = [recall_at_k(r["ranked"], r["supporting"], k) - base[r["id"]] for r in members]
-        if not diffs:
-            continue
-        mean = statistics.fmean(diffs)
-        half = 1.96 * statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else 0.0
-        out[group] = {
-            "n": len(diffs),
-            "difference": round(mean, 4),
-            "ci95": [round(mean - half, 4), round(mean + half, 4)],
-        }
-    return out
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

@@ -13,12 +13,11 @@ beat plain retrieval by 0.02 recall@5 and never to lose on 2-hop questions. Each
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from collections.abc import Sequence
 from typing import Any
 
-from benchmarks.musique_feedback import _paired, common_arguments, plain_recall, setup
+from benchmarks.musique_feedback import common_arguments, plain_recall, setup, variant_table
 from benchmarks.report import run_meta, write_result
 from langchain_dod.evaluation.musique import recall_at_k
 
@@ -84,29 +83,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 recall[label][k].append(recall_at_k(ranked, q.supporting_ids, k))
 
     hops = [q.hops for q in questions]
-    head = "| variant | " + " | ".join(f"recall@{k}" for k in args.k) + " | 2-hop@5 | 3-hop@5 | 4-hop@5 | "
-    head += "Δ@5 vs default (95 % CI) | Δ@5 vs plain (95 % CI) | 2-hop Δ@5 vs plain (95 % CI) | s/query |"
-    lines = [head, "|---" * (len(args.k) + 8) + "|"]
-    summary: dict[str, Any] = {}
-    two = [i for i, n in enumerate(hops) if n == 2]
-    for label, by_k in recall.items():
-        entry: dict[str, Any] = {f"recall@{k}": round(statistics.fmean(by_k[k]), 4) for k in args.k}
-        for h in (2, 3, 4):
-            members = [r for r, n in zip(by_k[5], hops, strict=True) if n == h]
-            entry[f"{h}-hop recall@5"] = round(statistics.fmean(members), 4) if members else None
-        entry["vs_default"] = _paired(by_k[5], recall["default"][5])
-        entry["vs_plain"] = _paired(by_k[5], recall["plain"][5])
-        entry["2-hop vs_plain"] = _paired([by_k[5][i] for i in two], [recall["plain"][5][i] for i in two])
-        entry["median_seconds"] = round(statistics.median(seconds[label]), 4)
-        summary[label] = entry
-        cells = [f"{entry[f'recall@{k}']:.3f}" for k in args.k]
-        cells += ["–" if entry[f"{h}-hop recall@5"] is None else f"{entry[f'{h}-hop recall@5']:.3f}" for h in (2, 3, 4)]
-        for key in ("vs_default", "vs_plain", "2-hop vs_plain"):
-            e = entry[key]
-            cells.append(f"{e['difference']:+.3f} ({e['ci95'][0]:+.3f}, {e['ci95'][1]:+.3f})")
-        cells.append(f"{entry['median_seconds']:.3f}")
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    text = "\n".join(lines)
+    summary, text = variant_table(recall, seconds, hops, args.k, two_hop=True)
     print(text)
     result = {
         "summary": summary,
