@@ -10,7 +10,7 @@ import pytest
 from benchmarks import bench_piped
 
 
-def test_a_piped_batch_per_decomposer_side_by_side(tmp_path: Path) -> None:
+def test_a_piped_batch_per_decomposer_side_by_side(tmp_path: Path, gsm8k_dir: Path) -> None:  # its questions
     out = tmp_path / "piped"
     argv = ["--n", "2", "--repeats", "2", "--threads", "1", "--out", str(out)]
     result = bench_piped.main([*argv, "--decomposers", "default", "llamacpp:smollm2-135m-instruct"])
