@@ -37,7 +37,14 @@ from typing import Any
 from benchmarks.bench_musique import build_retriever
 from benchmarks.report import run_meta, write_result
 from langchain_dod import retrievers as retrievers_module
-from langchain_dod.evaluation.musique import default_dir, gold_queries, load_questions, pooled_corpus, recall_at_k
+from langchain_dod.evaluation.musique import (
+    default_dir,
+    document_id,
+    gold_queries,
+    load_questions,
+    pooled_corpus,
+    recall_at_k,
+)
 
 __all__ = ["main", "variants"]
 
@@ -173,7 +180,7 @@ def plain_recall(questions: list[Any], base: Any, ks: Sequence[int]) -> tuple[di
     seconds: list[float] = []
     for q in questions:
         started = time.perf_counter()
-        ranked = [d.id for d in base.invoke(q.question)]
+        ranked = [document_id(d) for d in base.invoke(q.question)]
         seconds.append(time.perf_counter() - started)
         for k in ks:
             recall[k].append(recall_at_k(ranked, q.supporting_ids, k))
@@ -251,7 +258,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             started = time.perf_counter()
             docs = retriever.invoke(q.question)
             seconds[label].append(time.perf_counter() - started)
-            ranked = [d.id for d in docs]
+            ranked = [document_id(d) for d in docs]
             if args.steps == "gold" and docs:  # the plan is the gold one: its bridges can be judged
                 named = bridges.setdefault(label, [0, 0, 0])
                 for first, kept in _bridges(q, docs[0].metadata["dod_trace"]["steps"]):

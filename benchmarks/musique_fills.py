@@ -31,7 +31,14 @@ from langchain_core.documents import Document
 
 from benchmarks.bench_musique import build_retriever
 from benchmarks.report import run_meta, write_result
-from langchain_dod.evaluation.musique import default_dir, gold_queries, load_questions, pooled_corpus, recall_at_k
+from langchain_dod.evaluation.musique import (
+    default_dir,
+    document_id,
+    gold_queries,
+    load_questions,
+    pooled_corpus,
+    recall_at_k,
+)
 from langchain_dod.retrievers import reciprocal_rank_fusion
 
 __all__ = ["main", "schemes"]
@@ -51,7 +58,7 @@ def _groups(weights: Sequence[float]) -> list[list[int]]:
 
 
 def _ids(docs: Sequence[Document]) -> list[str]:
-    return [d.id or "" for d in docs]
+    return [document_id(d) or "" for d in docs]
 
 
 def fuse(
@@ -73,8 +80,8 @@ def fuse(
             seen: set[str] = set()
             for rank in range(max(len(lists[i]) for i in group)):
                 for i in group:
-                    if rank < len(lists[i]) and (lists[i][rank].id or "") not in seen:
-                        seen.add(lists[i][rank].id or "")
+                    if rank < len(lists[i]) and (document_id(lists[i][rank]) or "") not in seen:
+                        seen.add(document_id(lists[i][rank]) or "")
                         merged.append(lists[i][rank])
             out_lists.append(merged)
             out_weights.append(1.0)
@@ -84,7 +91,7 @@ def fuse(
         found = set(_ids(best))
         for i in group[1:]:
             j = 1 + round(math.log(1 / weights[i], 1 / MARK))
-            docs = [d for d in lists[i] if not (new_only and d.id in found)][:top]
+            docs = [d for d in lists[i] if not (new_only and document_id(d) in found)][:top]
             out_lists.append(docs)
             out_weights.append(weight ** (j - 1))
     queries = [f"q{i}" for i in range(len(out_lists))]

@@ -19,7 +19,7 @@ from typing import Any
 
 from benchmarks.musique_feedback import common_arguments, plain_recall, setup, variant_table
 from benchmarks.report import run_meta, write_result
-from langchain_dod.evaluation.musique import recall_at_k
+from langchain_dod.evaluation.musique import document_id, recall_at_k
 
 __all__ = ["main", "variants"]
 
@@ -77,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         recall[label], seconds[label] = {k: [] for k in args.k}, []
         for q in questions:
             started = time.perf_counter()
-            ranked = [d.id for d in retriever.invoke(q.question)]
+            ranked = [document_id(d) for d in retriever.invoke(q.question)]
             seconds[label].append(time.perf_counter() - started)
             for k in args.k:
                 recall[label][k].append(recall_at_k(ranked, q.supporting_ids, k))

@@ -170,3 +170,20 @@ def test_feedback_and_rrf_k_label_the_span_methods(tmp_path: Path) -> None:
     assert all("support" not in s for s in old_row["steps"])
     args = bench_musique.argparse.Namespace(fills=[3], fill_weight=[1.0], fill_depth=1, fill_feedback=0, rrf_k=60)
     assert bench_musique._fill_variants(args) == [(3, 1.0, "_fills3")]
+
+
+def test_minilm_stores_rank_alike_and_name_the_paragraphs() -> None:
+    """SKLearnVectorStore (default) and InMemoryVectorStore rank alike; ids come back from either."""
+    from langchain_dod.evaluation.musique import document_id, load_questions, pooled_corpus
+
+    questions = load_questions(FIXTURES / "dev_eval292.jsonl")
+    corpus = pooled_corpus(questions)
+    ranked = {}
+    for store in bench_musique.VECTOR_STORES:
+        retriever = bench_musique.build_retriever("minilm", corpus, 3, store=store)
+        ranked[store] = [[document_id(d) for d in retriever.invoke(q.question)] for q in questions]
+    assert ranked["sklearn"] == ranked["inmemory"]
+    known = {d.id for d in corpus}
+    assert all(len(r) == 3 and set(r) <= known for r in ranked["sklearn"])
+    with pytest.raises(ValueError, match="choose one of sklearn, inmemory"):
+        bench_musique.build_retriever("minilm", corpus, 3, store="faiss")

@@ -41,6 +41,7 @@ __all__ = [
     "Step",
     "all_at_k",
     "default_dir",
+    "document_id",
     "gold_queries",
     "load_decompositions",
     "load_questions",
@@ -206,6 +207,15 @@ def pooled_corpus(questions: Iterable[MusiqueQuestion]) -> list[Document]:
             if p.id not in corpus:
                 corpus[p.id] = Document(id=p.id, page_content=f"{p.title}\n{p.text}", metadata={"title": p.title})
     return list(corpus.values())
+
+
+def document_id(doc: Document) -> str | None:
+    """The paragraph id of a retrieved document: ``Document.id``, else ``metadata["id"]``.
+
+    Vector stores differ: ``InMemoryVectorStore`` keeps ``Document.id``; langchain-community's
+    ``SKLearnVectorStore`` returns it in ``metadata["id"]`` only.
+    """
+    return doc.id or doc.metadata.get("id")
 
 
 def training_questions(
