@@ -113,13 +113,23 @@ def _full_grammar(loaded: Any, messages: list[dict[str, Any]], model: str, max_t
     return engine.Completion(text, "stop", len(tokens), engine.count_tokens(loaded, text), 0, seconds)
 
 
-def measure(threads: int, questions: list[str], model: str, adapter: str | None, max_tokens: int) -> dict[str, Any]:
-    """Free vs grammar decoding of each question's reply with ``threads`` llama.cpp threads."""
+def measure(
+    threads: int,
+    questions: list[str],
+    model: str,
+    adapter: str | None,
+    max_tokens: int,
+    model_kwargs: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Free vs grammar decoding of each question's reply with ``threads`` llama.cpp threads.
+
+    ``model_kwargs``: further ``llama_cpp.Llama`` arguments (e.g. ``{"flash_attn": True}``).
+    """
     from langchain_dod import engine
     from langchain_dod.decomposition import subquestion_schema
     from langchain_dod.prompts import decomposer_messages
 
-    loaded, _ = engine.load(model, adapter, engine.llama_params(n_threads=threads))
+    loaded, _ = engine.load(model, adapter, engine.llama_params(n_threads=threads, model_kwargs=model_kwargs))
     schema = subquestion_schema()
     rows = []
     for question in questions:
@@ -214,6 +224,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         help="the shipped math adapter merged into the base, applied at run time, or the untuned base (its free "
         "reply differs); default: what the default decomposer does",
     )
+    parser.add_argument(
+        "--flash-attn", action="store_true", help="load with llama.cpp's flash attention (not what ships)"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if args.n < 1 or min(args.threads) < 1:
@@ -233,14 +246,21 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     per_thread = []
     for threads in args.threads:
         bandwidth = memory_bandwidth(threads, args.bandwidth_mb)
-        row = measure(threads, questions, model, adapter, args.max_tokens)
+        row = measure(
+            threads, questions, model, adapter, args.max_tokens, {"flash_attn": True} if args.flash_attn else None
+        )
         row["bandwidth_bytes_s"] = (bandwidth + memory_bandwidth(threads, args.bandwidth_mb)) / 2  # before and after
         per_thread.append(row)
     result = {
         "bytes_per_token": bytes_per_token(resolve(model), Path(adapter) if adapter else None),
         "threads": per_thread,
         "meta": run_meta(
-            "benchmarks.bench_decode", argv, way=way, model=model, adapter=Path(adapter).name if adapter else None
+            "benchmarks.bench_decode",
+            argv,
+            way=way,
+            model=model,
+            adapter=Path(adapter).name if adapter else None,
+            flash_attn=args.flash_attn,
         ),
     }
     meta, table = result["meta"], markdown(result)

@@ -372,9 +372,11 @@ def build_methods(
                     queries = list(dict.fromkeys([q.question, *gold_queries(q, mode)]))
                     weights = [w] + [1.0] * (len(queries) - 1)  # the question first, as DecomposingRetriever does
                     results = base.batch(queries, {"callbacks": cb})
-                    return reciprocal_rank_fusion(results, queries, weights=weights)[:depth]
+                    return reciprocal_rank_fusion(results, queries, rrf_k=args.rrf_k, weights=weights)[:depth]
 
-                methods[name + _question_weight_suffix(question_weight)] = gold
+                # like dod: --rrf-k other than 60 adds _rrfK to the label, so committed labels keep their meaning
+                suffix = _question_weight_suffix(question_weight) + (f"_rrf{args.rrf_k}" if args.rrf_k != 60 else "")
+                methods[name + suffix] = gold
     return methods
 
 
@@ -641,7 +643,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "--rrf-k",
         type=int,
         default=60,
-        help="dod and the _spans methods: the RRF damping constant (not 60 adds _rrfR to the label)",
+        help="dod, the _spans and the static gold methods: the RRF damping constant (not 60 adds _rrfR to the label)",
     )
     parser.add_argument(
         "--question-weight",

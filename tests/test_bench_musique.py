@@ -187,3 +187,14 @@ def test_minilm_stores_rank_alike_and_name_the_paragraphs() -> None:
     assert all(len(r) == 3 and set(r) <= known for r in ranked["sklearn"])
     with pytest.raises(ValueError, match="choose one of sklearn, inmemory"):
         bench_musique.build_retriever("minilm", corpus, 3, store="faiss")
+
+
+def test_rrf_k_labels_and_reaches_the_gold_fusion(tmp_path: Path) -> None:
+    result = run(tmp_path, "--methods", "gold_keep", "--question-weight", "2", "--rrf-k", "0")
+    assert list(result["summary"]) == ["gold_keep_qw2_rrf0"]
+    again = run(tmp_path / "b", "--methods", "gold_keep", "--question-weight", "2")
+    assert list(again["summary"]) == ["gold_keep_qw2"]
+    # rrf_k 0 lets each list's first document count most: the rankings differ on some question
+    first = {r["id"]: r["ranked"] for r in result["rows"]}
+    second = {r["id"]: r["ranked"] for r in again["rows"]}
+    assert any(first[q] != second[q] for q in first)
