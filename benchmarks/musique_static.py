@@ -13,6 +13,7 @@ beat plain retrieval by 0.02 recall@5 and never to lose on 2-hop questions. Each
 from __future__ import annotations
 
 import argparse
+import re
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -21,7 +22,7 @@ from benchmarks.musique_feedback import common_arguments, plain_recall, setup, v
 from benchmarks.report import run_meta, write_result
 from langchain_dod.evaluation.musique import document_id, recall_at_k
 
-__all__ = ["main", "variants"]
+__all__ = ["main", "nest_references", "variants"]
 
 
 def variants() -> dict[str, dict[str, Any]]:
@@ -34,6 +35,34 @@ def variants() -> dict[str, dict[str, Any]]:
             out[f"rrf_k {r}, question_weight {w:g}"] = {"rrf_k": r, "question_weight": w}
     for d in (0.8, 0.6):  # an experiment, not a retriever option: later sub-questions weigh d ** (j - 1)
         out[f"rrf_k 0, question_weight 2, step decay {d:g}"] = {"rrf_k": 0, "question_weight": 2.0, "step_decay": d}
+    for how in ("nest", "skip"):  # an experiment: how a step that names #N is sent (default: as written)
+        out[f"rrf_k 0, question_weight 2, references {how}"] = {"rrf_k": 0, "question_weight": 2.0, "references": how}
+    return out
+
+
+# What a step asks for, as a noun phrase: "Who is the husband of Empress Wang?" -> "the husband of Empress Wang".
+_ASKING = re.compile(
+    r"^\s*(?:(?:who|whom|whose|what|which|where|when|how many|how much|in what|in which|of what|of which)\s+"
+    r"(?:is|was|are|were|did|does|do|has|had)?\b\s*)",
+    re.I,
+)
+
+
+def nest_references(steps: list[str]) -> list[str]:
+    """A static plan's steps with each ``#N`` written out as what step N asks for, nested (an experiment).
+
+    ``["Who is the husband of Empress Wang?", "Who is the father of #1?"]`` becomes ``[..., "Who is the father
+    of the husband of Empress Wang?"]``. A reference to a missing or later step is kept.
+    """
+    from langchain_dod.references import has_reference, rewrite_references, tidy
+
+    phrases: dict[int, str] = {}
+    out: list[str] = []
+    for number, step in enumerate(steps, 1):
+        earlier = {n: p for n, p in phrases.items() if n < number}
+        text = rewrite_references(step, "fill", earlier) if has_reference(step) else tidy(step)
+        out.append(text)
+        phrases[number] = _ASKING.sub("", text).rstrip(" ?.") or text.rstrip(" ?.")
     return out
 
 
@@ -41,13 +70,28 @@ def _retriever(options: dict[str, Any], **fixed: Any) -> Any:
     """``DecomposingRetriever(**options, **fixed)``, with the experiment's ``step_decay`` option.
 
     ``step_decay``: the j-th sub-question's list weighs ``step_decay ** (j - 1)`` in the static fusion (the
-    question keeps ``question_weight``).
+    question keeps ``question_weight``). ``references``: ``nest`` writes each ``#N`` out as what step N asks
+    (:func:`nest_references`); ``skip`` leaves out the steps that name one.
     """
     from langchain_dod import DecomposingRetriever
+    from langchain_dod.references import has_reference
 
     options = dict(options)
     decay = options.pop("step_decay", None)
+    references = options.pop("references", None)
     retriever = DecomposingRetriever(**fixed, **options)
+    if references is not None:
+        queries = retriever._queries
+
+        def rewritten(query: str, decomposition: Any) -> list[str]:
+            steps = list(decomposition.subquestions) if decomposition else []
+            if references == "nest":
+                steps = nest_references(steps)
+            else:  # skip: a step that depends on an answer is not sent
+                steps = [s for s in steps if not has_reference(s)]
+            return queries(query, decomposition.model_copy(update={"subquestions": steps}) if decomposition else None)
+
+        object.__setattr__(retriever, "_queries", rewritten)
     if decay is None:
         return retriever
 
