@@ -232,4 +232,3 @@ def test_summarize_recall_by_hops() -> None:
     assert table["2"] == {"questions": 2, "recall@2": 0.75, "all@2": 0.5, "recall@5": 0.75, "all@5": 0.5}
     assert table["3"]["recall@2"] == pytest.approx(0.3333, abs=1e-4) and table["3"]["all@5"] == 1.0
     assert table["all"]["questions"] == 3 and table["all"]["all@2"] == pytest.approx(0.3333, abs=1e-4)
-
