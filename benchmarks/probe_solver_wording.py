@@ -92,6 +92,16 @@ WORDINGS = {
         "problem or your earlier results, its result, and a few words saying what the result is. No other "
         "text. " + MARKER
     ),
+    # session 10: chain of thought without its overhead. The shipped CoT lists its own plan first, then works it
+    # in LaTeX display math and restates the question: keep the reasoning, drop the rest
+    "cot-plain": (
+        "Think step by step, briefly. Write each calculation in plain text (no LaTeX), without listing the steps "
+        "first and without restating the problem. " + MARKER
+    ),
+    "cot-short": (
+        "Think step by step, in as few words as you can: per step, one short sentence with its calculation, in "
+        "plain text (no LaTeX). " + MARKER
+    ),
 }
 
 
