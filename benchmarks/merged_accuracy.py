@@ -35,7 +35,7 @@ from typing import Any
 from benchmarks.report import run_meta, write_result
 from langchain_dod.evaluation.report import Paired, paired_scores
 
-__all__ = ["compare", "main"]
+__all__ = ["compare", "composite_rows", "main"]
 
 RESULTS = Path(__file__).parent / "results" / "merged_accuracy"
 AGREEMENT = Path(__file__).parent / "results" / "merged_agreement.json"
@@ -84,6 +84,14 @@ def _paired(label: str, a: str, b: str, rows_a: Sequence[dict[str, Any]], rows_b
     }
 
 
+def composite_rows(
+    run: dict[str, dict[str, Any]], differ: Sequence[str], merged: dict[str, dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """The merged decomposer's rows over all the run's items: its own where it differs, the run's elsewhere."""
+    differ_set = set(differ)
+    return {i: merged[i] if i in differ_set else row for i, row in run.items()}
+
+
 def compare(
     run: dict[str, dict[str, Any]],
     differ: Sequence[str],
@@ -106,7 +114,7 @@ def compare(
     if unknown:
         raise ValueError(f"{len(unknown)} differing ids are not in the run (e.g. {unknown[0]}): wrong --run?")
     both = [i for i in differ if i in rerun]
-    composite = {i: merged[i] if i in set(differ) else row for i, row in run.items()}
+    composite = composite_rows(run, differ, merged)
     others = []
     for name, rows in (against or {}).items():
         common = [i for i in run if i in rows]
