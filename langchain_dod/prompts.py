@@ -149,7 +149,12 @@ def solver_messages(
     elif mode == "direct":
         instruction = f'Answer with a single line "{ANSWER_MARKER} X" where X is only the final answer.'
     else:
+        # Measured, benchmarks/results/solver_wording: Qwen 1.5B's chain of thought first lists its own steps, then
+        # works them in LaTeX and restates the question; asking for plain text without those keeps its accuracy
+        # (validation 100 items) at about 0.77x the output tokens.
         instruction = (
-            f'Think step by step, briefly. Finish with a line "{ANSWER_MARKER} X" where X is only the final answer.'
+            "Think step by step, briefly. Write each calculation in plain text (no LaTeX), without listing the "
+            f'steps first and without restating the problem. Finish with a line "{ANSWER_MARKER} X" where X is '
+            "only the final answer."
         )
     return [{"role": "system", "content": instruction}, {"role": "user", "content": body}]
