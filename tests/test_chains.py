@@ -178,6 +178,10 @@ def test_no_subquestions_means_single_stage_prompt() -> None:
     result = chain.invoke("What is 2 + 3?")
     assert result["mode"] == "single-stage" and result["subquestions"] == []
     assert "Sub-questions" not in solver.seen[0][-1].content
+    # exactly single-stage CoT's messages: benchmarks.chain_skip_wording scores the no-plan path with CoT's rows
+    cot = ScriptedSolver()
+    SingleStage(solver=cot, mode="cot").invoke("What is 2 + 3?")
+    assert [(m.type, m.content) for m in solver.seen[0]] == [(m.type, m.content) for m in cot.seen[0]]
 
 
 def _broken(_: Any) -> Any:
