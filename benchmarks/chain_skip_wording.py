@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.merged_accuracy import _paired, _rows, composite_rows
+from benchmarks.merged_accuracy import composite_rows, paired_runs, rows_by_id
 from benchmarks.report import run_meta, write_result
 
 __all__ = ["chain_rows", "main"]
@@ -66,8 +66,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     differ = json.loads(args.agreement.read_text())["ways"]["merged-Q8_0"]["differ"]
     try:
-        merged = composite_rows(_rows([args.run]), differ, _rows(args.merged))
-        cot_old, cot_new = _rows([args.cot_old]), _rows(args.cot_new)
+        merged = composite_rows(rows_by_id([args.run]), differ, rows_by_id(args.merged))
+        cot_old, cot_new = rows_by_id([args.cot_old]), rows_by_id(args.cot_new)
         chain = chain_rows(merged, cot_new)
     except ValueError as err:
         parser.error(str(err))
@@ -81,7 +81,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         ("cot (plain wording)", "chain, plain skip wording"),
         ("chain, old skip wording", "chain, plain skip wording"),
     ]
-    comparisons = [_paired(f"{b} vs {a}", a, b, [runs[a][i] for i in ids], [runs[b][i] for i in ids]) for a, b in pairs]
+    comparisons = [
+        paired_runs(f"{b} vs {a}", a, b, [runs[a][i] for i in ids], [runs[b][i] for i in ids]) for a, b in pairs
+    ]
     tokens = {name: round(_tokens([rows[i] for i in ids]), 1) for name, rows in runs.items()}
     result = {
         "n": len(ids),

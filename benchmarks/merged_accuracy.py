@@ -35,14 +35,14 @@ from typing import Any
 from benchmarks.report import run_meta, write_result
 from langchain_dod.evaluation.report import Paired, paired_scores
 
-__all__ = ["compare", "composite_rows", "main"]
+__all__ = ["compare", "composite_rows", "main", "paired_runs", "rows_by_id"]
 
 RESULTS = Path(__file__).parent / "results" / "merged_accuracy"
 AGREEMENT = Path(__file__).parent / "results" / "merged_agreement.json"
 METRIC = "strict"
 
 
-def _rows(paths: Sequence[Path]) -> dict[str, dict[str, Any]]:
+def rows_by_id(paths: Sequence[Path]) -> dict[str, dict[str, Any]]:
     """Rows by id from one or more run JSONLs; an id twice with different results is an error, not a choice."""
     rows: dict[str, dict[str, Any]] = {}
     for path in paths:
@@ -68,7 +68,7 @@ def _summary(name: str, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _paired(label: str, a: str, b: str, rows_a: Sequence[dict[str, Any]], rows_b: Sequence[dict[str, Any]]) -> dict:
+def paired_runs(label: str, a: str, b: str, rows_a: Sequence[dict[str, Any]], rows_b: Sequence[dict[str, Any]]) -> dict:
     p: Paired = paired_scores(
         a, b, METRIC, [r["scores"][METRIC] for r in rows_a], [r["scores"][METRIC] for r in rows_b]
     )
@@ -120,17 +120,19 @@ def compare(
         common = [i for i in run if i in rows]
         if common:
             others.append(
-                _paired(f"merged vs {name}", name, "merged", [rows[i] for i in common], [composite[i] for i in common])
+                paired_runs(
+                    f"merged vs {name}", name, "merged", [rows[i] for i in common], [composite[i] for i in common]
+                )
             )
     return {
         "others": others,
         "differing_items": len(differ),
         "comparisons": [
-            _paired("differing items: merged vs run-time rerun (one process)", "run-time rerun", "merged",
+            paired_runs("differing items: merged vs run-time rerun (one process)", "run-time rerun", "merged",
                     [rerun[i] for i in both], [merged[i] for i in both]),
-            _paired("differing items: merged vs the run as recorded", "run", "merged",
+            paired_runs("differing items: merged vs the run as recorded", "run", "merged",
                     [run[i] for i in differ], [merged[i] for i in differ]),
-            _paired(f"all {len(run)} items: merged (its rows where it differs) vs the run", "run", "merged",
+            paired_runs(f"all {len(run)} items: merged (its rows where it differs) vs the run", "run", "merged",
                     list(run.values()), [composite[i] for i in run]),
         ],
     }  # fmt: skip
@@ -183,9 +185,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.way not in agreement["ways"]:
         parser.error(f"--way {args.way!r} is not in {args.agreement}; it has {sorted(agreement['ways'])}")
     try:
-        against = {path.name.split("__")[0]: _rows([path]) for path in args.against}
+        against = {path.name.split("__")[0]: rows_by_id([path]) for path in args.against}
         result = compare(
-            _rows([args.run]), agreement["ways"][args.way]["differ"], _rows(args.merged), _rows(args.rerun), against
+            rows_by_id([args.run]),
+            agreement["ways"][args.way]["differ"],
+            rows_by_id(args.merged),
+            rows_by_id(args.rerun),
+            against,
         )
     except ValueError as err:
         parser.error(str(err))

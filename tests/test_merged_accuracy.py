@@ -75,8 +75,8 @@ def test_missing_merged_rows_are_named(files: dict[str, Path], capsys: pytest.Ca
 def test_an_id_with_two_results_is_refused(files: dict[str, Path]) -> None:
     again = _write(files["rerun"].with_name("again.jsonl"), [_row("train-0003", False, [])])
     with pytest.raises(ValueError, match="train-0003 is in two of"):
-        merged_accuracy._rows([files["merged"], again])
-    assert len(merged_accuracy._rows([files["merged"], files["merged"]])) == 3  # the same rows twice are fine
+        merged_accuracy.rows_by_id([files["merged"], again])
+    assert len(merged_accuracy.rows_by_id([files["merged"], files["merged"]])) == 3  # the same rows twice are fine
 
 
 def test_paired_scores_refuses_unequal_lengths() -> None:
