@@ -37,6 +37,9 @@ def variants() -> dict[str, dict[str, Any]]:
         out[f"rrf_k 0, question_weight 2, step decay {d:g}"] = {"rrf_k": 0, "question_weight": 2.0, "step_decay": d}
     for how in ("nest", "skip"):  # an experiment: how a step that names #N is sent (default: as written)
         out[f"rrf_k 0, question_weight 2, references {how}"] = {"rrf_k": 0, "question_weight": 2.0, "references": how}
+    for how in ("all", "refs"):  # an experiment: steps sent with the question after them (see _retriever)
+        for w in (1.0, 2.0):
+            out[f"rrf_k 0, question_weight {w:g}, context {how}"] = {"rrf_k": 0, "question_weight": w, "context": how}
     return out
 
 
@@ -71,24 +74,32 @@ def _retriever(options: dict[str, Any], **fixed: Any) -> Any:
 
     ``step_decay``: the j-th sub-question's list weighs ``step_decay ** (j - 1)`` in the static fusion (the
     question keeps ``question_weight``). ``references``: ``nest`` writes each ``#N`` out as what step N asks
-    (:func:`nest_references`); ``skip`` leaves out the steps that name one.
+    (:func:`nest_references`); ``skip`` leaves out the steps that name one. ``context``: a step is sent as
+    ``"<step> <question>"``, so a step that lost the question's entities keeps them: ``all`` for every step,
+    ``refs`` only for the steps that name ``#N`` (the reference dropped, as it names nothing a retriever knows).
     """
     from langchain_dod import DecomposingRetriever
-    from langchain_dod.references import has_reference
+    from langchain_dod.references import has_reference, rewrite_references
 
     options = dict(options)
     decay = options.pop("step_decay", None)
     references = options.pop("references", None)
+    context = options.pop("context", None)
     retriever = DecomposingRetriever(**fixed, **options)
-    if references is not None:
+    if references is not None or context is not None:
         queries = retriever._queries
 
         def rewritten(query: str, decomposition: Any) -> list[str]:
             steps = list(decomposition.subquestions) if decomposition else []
             if references == "nest":
                 steps = nest_references(steps)
-            else:  # skip: a step that depends on an answer is not sent
+            elif references == "skip":  # a step that depends on an answer is not sent
                 steps = [s for s in steps if not has_reference(s)]
+            if context is not None:
+                steps = [
+                    f"{rewrite_references(s, 'drop')} {query}" if context == "all" or has_reference(s) else s
+                    for s in steps
+                ]
             return queries(query, decomposition.model_copy(update={"subquestions": steps}) if decomposition else None)
 
         object.__setattr__(retriever, "_queries", rewritten)

@@ -37,3 +37,15 @@ def test_the_references_variants_change_what_is_retrieved() -> None:
         sent[how] = retriever._queries("Q?", Decomposition(subquestions=STEPS))
     assert sent["nest"] == ["Q?", *musique_static.nest_references(STEPS)]
     assert sent["skip"] == ["Q?", STEPS[0]]
+
+
+def test_the_context_variants_send_steps_with_the_question_after_them() -> None:
+    base = BM25Retriever.from_documents([Document(id="0", page_content="Empress Wang married Liu.")], k=1)
+    plan = Decomposer(llm=ChatGGUF(model="smollm2-135m-instruct"), profile="multihop")  # not called: no load
+    sent = {}
+    for how in ("all", "refs"):
+        options = musique_static.variants()[f"rrf_k 0, question_weight 2, context {how}"]
+        retriever = musique_static._retriever(options, retriever=base, decomposer=plan, k=2)
+        sent[how] = retriever._queries("Q?", Decomposition(subquestions=STEPS[:2]))
+    assert sent["all"] == ["Q?", "Who is the husband of Empress Wang? Q?", "Who is the father of? Q?"]
+    assert sent["refs"] == ["Q?", STEPS[0], "Who is the father of? Q?"]
