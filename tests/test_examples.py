@@ -73,6 +73,8 @@ def test_rag_multihop_smoke(tmp_path: Path) -> None:
         assert 0.0 <= entry["recall@1"] <= entry["recall@3"] <= 1.0
     row = result["rows"][0]
     assert len(row["dod"]["ids"]) == 3 and len(set(row["dod"]["ids"])) == 3
+    assert len(row["dod_iterative"]["ids"]) == 3 and len(set(row["dod_iterative"]["ids"])) == 3
+    assert result["meta"]["decomposer"].endswith("+smollm2-135m-multihop-lora.gguf")  # the shipped adapter
     saved = json.loads((tmp_path / "rag.json").read_text())
     assert saved["summary"] == result["summary"]
     assert "| bm25 | dod |" in (tmp_path / "rag.md").read_text()
