@@ -7,11 +7,13 @@ from that evaluation's run (re-scored from its stored solution with today's extr
 compare is evaluated on test items, so choosing the wording here leaks nothing into the final evaluation.
 
 Each condition is ``WORDING:CAP`` (``CAP`` = ``all`` or a number; capped plans keep the first ``CAP - 1`` steps
-and the last, so the step that reaches the answer stays). Resumable: results append to
+and the last, so the step that reaches the answer stays; ``0`` sends no plan, a single-stage wording on the same
+items). Resumable: results append to
 ``benchmarks/results/solver_wording/results.jsonl`` keyed by (condition, id).
 
     python -m benchmarks.probe_solver_wording --n 60 --conditions plan:all,brief:all
     python -m benchmarks.probe_solver_wording --report
+    python -m benchmarks.probe_solver_wording --report --only equations+:all,cot-plain:0 --against cot-plain:0
 
 ``--plans RUN.jsonl`` holds the plans of a committed ``dod eval`` two-stage run fixed instead (the items where that
 run's decomposer wrote sub-questions; GSM8K train questions, CoT from the same evaluation folder): which wording
@@ -152,6 +154,9 @@ def _validation_items() -> list[dict]:
 
 
 def _cap(plan: list[str], cap: str) -> list[str]:
+    """The plan cut to ``cap`` sub-questions (``all``: every one; ``0``: none, the solver gets no plan)."""
+    if cap == "0":
+        return []
     if cap == "all" or len(plan) <= int(cap):
         return plan
     k = int(cap)
@@ -235,13 +240,21 @@ def _cot(ids: set[str], folder: Path = EVAL) -> dict[str, dict]:
     return out
 
 
-def report(plans: Path | str | None = None) -> None:
+def report(plans: Path | str | None = None, conditions: list[str] | None = None, against: str | None = None) -> None:
+    """Summary table of the results: each condition paired with single-stage CoT, or with ``against``.
+
+    ``conditions`` keeps only those (the table is over the items every kept condition has); the committed CoT run
+    is always a row.
+    """
     from scipy.stats import binomtest
 
     rows = [json.loads(line) for line in _results(plans).read_text().splitlines() if line.strip()]
     by: dict[str, dict[str, dict]] = {}
     for r in rows:
-        by.setdefault(r["condition"], {})[r["id"]] = r
+        if conditions is None or r["condition"] in conditions:
+            by.setdefault(r["condition"], {})[r["id"]] = r
+    if against is not None and against not in by:
+        raise SystemExit(f"--against {against!r} has no results; conditions with results: {sorted(by)}")
     single = plans == SINGLE_STAGE
     if plans and not single:  # the run the plans come from: its own solver wording, as committed
         for line in plans.read_text().splitlines():
@@ -254,26 +267,29 @@ def report(plans: Path | str | None = None) -> None:
     common = set.intersection(*(set(v) for v in by.values()))
     cot = _cot(common, VALIDATION if single else plans.parent.parent if plans else EVAL)
     by["cot (single-stage)"] = cot
+    base = by[against] if against else cot
     table, summary = [], {}
     for name, results in sorted(by.items()):
         rs = [results[i] for i in sorted(common)]
         correct = sum(bool(r["correct"]) for r in rs)
         tokens = statistics.mean(r["output_tokens"] or 0 for r in rs)
-        b = sum(1 for i in common if results[i]["correct"] and not cot[i]["correct"])
-        c = sum(1 for i in common if cot[i]["correct"] and not results[i]["correct"])
+        b = sum(1 for i in common if results[i]["correct"] and not base[i]["correct"])
+        c = sum(1 for i in common if base[i]["correct"] and not results[i]["correct"])
         p = binomtest(b, b + c).pvalue if b + c else 1.0
         summary[name] = {
             "n": len(rs),
             "correct": correct,
             "accuracy": correct / len(rs),
             "mean_output_tokens": tokens,
-            "vs_cot": {"wins": b, "losses": c, "mcnemar_p": p},
+            "vs_" + (against or "cot"): {"wins": b, "losses": c, "mcnemar_p": p},
         }
         table.append(
             f"| {name} | {len(rs)} | {correct} | {100 * correct / len(rs):.1f} | {tokens:.0f} | "
             f"+{b} / −{c} (p = {p:.2g}) |"
         )
     stem = f"{SINGLE_STAGE}." if single else f"{plans.stem}." if plans else ""
+    if conditions:
+        stem += "-".join(c.replace(":", "_") for c in conditions) + "."
     summary_json = json.dumps({"wordings": WORDINGS, "results": summary}, indent=1) + "\n"
     (RESULTS / f"{stem}summary.json").write_text(summary_json)
     head = [
@@ -306,7 +322,7 @@ def report(plans: Path | str | None = None) -> None:
     md = [
         *head,
         "",
-        "| condition | n | correct | strict % | solver tokens out | vs CoT (McNemar) |",
+        f"| condition | n | correct | strict % | solver tokens out | vs {against or 'CoT'} (McNemar) |",
         "|---|---|---|---|---|---|",
         *table,
     ]
@@ -322,10 +338,14 @@ def main() -> None:
     parser.add_argument("--plans", type=Path, help="a dod eval two-stage run JSONL whose plans to hold fixed")
     parser.add_argument("--single-stage", action="store_true", help="no plan, the 100 validation items")
     parser.add_argument("--report", action="store_true")
+    parser.add_argument(
+        "--only", default=None, help="with --report: only these conditions (comma-separated), over their common items"
+    )
+    parser.add_argument("--against", default=None, help="with --report: pair each row with this condition, not CoT")
     args = parser.parse_args()
     plans = SINGLE_STAGE if args.single_stage else args.plans
     if args.report:
-        report(plans)
+        report(plans, args.only.split(",") if args.only else None, args.against)
     else:
         run(args.n, args.conditions.split(","), args.threads, plans)
 
