@@ -17,6 +17,7 @@ Importing this module costs numpy and the GGUF checker; ``llama_cpp`` is importe
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import hashlib
@@ -207,6 +208,24 @@ class _Loaded:
 
 _LOADED: dict[tuple[Any, ...], _Loaded] = {}
 _LOAD_LOCK = threading.Lock()
+
+
+@atexit.register
+def _free_loaded() -> None:
+    """Free the loaded models at exit, while ``llama_cpp`` is still whole.
+
+    Left to interpreter shutdown, ``Llama.__del__`` can run after ``llama_cpp``'s functions are gone and prints
+    "Exception ignored ... TypeError: 'NoneType' object is not callable" (seen at the end of the test suite). A
+    model still in use by another thread is left alone rather than freed under it.
+    """
+    with _LOAD_LOCK:
+        for key, loaded in list(_LOADED.items()):
+            if loaded.lock.acquire(timeout=1.0):
+                try:
+                    loaded.llm.close()
+                finally:
+                    loaded.lock.release()
+                del _LOADED[key]
 
 
 def _load(key: tuple[Any, ...], path: Path, lora: Path | None, params: dict[str, Any]) -> tuple[_Loaded, bool]:
