@@ -100,6 +100,12 @@ WORDINGS = {
         "Think step by step, briefly. Write each calculation in plain text (no LaTeX), without listing the steps "
         "first and without restating the problem. " + MARKER
     ),
+    # session 11: `cot-plain` that follows a plan (one step per sub-question), for complete plans
+    "plan-plain": (
+        "Think step by step, briefly, following the sub-questions below in order: for each one write its "
+        "calculation in plain text (no LaTeX) and its result. Add any step they miss. Do not restate the problem. "
+        + MARKER
+    ),
     "cot-short": (
         "Think step by step, in as few words as you can: per step, one short sentence with its calculation, in "
         "plain text (no LaTeX). " + MARKER
