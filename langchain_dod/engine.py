@@ -210,15 +210,21 @@ _LOADED: dict[tuple[Any, ...], _Loaded] = {}
 _LOAD_LOCK = threading.Lock()
 
 
+_EXIT_WAIT_S = 5.0  # the longest exit waits for a model still being loaded by another thread
+
+
 @atexit.register
 def _free_loaded() -> None:
     """Free the loaded models at exit, while ``llama_cpp`` is still whole.
 
     Left to interpreter shutdown, ``Llama.__del__`` can run after ``llama_cpp``'s functions are gone and prints
     "Exception ignored ... TypeError: 'NoneType' object is not callable" (seen at the end of the test suite). A
-    model still in use by another thread is left alone rather than freed under it.
+    model still in use by another thread is left alone rather than freed under it, and so is everything while
+    another thread is still loading a model: exiting must never wait on a lock for long.
     """
-    with _LOAD_LOCK:
+    if not _LOAD_LOCK.acquire(timeout=_EXIT_WAIT_S):
+        return
+    try:
         for key, loaded in list(_LOADED.items()):
             if loaded.lock.acquire(timeout=1.0):
                 try:
@@ -226,6 +232,8 @@ def _free_loaded() -> None:
                 finally:
                     loaded.lock.release()
                 del _LOADED[key]
+    finally:
+        _LOAD_LOCK.release()
 
 
 def _load(key: tuple[Any, ...], path: Path, lora: Path | None, params: dict[str, Any]) -> tuple[_Loaded, bool]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
 from langchain_dod import engine
@@ -31,5 +34,31 @@ def test_a_model_in_use_is_not_freed_under_its_caller() -> None:
     with loaded.lock:  # another thread is decoding
         engine._free_loaded()
     assert list(engine._LOADED.values()) == [loaded] and loaded.llm._model.model is not None
+    engine._free_loaded()
+    assert engine._LOADED == {}
+
+
+@pytest.mark.usefixtures("own_models")
+def test_exit_does_not_wait_for_a_load_that_never_ends(monkeypatch: pytest.MonkeyPatch) -> None:
+    loaded, _ = engine.load(MODEL, None, engine.llama_params(n_threads=1, n_ctx=320))
+    monkeypatch.setattr(engine, "_EXIT_WAIT_S", 0.2)
+    holding, release = threading.Event(), threading.Event()
+
+    def stuck_loader() -> None:  # another thread inside load(), holding the load lock
+        with engine._LOAD_LOCK:
+            holding.set()
+            release.wait(10)
+
+    worker = threading.Thread(target=stuck_loader)
+    worker.start()
+    try:
+        assert holding.wait(10)
+        started = time.monotonic()
+        engine._free_loaded()
+        assert time.monotonic() - started < 5  # gave up after _EXIT_WAIT_S instead of hanging the exit
+        assert list(engine._LOADED.values()) == [loaded] and loaded.llm._model.model is not None
+    finally:
+        release.set()
+        worker.join()
     engine._free_loaded()
     assert engine._LOADED == {}
