@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
@@ -53,9 +52,9 @@ def test_exit_does_not_wait_for_a_load_that_never_ends(monkeypatch: pytest.Monke
     worker.start()
     try:
         assert holding.wait(10)
-        started = time.monotonic()
         engine._free_loaded()
-        assert time.monotonic() - started < 5  # gave up after _EXIT_WAIT_S instead of hanging the exit
+        # it returned while the loader still holds the lock: it gave up instead of waiting for the loader to finish
+        assert worker.is_alive() and not release.is_set()
         assert list(engine._LOADED.values()) == [loaded] and loaded.llm._model.model is not None
     finally:
         release.set()
