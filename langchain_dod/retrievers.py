@@ -336,8 +336,9 @@ class DecomposingRetriever(BaseRetriever):
     list; each sub-question's list has weight 1. A larger weight keeps more of the plain ranking and adds what the
     sub-questions find. Must be > 0. 2 (default) was chosen with ``rrf_k=0`` on the 100 MuSiQue train questions
     (recall@5 0.521 -> 0.519 BM25, 0.626 -> 0.646 MiniLM against weight 1; at ``rrf_k`` 60 weight 1 was best,
-    question_weight.md); on the 292 evaluation questions the static defaults give 0.484 (BM25) and 0.546 (MiniLM)
-    against plain retrieval's 0.450 and 0.528 (static_292_*.md). Iterative mode fuses the question's list with
+    question_weight.md); on the 292 evaluation questions the static defaults give 0.486 (BM25) and 0.552 (MiniLM)
+    with the shipped multihop adapter (0.484 and 0.546 with its 1-epoch predecessor, static_292_*.md) against
+    plain retrieval's 0.450 and 0.528 (benchmarks/results/musique/multihop_e15.md). Iterative mode fuses the question's list with
     weight 1: there the default becomes 1 and another value is refused (``ValueError``)."""
     iterative: bool = False
     """Retrieve the sub-questions in order and rewrite each with the answers read so far (see the module
@@ -391,7 +392,8 @@ class DecomposingRetriever(BaseRetriever):
     0.581 -> 0.622 and 0.691 -> 0.730 at ``rrf_k`` 0 with ``fill_weight`` 0.5. On the 292 evaluation questions
     these defaults together (with ``rrf_k`` 0 and ``fill_weight`` 0.5) raise recall@5 from 0.519 to 0.573 (BM25;
     plain 0.449) and from 0.573 to 0.651 (MiniLM; plain 0.528), for about 0.3 s more per question with MiniLM
-    (benchmarks/results/musique/feedback.md). The trace's bridge step shows ``support``, each candidate's
+    (benchmarks/results/musique/feedback.md; the 1-epoch multihop adapter; the shipped one reaches 0.589 and
+    0.667, multihop_e15.md). The trace's bridge step shows ``support``, each candidate's
     score."""
     fill_pool: int = Field(default=8, ge=1)
     """Iterative mode, ``fill_feedback > 0``: how many of the span reader's candidates are retrieved and ranked by
