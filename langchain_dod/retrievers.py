@@ -338,8 +338,8 @@ class DecomposingRetriever(BaseRetriever):
     (recall@5 0.521 -> 0.519 BM25, 0.626 -> 0.646 MiniLM against weight 1; at ``rrf_k`` 60 weight 1 was best,
     question_weight.md); on the 292 evaluation questions the static defaults give 0.486 (BM25) and 0.552 (MiniLM)
     with the shipped multihop adapter (0.484 and 0.546 with its 1-epoch predecessor, static_292_*.md) against
-    plain retrieval's 0.450 and 0.528 (benchmarks/results/musique/multihop_e15.md). Iterative mode fuses the question's list with
-    weight 1: there the default becomes 1 and another value is refused (``ValueError``)."""
+    plain retrieval's 0.450 and 0.528 (benchmarks/results/musique/multihop_e15.md). Iterative mode fuses the
+    question's list with weight 1: there the default becomes 1 and another value is refused (``ValueError``)."""
     iterative: bool = False
     """Retrieve the sub-questions in order and rewrite each with the answers read so far (see the module
     docstring). A model ``reader`` costs one call per sub-question but the last; ``dod_trace`` reports the cost."""
