@@ -324,6 +324,11 @@ class _SolveBase(RunnableSerializable[Any, dict[str, Any]]):
     ``None`` waits as long as it takes."""
     solver_timeout: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     """Seconds the solver stage may take (the whole stream when streaming)."""
+    answer_format: Literal["text", "program"] = "text"
+    """``text``: the solver reasons in prose and ends with ``The answer is: X``. ``program``: it writes arithmetic
+    assignments and the answer is computed from them (:mod:`langchain_dod.program`; no Python is run), so the
+    solver makes no arithmetic slips and writes fewer tokens; the output's ``answer`` is ``None`` when the reply
+    is no program of that kind and has no ``The answer is:`` line either."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -344,9 +349,16 @@ class _SolveBase(RunnableSerializable[Any, dict[str, Any]]):
         return {
             **head,
             "solution": text,
-            "answer": extract_answer(text),
+            "answer": self._answer(text),
             "usage": {**head["usage"], "solver": _usage(model_label(self.solver), message, seconds)},
         }
+
+    def _answer(self, text: str) -> str | None:
+        if self.answer_format == "program":
+            from langchain_dod.program import program_answer
+
+            return program_answer(text) or extract_answer(text)
+        return extract_answer(text)
 
     # -- invoke ---------------------------------------------------------------------------------------------
 
@@ -507,7 +519,7 @@ class DecomposeSolve(_SolveBase):
             self.decomposer = self.decomposer.model_copy(update={"max_subquestions": self.max_subquestions})
 
     def _solve_messages(self, question: str, context: str | None, subquestions: list[str]) -> list[dict]:
-        return solver_messages(question, context, subquestions, mode="decomposed")
+        return solver_messages(question, context, subquestions, mode="decomposed", answer_format=self.answer_format)
 
     def _head(self, question: str, context: str | None, decomposition: Any, error: BaseException | None) -> dict:
         if isinstance(decomposition, Decomposition):
@@ -589,8 +601,13 @@ class SingleStage(_SolveBase):
 
     mode: Literal["direct", "cot"] = "cot"
 
+    def model_post_init(self, context: Any, /) -> None:
+        """Refuse ``direct`` with a program: a one-line answer has no program to compute."""
+        if self.mode == "direct" and self.answer_format == "program":
+            raise ValueError("answer_format='program' needs mode='cot' (a direct answer is one line, not a program).")
+
     def _solve_messages(self, question: str, context: str | None, subquestions: list[str]) -> list[dict]:
-        return solver_messages(question, context, mode=self.mode)
+        return solver_messages(question, context, mode=self.mode, answer_format=self.answer_format)
 
     def _prepare(
         self, question: str, context: str | None, run_manager: Any, config: RunnableConfig, clock: _Clock

@@ -162,9 +162,14 @@ def cmd_ask(args: argparse.Namespace) -> int:
     threads = {"n_threads": args.threads} if args.threads else {}
     solver = load_chat_model(args.solver, local_kwargs={"max_tokens": args.max_tokens, **threads})
     if args.single_stage:
-        chain: Any = SingleStage(solver=solver, mode=args.mode)
+        chain: Any = SingleStage(solver=solver, mode=args.mode, answer_format=args.answer_format)
     else:
-        chain = DecomposeSolve(decomposer=_decomposer(args), solver=solver, fallback_to_single_stage=args.fallback)
+        chain = DecomposeSolve(
+            decomposer=_decomposer(args),
+            solver=solver,
+            fallback_to_single_stage=args.fallback,
+            answer_format=args.answer_format,
+        )
 
     def handle(question: str) -> None:
         value = {"question": question, "context": args.context}
@@ -259,6 +264,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--single-stage", action="store_true", help="no decomposition (baseline)")
     p.add_argument("--mode", default="cot", choices=["cot", "direct"], help="single-stage prompt")
     p.add_argument("--fallback", action="store_true", help="answer single-stage if the decomposer fails")
+    p.add_argument(
+        "--answer-format",
+        default="text",
+        choices=["text", "program"],
+        help="program: the solver writes arithmetic assignments and the answer is computed from them",
+    )
     p.add_argument("--max-tokens", type=int_in(1), default=512, help="solver output limit (local solvers)")
     p.add_argument("--stream", action="store_true", help="print the solver's tokens as they come")
     p.set_defaults(func=cmd_ask)

@@ -228,6 +228,40 @@ def test_single_stage_has_the_same_shape(mode: str) -> None:
     assert ("step by step" in solver.seen[0][0].content) == (mode == "cot")
 
 
+PROGRAM = "```python\nboxes = 3\npens_per_box = 12\ngiven_away = 5\nanswer = boxes * pens_per_box - given_away\n```"
+
+
+def test_program_answers_are_computed_from_the_solvers_assignments() -> None:
+    solver = ScriptedSolver(reply=PROGRAM)
+    plan = ["How many pens are in the boxes?", "How many are left?"]
+    result = DecomposeSolve(decomposer=RunnableLambda(lambda _: plan), solver=solver, answer_format="program").invoke(
+        QUESTION
+    )
+    assert result["answer"] == "31" and result["mode"] == "two-stage"
+    system, user = solver.seen[0][0].content, solver.seen[0][-1].content
+    assert "Python program" in system and "for each sub-question" in system and "1. How many pens" in user
+    # no plan: the single-stage program wording, the same as SingleStage's
+    skipped = ScriptedSolver(reply=PROGRAM)
+    DecomposeSolve(decomposer=RunnableLambda(lambda _: []), solver=skipped, answer_format="program").invoke(QUESTION)
+    alone = ScriptedSolver(reply=PROGRAM)
+    assert SingleStage(solver=alone, answer_format="program").invoke(QUESTION)["answer"] == "31"
+    assert skipped.seen[0][0].content == alone.seen[0][0].content != system
+    assert "sub-question" not in alone.seen[0][0].content
+
+
+def test_a_program_reply_that_is_no_program_falls_back_to_the_answer_line_or_none() -> None:
+    chain = SingleStage(solver=ScriptedSolver(), answer_format="program")  # replies prose with "The answer is: 5"
+    assert chain.invoke(QUESTION)["answer"] == "5"
+    hostile = SingleStage(solver=ScriptedSolver(reply="import os\nos.system('rm -rf /')"), answer_format="program")
+    result = hostile.invoke(QUESTION)
+    assert result["answer"] is None and "import os" in result["solution"]
+
+
+def test_a_direct_answer_cannot_be_a_program() -> None:
+    with pytest.raises(ValueError, match="mode='cot'"):
+        SingleStage(solver=ScriptedSolver(), mode="direct", answer_format="program")
+
+
 def test_create_dod_chain_from_specs() -> None:
     chain = create_dod_chain(decomposer="llamacpp:smollm2-135m-instruct", solver=ScriptedSolver())
     assert isinstance(chain.decomposer, Decomposer) and isinstance(chain.decomposer.llm, ChatGGUF)

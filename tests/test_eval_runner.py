@@ -410,3 +410,36 @@ def test_token_counts_fall_back_to_the_models_own_tokenizer(tmp_path):
 
     prompt = "\n".join(m["content"] for m in solver_messages(ds.items[0].question, mode="direct"))
     assert usage["input_tokens"] == len(prompt.split())
+
+
+PROGRAMS = {
+    "3 bags": "bags = 3\napples = bags * 4\nanswer = apples - 2",
+    "ticket": "answer = 2 * 1250",
+    "temperature": "answer = 4 - 9",  # the text reply's "5 degrees below zero" was wrong; -5 is right
+    "pen costs": "I cannot tell.",
+    "reads 10 pages": "pages = 10 * 7 = 70",  # the model's own result after a second `=`: the expression counts
+}
+
+
+def test_program_runs_are_scored_on_the_computed_answer_and_kept_apart(tmp_path):
+    ds = load_dataset(GSM)
+    text = RunSpec(solver="llamacpp:x", mode="cot")
+    program = RunSpec(solver=AnswerBook(replies=PROGRAMS), mode="cot", answer_format="program")
+    assert program.name == "cot-program__AnswerBook" and text.name == "cot__x"
+    assert program.describe()["answer_format"] == "program" and "answer_format" not in text.describe()
+    assert program.prompts_id() != RunSpec(solver=AnswerBook(), mode="cot").prompts_id()
+    two_stage = RunSpec(solver="llamacpp:x", decomposer="oracle", socratic=str(SOCRATIC), answer_format="program")
+    assert two_stage.name == "oracle-program__x"
+    run_evaluation(ds, [program], tmp_path, progress=False)
+    got = {
+        r["id"]: (r["prediction"], r["scores"]["strict"]) for r in _records(tmp_path / "runs" / f"{program.name}.jsonl")
+    }
+    assert sorted(got.values(), key=str) == sorted(
+        [("10", 1.0), ("2500", 1.0), ("-5", 1.0), (None, 0.0), ("70", 1.0)], key=str
+    )
+    with pytest.raises(ValueError, match="'direct' answers in one line"):
+        RunSpec(solver="llamacpp:x", mode="direct", answer_format="program")
+    with pytest.raises(ValueError, match="answer_format must be"):
+        RunSpec(solver="llamacpp:x", mode="cot", answer_format="json")
+    argv = ["eval", "run", "--data", str(GSM), "--out", str(tmp_path / "x"), "--single-stage", "direct"]
+    assert main([*argv, "--answer-format", "program"]) == 2 and not (tmp_path / "x").exists()

@@ -55,6 +55,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"error: --decomposer oracle needs --socratic PATH ({guess} does not exist)", file=sys.stderr)
             return 2
         socratic = str(guess)
+    if args.answer_format == "program" and "direct" in (args.single_stage or []):
+        print("error: --single-stage direct answers in one line; with --answer-format program use cot", file=sys.stderr)
+        return 2
     if not args.decomposer and not args.single_stage:
         print("error: nothing to run; pass --decomposer and/or --single-stage", file=sys.stderr)
         return 2
@@ -63,6 +66,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         "max_subquestions": args.max_subquestions,
         "profile": profile,
         "n_threads": args.n_threads,
+        "answer_format": args.answer_format,
     }
     specs = []
     for solver in solvers:
@@ -173,6 +177,12 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--max-tokens", type=int_in(1), default=400, help="solver output limit")
     p.add_argument("--max-subquestions", type=int_in(1, 10), default=3)
+    p.add_argument(
+        "--answer-format",
+        choices=["text", "program"],
+        default="text",
+        help="program: the solver writes arithmetic assignments and the answer is computed (runs named -program)",
+    )
     p.add_argument(
         "--max-concurrency",
         type=int_in(1),

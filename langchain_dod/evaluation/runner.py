@@ -106,6 +106,8 @@ class RunSpec:
     max_subquestions: int = 3
     profile: str = "math"
     socratic: str | None = None
+    answer_format: str = "text"
+    """``text`` or ``program`` (the solver writes arithmetic assignments; ``DecomposeSolve.answer_format``)."""
     n_threads: int | None = None
     """llama.cpp threads for local stages (``None``: the model's default). On a busy shared CPU, 1 thread can be
     several times faster than 2, which spin-wait on each other; not part of the run's identity."""
@@ -116,10 +118,15 @@ class RunSpec:
             raise ValueError("A single-stage run needs mode 'direct' or 'cot'; a two-stage run needs a decomposer.")
         if self.decomposer is not None and self.mode != "decomposed":
             raise ValueError(f"mode {self.mode!r} is single-stage; leave decomposer=None for it.")
+        if self.answer_format not in ("text", "program"):
+            raise ValueError(f"answer_format must be 'text' or 'program', not {self.answer_format!r}")
+        if self.answer_format == "program" and self.mode == "direct":
+            raise ValueError("answer_format 'program' needs mode 'cot' or a decomposer; 'direct' answers in one line.")
         if self.decomposer == "oracle" and not self.socratic:
             raise ValueError("The oracle decomposer needs socratic=PATH (e.g. test_socratic.jsonl).")
         if self.name is None:
-            self.name = _slug(f"{self.stage_label}__{self.solver_label}")
+            program = "-program" if self.answer_format == "program" else ""
+            self.name = _slug(f"{self.stage_label}{program}__{self.solver_label}")
         if not SAFE_NAME.fullmatch(self.name):
             raise ValueError(
                 f"Run name {self.name!r} is not a safe file name; use letters, digits and . _ + - only (it names "
@@ -157,6 +164,8 @@ class RunSpec:
             "profile": self.profile,
             "socratic": self.socratic,
         }
+        if self.answer_format != "text":  # only then: the descriptions of earlier text runs stay as they were
+            described["answer_format"] = self.answer_format
         if self.decomposer == "default":  # which adapter "default" meant: results of two adapters must not mix
             described["adapter"] = _default_adapter_id(self.profile)
         if self.decomposer == "oracle":  # how the Socratic steps became sub-questions: two rules must not mix
@@ -172,13 +181,14 @@ class RunSpec:
 
         from langchain_dod.prompts import decomposer_messages, solver_messages
 
+        fmt = self.answer_format
         if self.decomposer is None:
-            sent = [solver_messages("Q?", mode=self.mode)]
+            sent = [solver_messages("Q?", mode=self.mode, answer_format=fmt)]
         else:
             sent = [
                 decomposer_messages("Q?", profile=self.profile, max_subquestions=self.max_subquestions),
-                solver_messages("Q?", subquestions=["S?"]),  # with a plan
-                solver_messages("Q?"),  # the decomposer wrote none
+                solver_messages("Q?", subquestions=["S?"], answer_format=fmt),  # with a plan
+                solver_messages("Q?", answer_format=fmt),  # the decomposer wrote none
             ]
         return hashlib.sha256(json.dumps(sent).encode()).hexdigest()[:12]
 
@@ -215,9 +225,12 @@ class RunSpec:
         from langchain_dod.chains import DecomposeSolve, SingleStage
 
         if self.decomposer is None:
-            return SingleStage(solver=self._solver(), mode=self.mode)
+            return SingleStage(solver=self._solver(), mode=self.mode, answer_format=self.answer_format)
         return DecomposeSolve(
-            decomposer=self._decomposer(), solver=self._solver(), max_subquestions=self.max_subquestions
+            decomposer=self._decomposer(),
+            solver=self._solver(),
+            max_subquestions=self.max_subquestions,
+            answer_format=self.answer_format,
         )
 
 
@@ -404,7 +417,9 @@ def _make_record(
         _messages_text(decomposer.messages(item.question, item.context)) if isinstance(decomposer, Decomposer) else None
     )
     solve_mode = spec.mode if spec.decomposer is None else "decomposed"
-    solve_prompt = _messages_text(solver_messages(item.question, item.context, subquestions, mode=solve_mode))
+    solve_prompt = _messages_text(
+        solver_messages(item.question, item.context, subquestions, mode=solve_mode, answer_format=spec.answer_format)
+    )
     logs = recorder.stages
     usage = {
         "decomposer": None
