@@ -136,6 +136,10 @@ WORDINGS = {
 }
 
 
+def _answer_format(wording: str) -> str:
+    return "program" if wording.startswith("pot") else "text"
+
+
 def _items(n: int) -> list[dict]:
     ids = json.loads((EVAL / "manifest.json").read_text())["ids"][:n]
     test = [json.loads(line) for line in (GSM8K_DIR / "test.jsonl").read_text().splitlines()]
@@ -214,7 +218,7 @@ def _done(path: Path) -> set[tuple[str, str]]:
 def run(n: int, conditions: list[str], threads: int, plans: Path | str | None = None) -> None:
     from langchain_dod import ChatGGUF
     from langchain_dod.evaluation.metrics import gsm8k_strict
-    from langchain_dod.parsing import extract_answer
+    from langchain_dod.parsing import read_answer
     from langchain_dod.prompts import solver_messages
 
     for c in conditions:
@@ -237,11 +241,7 @@ def run(n: int, conditions: list[str], threads: int, plans: Path | str | None = 
             messages = solver_messages(item["question"], subquestions=plan)
             messages[0]["content"] = WORDINGS[wording]
             reply = llm.invoke(messages)
-            answer = extract_answer(str(reply.content))
-            if wording.startswith("pot"):
-                from langchain_dod.program import program_answer
-
-                answer = program_answer(str(reply.content)) or answer
+            answer = read_answer(str(reply.content), _answer_format(wording))
             record = {
                 "condition": condition,
                 "id": item["id"],
@@ -282,14 +282,13 @@ def report(plans: Path | str | None = None, conditions: list[str] | None = None,
     from scipy.stats import binomtest
 
     from langchain_dod.evaluation.metrics import gsm8k_strict
-    from langchain_dod.parsing import extract_answer
-    from langchain_dod.program import program_answer
+    from langchain_dod.parsing import read_answer
 
     rows = [json.loads(line) for line in _results(plans).read_text().splitlines() if line.strip()]
     by: dict[str, dict[str, dict]] = {}
     for r in rows:
-        if r["condition"].startswith("pot"):  # re-scored with today's evaluator (it grew more lenient in use)
-            r["correct"] = gsm8k_strict(program_answer(r["solution"]) or extract_answer(r["solution"]), r["gold"])
+        if r["condition"].startswith("pot"):  # re-scored with today's reader (it grew more lenient in use)
+            r["correct"] = gsm8k_strict(read_answer(r["solution"], "program"), r["gold"])
         if conditions is None or r["condition"] in conditions:
             by.setdefault(r["condition"], {})[r["id"]] = r
     if against is not None and against not in by:

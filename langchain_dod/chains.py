@@ -35,7 +35,7 @@ from langchain_core.runnables.utils import AddableDict
 from pydantic import ConfigDict, Field
 
 from langchain_dod.decomposer import Decomposer, Decomposition, DecompositionError, normalize_input
-from langchain_dod.parsing import extract_answer
+from langchain_dod.parsing import read_answer
 from langchain_dod.prompts import solver_messages
 from langchain_dod.solvers import DEFAULT_SOLVER, load_chat_model, model_label
 
@@ -349,16 +349,9 @@ class _SolveBase(RunnableSerializable[Any, dict[str, Any]]):
         return {
             **head,
             "solution": text,
-            "answer": self._answer(text),
+            "answer": read_answer(text, self.answer_format),
             "usage": {**head["usage"], "solver": _usage(model_label(self.solver), message, seconds)},
         }
-
-    def _answer(self, text: str) -> str | None:
-        if self.answer_format == "program":
-            from langchain_dod.program import program_answer
-
-            return program_answer(text) or extract_answer(text)
-        return extract_answer(text)
 
     # -- invoke ---------------------------------------------------------------------------------------------
 

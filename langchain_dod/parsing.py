@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 from langchain_dod.prompts import ANSWER_MARKER
 
-__all__ = ["extract_answer", "last_number", "normalize_subquestions", "parse_subquestions"]
+__all__ = ["extract_answer", "last_number", "normalize_subquestions", "parse_subquestions", "read_answer"]
 
 _FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.S)
 _NONE = re.compile(
@@ -165,3 +165,16 @@ def _answer_after(rest: str, need_number: bool = False) -> str | None:
             return _NUMBER_ANSWER_END.split(answer, maxsplit=1)[0].strip()
         return None if need_number else answer
     return None
+
+
+def read_answer(solution: str, answer_format: str = "text") -> str | None:
+    """The final answer of a solver's reply, the one reader of the chains and of the evaluation's re-scoring.
+
+    ``text`` reads its answer line (:func:`extract_answer`); ``program`` computes its arithmetic assignments
+    (:func:`langchain_dod.program.program_answer`), else reads an answer line.
+    """
+    if answer_format == "program":
+        from langchain_dod.program import program_answer
+
+        return program_answer(solution) or extract_answer(solution)
+    return extract_answer(solution)

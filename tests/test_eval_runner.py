@@ -437,6 +437,12 @@ def test_program_runs_are_scored_on_the_computed_answer_and_kept_apart(tmp_path)
     assert sorted(got.values(), key=str) == sorted(
         [("10", 1.0), ("2500", 1.0), ("-5", 1.0), (None, 0.0), ("70", 1.0)], key=str
     )
+    from langchain_dod.evaluation.report import load_evaluation, summarize
+
+    ev = load_evaluation(tmp_path)  # the report re-scores the stored programs the way the chain read them
+    meta, records = ev.runs[program.name]
+    summary = summarize(program.name, meta, records, ev.fmt)
+    assert summary.unparsed == 1 and summary.metrics["strict"] == pytest.approx(0.8)
     with pytest.raises(ValueError, match="'direct' answers in one line"):
         RunSpec(solver="llamacpp:x", mode="direct", answer_format="program")
     with pytest.raises(ValueError, match="answer_format must be"):

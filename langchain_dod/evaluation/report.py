@@ -1,6 +1,6 @@
 """Reports from an evaluation folder: the paper's Table 1 shape, paired comparisons, accuracy-vs-cost plot.
 
-Answers are re-extracted from the stored solutions with the current ``extract_answer`` and scored with the
+Answers are re-extracted from the stored solutions with the current ``read_answer`` and scored with the
 current metrics, and dollars recomputed from the stored token counts with the given price table, so neither
 an extractor or metric fix nor a new price needs a rerun.
 
@@ -22,7 +22,7 @@ from typing import Any
 
 from langchain_dod.evaluation.cost import PriceTable
 from langchain_dod.evaluation.metrics import METRICS, PRIMARY_METRIC, score
-from langchain_dod.parsing import extract_answer
+from langchain_dod.parsing import read_answer
 from langchain_dod.solvers import is_local_spec
 
 __all__ = [
@@ -75,12 +75,17 @@ def load_evaluation(out: str | Path) -> Evaluation:
     return Evaluation(out, manifest, runs)
 
 
-def _rescore(fmt: str, record: dict[str, Any]) -> dict[str, Any]:
-    """The record's scores and ``parsed`` with today's extractor and metrics."""
+def _answer_format(meta: dict[str, Any]) -> str:
+    """How the run's solver wrote its answers (``RunSpec.answer_format``; runs from before it existed: text)."""
+    return str(meta.get("spec", {}).get("answer_format", "text"))
+
+
+def _rescore(fmt: str, record: dict[str, Any], answer_format: str = "text") -> dict[str, Any]:
+    """The record's scores and ``parsed`` with today's extractor (the chains' own) and metrics."""
     golds = record.get("golds") or [[record.get("gold", "")]]
     # the stored prediction was extracted when the run was made: re-extract, so an extractor fix reaches old runs
     solution = record.get("solution")
-    return score(fmt, extract_answer(solution) if solution else record.get("prediction"), golds)
+    return score(fmt, read_answer(solution, answer_format) if solution else record.get("prediction"), golds)
 
 
 @dataclass
@@ -117,7 +122,7 @@ def summarize(
     """Accuracy, tokens, dollars, CPU seconds and latency of one run's records."""
     prices = prices or PriceTable()
     rows = list(records.values())
-    scored = [_rescore(fmt, r) for r in rows]
+    scored = [_rescore(fmt, r, _answer_format(meta)) for r in rows]
     unparsed = sum(1 for s in scored if not s.pop("parsed", False))
     names = sorted(
         {k for s in scored for k in s}, key=lambda k: list(METRICS[fmt]).index(k) if k in METRICS[fmt] else 99
@@ -202,8 +207,9 @@ def paired_comparison(ev: Evaluation, a: str, b: str, metric: str | None = None)
     common = [i for i in ev.manifest["ids"] if i in ra and i in rb]
     if not common:
         raise ValueError(f"Runs {a!r} and {b!r} share no items yet.")
-    xa = [_rescore(ev.fmt, ra[i]).get(metric) for i in common]
-    xb = [_rescore(ev.fmt, rb[i]).get(metric) for i in common]
+    fa, fb = _answer_format(ev.runs[a][0]), _answer_format(ev.runs[b][0])
+    xa = [_rescore(ev.fmt, ra[i], fa).get(metric) for i in common]
+    xb = [_rescore(ev.fmt, rb[i], fb).get(metric) for i in common]
     if any(x is None for x in xa + xb):
         raise ValueError(f"Metric {metric!r} is not defined for these items; choose one of {METRICS[ev.fmt]}.")
     return paired_scores(a, b, metric, xa, xb)  # type: ignore[arg-type]
