@@ -36,7 +36,7 @@ from pydantic import ConfigDict, Field
 
 from langchain_dod.decomposer import Decomposer, Decomposition, DecompositionError, normalize_input
 from langchain_dod.parsing import read_answer
-from langchain_dod.prompts import solver_messages
+from langchain_dod.prompts import check_answer_format, solver_messages
 from langchain_dod.solvers import DEFAULT_SOLVER, load_chat_model, model_label
 
 __all__ = [
@@ -596,8 +596,7 @@ class SingleStage(_SolveBase):
 
     def model_post_init(self, context: Any, /) -> None:
         """Refuse ``direct`` with a program: a one-line answer has no program to compute."""
-        if self.mode == "direct" and self.answer_format == "program":
-            raise ValueError("answer_format='program' needs mode='cot' (a direct answer is one line, not a program).")
+        check_answer_format(self.mode, self.answer_format)
 
     def _solve_messages(self, question: str, context: str | None, subquestions: list[str]) -> list[dict]:
         return solver_messages(question, context, mode=self.mode, answer_format=self.answer_format)

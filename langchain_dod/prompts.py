@@ -20,6 +20,7 @@ __all__ = [
     "DEFAULT_MAX_SUBQUESTIONS",
     "PROFILES",
     "Profile",
+    "check_answer_format",
     "decomposer_messages",
     "decomposition_target",
     "solver_messages",
@@ -123,6 +124,14 @@ ANSWER_FORMATS = ("text", "program")
 (arithmetic assignments ending in ``answer = ...``, computed by :mod:`langchain_dod.program`)."""
 
 
+def check_answer_format(mode: str, answer_format: str) -> None:
+    """Raise ``ValueError`` unless ``answer_format`` is one of :data:`ANSWER_FORMATS` and fits ``mode``."""
+    if answer_format not in ANSWER_FORMATS:
+        raise ValueError(f"answer_format must be one of {ANSWER_FORMATS}, not {answer_format!r}")
+    if mode == "direct" and answer_format == "program":
+        raise ValueError("mode 'direct' answers in one line; answer_format 'program' needs mode 'cot' or a decomposer")
+
+
 def solver_messages(
     question: str,
     context: str | None = None,
@@ -140,10 +149,7 @@ def solver_messages(
     """
     if mode not in ("decomposed", "cot", "direct"):
         raise ValueError(f"mode must be 'decomposed', 'cot' or 'direct', not {mode!r}")
-    if answer_format not in ANSWER_FORMATS:
-        raise ValueError(f"answer_format must be one of {ANSWER_FORMATS}, not {answer_format!r}")
-    if mode == "direct" and answer_format == "program":
-        raise ValueError("mode 'direct' answers in one line; answer_format 'program' needs mode 'cot' or 'decomposed'")
+    check_answer_format(mode, answer_format)
     body = _user(question, context)
     planned = mode == "decomposed" and bool(subquestions)
     if planned:

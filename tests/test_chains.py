@@ -258,7 +258,7 @@ def test_a_program_reply_that_is_no_program_falls_back_to_the_answer_line_or_non
 
 
 def test_a_direct_answer_cannot_be_a_program() -> None:
-    with pytest.raises(ValueError, match="mode='cot'"):
+    with pytest.raises(ValueError, match="needs mode 'cot'"):
         SingleStage(solver=ScriptedSolver(), mode="direct", answer_format="program")
 
 

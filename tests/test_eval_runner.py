@@ -445,7 +445,7 @@ def test_program_runs_are_scored_on_the_computed_answer_and_kept_apart(tmp_path)
     assert summary.unparsed == 1 and summary.metrics["strict"] == pytest.approx(0.8)
     with pytest.raises(ValueError, match="'direct' answers in one line"):
         RunSpec(solver="llamacpp:x", mode="direct", answer_format="program")
-    with pytest.raises(ValueError, match="answer_format must be"):
+    with pytest.raises(ValueError, match="answer_format must be one of"):
         RunSpec(solver="llamacpp:x", mode="cot", answer_format="json")
     argv = ["eval", "run", "--data", str(GSM), "--out", str(tmp_path / "x"), "--single-stage", "direct"]
     assert main([*argv, "--answer-format", "program"]) == 2 and not (tmp_path / "x").exists()

@@ -118,10 +118,9 @@ class RunSpec:
             raise ValueError("A single-stage run needs mode 'direct' or 'cot'; a two-stage run needs a decomposer.")
         if self.decomposer is not None and self.mode != "decomposed":
             raise ValueError(f"mode {self.mode!r} is single-stage; leave decomposer=None for it.")
-        if self.answer_format not in ("text", "program"):
-            raise ValueError(f"answer_format must be 'text' or 'program', not {self.answer_format!r}")
-        if self.answer_format == "program" and self.mode == "direct":
-            raise ValueError("answer_format 'program' needs mode 'cot' or a decomposer; 'direct' answers in one line.")
+        from langchain_dod.prompts import check_answer_format
+
+        check_answer_format(self.mode, self.answer_format)
         if self.decomposer == "oracle" and not self.socratic:
             raise ValueError("The oracle decomposer needs socratic=PATH (e.g. test_socratic.jsonl).")
         if self.name is None:
