@@ -54,6 +54,8 @@ class ProgramError(ValueError):
 
 def _value(node: ast.AST, names: dict[str, float]) -> float:
     if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
+        if not math.isfinite(node.value) or abs(node.value) > _LIMIT:  # `1e999` is inf
+            raise ProgramError("number out of range")
         return node.value
     if isinstance(node, ast.Name):
         if node.id not in names:
@@ -82,7 +84,13 @@ def _value(node: ast.AST, names: dict[str, float]) -> float:
         and not node.keywords
         and node.args
     ):
-        return _CALLS[node.func.id](*(_value(a, names) for a in node.args))
+        args = [_value(a, names) for a in node.args]
+        if node.func.id == "round" and len(args) == 2 and abs(args[1]) > 15:  # round(5, -10**9) would never end
+            raise ProgramError("round() to more than 15 digits")
+        try:
+            return _CALLS[node.func.id](*args)
+        except (OverflowError, ValueError, TypeError) as e:  # int(inf), round(1, 2, 3), ...
+            raise ProgramError(f"{node.func.id}(): {e}") from None
     raise ProgramError(f"unsupported expression: {ast.dump(node)[:60]}")
 
 
