@@ -48,6 +48,14 @@ GSM8K_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k"
 SOLVER = "qwen2.5-coder-1.5b-instruct"
 MARKER = 'Finish with a line "The answer is: X" where X is only the final answer.'
 
+
+def _runtime_program(planned: bool) -> str:
+    """The system message the runtime sends with ``answer_format="program"``, with or without a plan."""
+    from langchain_dod.prompts import solver_messages
+
+    return solver_messages("Q?", subquestions=["S?"] if planned else (), answer_format="program")[0]["content"]
+
+
 # Candidate instructions for the two-stage solver (the system message; the user message is the runtime's).
 WORDINGS = {
     # the first shipped wording
@@ -111,13 +119,9 @@ WORDINGS = {
         "plain text (no LaTeX). " + MARKER
     ),
     # session 14: program of thought. The solver writes arithmetic assignments and `langchain_dod.program` computes them
-    # (no Python is executed): 10 of `lines`' 54 misses and 9 of `cot-short`'s 45 held an arithmetic slip
-    "pot": (
-        "Solve the problem by writing a short Python program and nothing else: one assignment per line, each "
-        "computing one quantity from the numbers in the problem or from earlier variables, with a name that says "
-        "what it is. Use only numbers, variables, + - * / // % and round(). The last line assigns the final "
-        "answer to `answer`. No loops, no functions, no print."
-    ),
+    # (no Python is executed): 10 of `lines`' 54 misses and 9 of `cot-short`'s 45 held an arithmetic slip. `pot` and
+    # `pot-plan2` are the runtime's own texts (`answer_format="program"`, without and with a plan)
+    "pot": _runtime_program(planned=False),
     "pot-plan": (
         "Solve the problem by writing a short Python program and nothing else. The sub-questions below are a "
         "plan: write one assignment per sub-question, in order, computing its quantity from the numbers in the "
@@ -126,13 +130,7 @@ WORDINGS = {
         "to `answer`. No loops, no functions, no print."
     ),
     # `pot-plan` left the problem's numbers undefined in 28 of 96 programs and numbered its lines like the plan
-    "pot-plan2": (
-        "Solve the problem by writing a short Python program and nothing else. First assign each number the "
-        "problem gives to a variable. Then, for each sub-question below in order, write one assignment that "
-        "computes its answer from those variables, and add an assignment for any step the sub-questions miss. "
-        "Use only numbers, variables, + - * / // % and round(); no numbering, no loops, no functions, no print. "
-        "The last line assigns the final answer to `answer`."
-    ),
+    "pot-plan2": _runtime_program(planned=True),
 }
 
 
@@ -287,8 +285,9 @@ def report(plans: Path | str | None = None, conditions: list[str] | None = None,
     rows = [json.loads(line) for line in _results(plans).read_text().splitlines() if line.strip()]
     by: dict[str, dict[str, dict]] = {}
     for r in rows:
-        if r["condition"].startswith("pot"):  # re-scored with today's reader (it grew more lenient in use)
-            r["correct"] = gsm8k_strict(read_answer(r["solution"], "program"), r["gold"])
+        fmt = _answer_format(r["condition"].partition(":")[0])
+        if fmt == "program":  # re-scored with today's reader (it grew more lenient in use)
+            r["correct"] = gsm8k_strict(read_answer(r["solution"], fmt), r["gold"])
         if conditions is None or r["condition"] in conditions:
             by.setdefault(r["condition"], {})[r["id"]] = r
     if against is not None and against not in by:

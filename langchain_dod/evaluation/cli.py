@@ -43,6 +43,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Run the grid (decomposers × solvers, plus single-stage modes × solvers) resumably."""
     from langchain_dod.evaluation.datasets import load_dataset
     from langchain_dod.evaluation.runner import RunSpec, run_evaluation
+    from langchain_dod.prompts import check_answer_format
     from langchain_dod.solvers import DEFAULT_SOLVER
 
     dataset = load_dataset(args.data, args.format, skip_bad=args.skip_bad_items)
@@ -55,9 +56,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"error: --decomposer oracle needs --socratic PATH ({guess} does not exist)", file=sys.stderr)
             return 2
         socratic = str(guess)
-    if args.answer_format == "program" and "direct" in (args.single_stage or []):
-        print("error: --single-stage direct answers in one line; with --answer-format program use cot", file=sys.stderr)
-        return 2
+    for mode in args.single_stage or []:
+        try:
+            check_answer_format(mode, args.answer_format)
+        except ValueError as err:
+            print(f"error: --single-stage {mode} with --answer-format {args.answer_format}: {err}", file=sys.stderr)
+            return 2
     if not args.decomposer and not args.single_stage:
         print("error: nothing to run; pass --decomposer and/or --single-stage", file=sys.stderr)
         return 2
