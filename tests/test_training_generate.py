@@ -256,3 +256,27 @@ def test_screen_scores_with_the_evaluations_rule(tmp_path):
     assert answers_match("Paris, France", "Paris") and not answers_match("London", "Paris")
     with pytest.raises(TrainingError, match="skip must be"):
         screen(_decompositions(tmp_path), scripted(), tmp_path / "s.jsonl", skip="always", progress=False)
+
+
+def test_screen_with_program_answers_computes_them_and_keeps_one_format_per_file(tmp_path):
+    dec = _decompositions(tmp_path)  # gold answers 31, 20, 140
+    out = tmp_path / "scr.jsonl"
+    solver = scripted(
+        "pens = 36\nsold = 5\nanswer = pens - sold",  # 0: the plan's program computes 31 -> kept
+        "apples = 8\nanswer = apples + 11",  # 1: the plan's program computes 19 ...
+        "apples = 8\npears = 12\nanswer = apples + pears",  # ... the program with no plan computes 20 -> skip
+        "total = 14 * 10\nanswer = total + 1",  # 2: the plan's program computes 141 ...
+        "The answer is: 139",  # ... and the reply with no plan (prose: its answer line is read) is wrong -> dropped
+    )
+    report = screen(dec, solver, out, skip="cot", answer_format="program", retries=0, progress=False)
+    assert (report.kept, report.skipped, report.total) == (2, 1, 3)
+    rows = {r["id"]: r for r in read_jsonl(out)}
+    assert rows["socratic_tiny-0"]["predicted"] == "31" and rows["socratic_tiny-0"]["subquestions"]
+    assert rows["socratic_tiny-1"]["sample"] == "skip" and rows["socratic_tiny-1"]["predicted"] == "20"
+    assert rows["socratic_tiny-2"]["predicted"] == "141" and rows["socratic_tiny-2"]["cot"] == {"predicted": "139"}
+    assert not rows["socratic_tiny-2"]["correct"]
+    assert {r["answer_format"] for r in rows.values()} == {"program"}
+    # resuming the same file in the other format would mix two screens: refused with the remedy
+    with pytest.raises(TrainingError, match="screened with answer_format 'program'.*new --out"):
+        screen(dec, scripted(), out, retries=0, progress=False)
+    assert screen(dec, scripted(), out, answer_format="program", retries=0, progress=False).new == 0

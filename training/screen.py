@@ -9,6 +9,11 @@ gold answer, its sub-questions are kept instead.
 single-stage chain of thought did, the example is kept with no sub-questions (``{"subquestions": []}`` becomes
 its SD-R target, ``sample`` is ``"skip"``): the student learns to leave alone the questions a plan only hurts.
 
+``answer_format="program"`` screens with the solver writing a program (the runtime's ``answer_format``; the
+answer is computed from its assignments, as ``dod eval run --answer-format program`` scores it); the learned skip
+then asks for a program with no plan, which is what the chain does with an empty plan. Every screened line
+records its ``answer_format``; one output file holds one format.
+
 Correctness is the evaluation's own rule (``dod eval``: the answer the runtime extracts, scored strictly against
 the gold number; text answers by normalised match), so what the screen keeps is what the evaluation scores right.
 Output: one line per example (kept or not, with the solver's text, which ``build`` also turns into SE-T / SE-A
@@ -46,6 +51,12 @@ class ScreenConfig:
         type=str,
         choices=("cot",),
         help="learned skip: keep an empty plan where no decomposition but the solver's own chain of thought won",
+    )
+    answer_format: str = setting(
+        "text",
+        type=str,
+        choices=("text", "program"),
+        help="how the solver answers, as dod eval run --answer-format (program: assignments the runtime computes)",
     )
     max_tokens: int | None = setting(400, help="solver output limit (as dod eval run)")
     max_concurrency: int = setting(1)
@@ -90,7 +101,9 @@ class ScreenReport:
         return text
 
 
-def _solve(solver: Any, record: dict[str, Any], subquestions: list[str] | None) -> dict[str, Any]:
+def _solve(
+    solver: Any, record: dict[str, Any], subquestions: list[str] | None, answer_format: str = "text"
+) -> dict[str, Any]:
     """The runtime's chain: two-stage with these sub-questions, or (``None``) single-stage chain of thought."""
     from langchain_core.runnables import RunnableLambda
 
@@ -98,8 +111,10 @@ def _solve(solver: Any, record: dict[str, Any], subquestions: list[str] | None) 
 
     question = {"question": record["question"], "context": record.get("context")}
     if subquestions is None:
-        return SingleStage(solver=solver, mode="cot").invoke(question)
-    chain = DecomposeSolve(decomposer=RunnableLambda(lambda _: list(subquestions)), solver=solver)
+        return SingleStage(solver=solver, mode="cot", answer_format=answer_format).invoke(question)
+    chain = DecomposeSolve(
+        decomposer=RunnableLambda(lambda _: list(subquestions)), solver=solver, answer_format=answer_format
+    )
     return chain.invoke(question)
 
 
@@ -123,14 +138,28 @@ def screen(
         raise TrainingError(
             f"skip must be 'cot' (no-plan targets where chain of thought wins) or None, not {cfg.skip!r}."
         )
+    if cfg.answer_format not in ("text", "program"):
+        raise TrainingError(f"answer_format must be 'text' or 'program', not {cfg.answer_format!r}.")
     records = _decompositions(decompositions)
+    out = Path(out)
+    done = read_records(out)
+    _check_format(done, cfg.answer_format, out)
     solver = _solver(solver, cfg.max_tokens)
     second = _second_teacher(cfg.second_teacher, cfg.second_temperature, records[0])
-    out = Path(out)
-    todo = [r for r in records if str(r["id"]) not in read_records(out)]
-    work = _screen_one(_Solve(solver, cfg.retries, cfg.backoff), second, cfg, solver)
+    todo = [r for r in records if str(r["id"]) not in done]
+    work = _screen_one(_Solve(solver, cfg.retries, cfg.backoff, cfg.answer_format), second, cfg, solver)
     new, failed = _write_screened(todo, work, out, len(records), cfg.max_concurrency, progress)
     return _report(out, len(records), new, failed)
+
+
+def _check_format(done: dict[str, dict[str, Any]], answer_format: str, out: Path) -> None:
+    """Refuse to resume a file screened in another answer format (lines before the option count as text)."""
+    found = {r.get("answer_format", "text") for r in done.values()} - {answer_format}
+    if found:
+        raise TrainingError(
+            f"{out} was screened with answer_format {sorted(found)[0]!r}, not {answer_format!r}: pass that "
+            "answer format to resume it, or screen into a new --out file."
+        )
 
 
 def _screen_one(solve: _Solve, second: Any, cfg: ScreenConfig, solver: Any) -> Any:
@@ -144,7 +173,7 @@ def _screen_one(solve: _Solve, second: Any, cfg: ScreenConfig, solver: Any) -> A
         if not result["correct"] and cfg.skip == "cot":
             result = _learned_skip(solve, record, result)
         keep = ("id", "question", "context", "answer", "teacher", "profile", "max_subquestions")
-        return {**{k: record.get(k) for k in keep}, **result, "solver": label}
+        return {**{k: record.get(k) for k in keep}, **result, "solver": label, "answer_format": cfg.answer_format}
 
     return work
 
@@ -223,8 +252,9 @@ def _second_teacher(second_teacher: Any, temperature: float, first: dict[str, An
 class _Solve:
     """Solve one record with given sub-questions (``None``: single-stage chain of thought), retrying errors."""
 
-    def __init__(self, solver: Any, retries: int, backoff: float) -> None:
+    def __init__(self, solver: Any, retries: int, backoff: float, answer_format: str = "text") -> None:
         self.solver, self.retries, self.backoff = solver, retries, backoff
+        self.answer_format = answer_format
 
     def __call__(self, record: dict[str, Any], subquestions: list[str] | None) -> dict[str, Any]:
         last: BaseException | None = None
@@ -232,7 +262,7 @@ class _Solve:
             if n:
                 time.sleep(self.backoff * 2 ** (n - 1))
             try:
-                result = _solve(self.solver, record, subquestions)
+                result = _solve(self.solver, record, subquestions, self.answer_format)
                 return {
                     "subquestions": list(subquestions or []),
                     "solution": result["solution"],
