@@ -131,7 +131,11 @@ WORDINGS = {
     ),
     # `pot-plan` left the problem's numbers undefined in 28 of 96 programs and numbered its lines like the plan
     "pot-plan2": _runtime_program(planned=True),
+    # session 15: 40 % of `pot-plan2`'s output characters were comments and code fences (199 of 503 per item on the
+    # 100 probe items; `pot` with no plan wrote none): the same wording asking for none
+    "pot-plan3": _runtime_program(planned=True).replace("no numbering,", "no comments, no numbering,", 1),
 }
+assert WORDINGS["pot-plan3"] != WORDINGS["pot-plan2"], "the runtime's program wording changed: update pot-plan3"
 
 
 def _answer_format(wording: str) -> str:
