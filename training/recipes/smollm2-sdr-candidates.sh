@@ -20,7 +20,7 @@ export HF_HUB_OFFLINE=1
 # does. Give this job's group priority over interactive work (root only; harmless elsewhere).
 echo -10 > /proc/$$/autogroup 2>/dev/null || true
 R=runs/smollm2-sdr
-STEP=${1:-all}   # data | train | export | val | eval400 | cotskip | all
+STEP=${1:-all}   # data | train | export | val | eval400 | cotskip | full | all
 
 data() {
   cat $R/shard*/decompositions.jsonl > $R/decompositions.jsonl
@@ -46,15 +46,33 @@ train() {
   [ -d runs/sdr-mix/final ] || taskset -c 1 dod-train sft --data runs/sdr-mix/train.jsonl --out runs/sdr-mix \
     --learning-rate 5e-4 --epochs 2 $SFT > runs/sdr-mix.log 2>&1 &
   wait
+  full_train
+}
+
+# Candidate B alone (session 16; A and C were trained in session 3): `smollm2-sdr-candidates.sh full` builds the SD-R
+# data if missing, fine-tunes every weight at 2 threads, exports the merged Q8_0 GGUF and runs its validation row.
+full_train() {
   [ -d runs/sdr-full/final ] || dod-train sft --data $R/data/train.jsonl --out runs/sdr-full --method full \
     --learning-rate 5e-5 --epochs 3 ${SFT/--threads 1/--threads 2} > runs/sdr-full.log 2>&1
+}
+full_export() {
+  ls runs/sdr-full/export/*.gguf >/dev/null 2>&1 || dod-train export --model runs/sdr-full/final \
+    --out runs/sdr-full/export --kind merged --outtype q8_0
+}
+full() {
+  [ -f $R/data/train.jsonl ] || { cat $R/shard*/screened.jsonl > $R/screened.jsonl
+    dod-train build --screened $R/screened.jsonl --kinds SD-R --val-fraction 0.1 --out $R/data --no-progress; }
+  full_train; full_export
+  dod eval run --data ../shared/data/gsm8k/train.jsonl --out benchmarks/results/eval/gsm8k-train-validation \
+    --limit 100 --seed 1 --exclude benchmarks/results/eval/gsm8k-train-distilled/manifest.json \
+    --exclude $R/decompositions.jsonl --solver llamacpp:qwen2.5-coder-1.5b-instruct --max-tokens 400 --n-threads 2 \
+    --chunk 5 --no-progress --decomposer "$(ls runs/sdr-full/export/*.gguf | head -1)" --label sdr-full-eqp
 }
 
 export_() {
   [ -f runs/sdr-lora/export/adapter.gguf ] || dod-train export --model runs/sdr-lora/final --out runs/sdr-lora/export
   [ -f runs/sdr-mix/export/adapter.gguf ] || dod-train export --model runs/sdr-mix/final --out runs/sdr-mix/export
-  ls runs/sdr-full/export/*.gguf >/dev/null 2>&1 || dod-train export --model runs/sdr-full/final \
-    --out runs/sdr-full/export --kind merged --outtype q8_0
+  full_export
 }
 
 # Two-stage runs carry the solver wording's id: since session 4 the wording is `equations+` (see
@@ -132,7 +150,7 @@ PY
 }
 
 case $STEP in
-  data) data ;; train) train ;; export) export_ ;; val) val ;; eval400) eval400 ;; cotskip) cotskip ;;
+  data) data ;; train) train ;; export) export_ ;; val) val ;; eval400) eval400 ;; cotskip) cotskip ;; full) full ;;
   all) data; train; export_; val ;;
-  *) echo "usage: $0 [data|train|export|val|eval400|all]" >&2; exit 2 ;;
+  *) echo "usage: $0 [data|train|export|val|eval400|cotskip|full|all]" >&2; exit 2 ;;
 esac
