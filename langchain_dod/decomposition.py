@@ -162,7 +162,10 @@ MERGED_PROFILES = frozenset({"math"})
 made once on first use, ~8 CPU s, then cached). Merging is not bit-identical (Q8_0 rounding flips some skip-or-plan
 choices), so a profile is listed only once ``dod eval`` shows no loss: for ``math``, on the 400 GSM8K evaluation
 items, 55.8 % vs 53.0 % with the run-time LoRA (+2.8, 95 % CI +0.0..+5.5; ``benchmarks/results/merged_accuracy.md``)
-at about half the decomposer's CPU time. ``multihop`` has not been measured merged, so it keeps the run-time LoRA."""
+at about half the decomposer's CPU time. ``multihop`` was measured merged (session 16,
+``benchmarks/results/musique/multihop_merged.md``): 1.4× faster per query, recall@5 within −0.006..+0.004 of the
+run-time LoRA on all four retrieval rows, but its static MiniLM gain over plain falls to +0.018, below issue 13's
++0.02, so it keeps the run-time LoRA (``DOD_DECOMPOSER_MERGE=1`` or ``--merge-adapter`` merges it)."""
 MERGE_ENV = "DOD_DECOMPOSER_MERGE"
 """``0`` keeps every default adapter at run time; ``1`` merges any default adapter, a ``DOD_DECOMPOSER_ADAPTER``
 one too; unset: :data:`MERGED_PROFILES` decide for the shipped files."""
