@@ -22,10 +22,15 @@ echo -10 > /proc/$$/autogroup 2>/dev/null || true
 R=runs/smollm2-sdr
 STEP=${1:-all}   # data | train | export | val | eval400 | cotskip | full | all
 
-data() {
-  cat $R/shard*/decompositions.jsonl > $R/decompositions.jsonl
+# The SD-R records every candidate trains on (one validation split for all).
+sdr_data() {
+  cat $R/shard*/decompositions.jsonl > $R/decompositions.jsonl  # the questions the validation items exclude
   cat $R/shard*/screened.jsonl > $R/screened.jsonl
   dod-train build --screened $R/screened.jsonl --kinds SD-R --val-fraction 0.1 --out $R/data --no-progress
+}
+
+data() {
+  sdr_data
   dod-train generate --data ../shared/data/gsm8k/test_socratic.jsonl --format socratic --teacher given --cap 3 \
     --overflow skip --keep-restatement --max-subquestions 3 --out runs/socratic-complete/decompositions.jsonl \
     --no-progress
@@ -40,6 +45,11 @@ data() {
 SFT="--base smollm2-135m-instruct --validation $R/data/validation.jsonl --batch-size 8 --max-length 768
   --warmup 0.03 --logging-steps 10 --eval-steps 20 --save-steps 20 --save-total-limit 2 --keep-best --early-stopping 2 --threads 1
   --no-progress --resume"
+# The validation run of a candidate: 100 GSM8K-train items that no candidate trained on (see val below).
+V="dod eval run --data ../shared/data/gsm8k/train.jsonl --out benchmarks/results/eval/gsm8k-train-validation
+  --limit 100 --seed 1 --exclude benchmarks/results/eval/gsm8k-train-distilled/manifest.json
+  --exclude $R/decompositions.jsonl --solver llamacpp:qwen2.5-coder-1.5b-instruct --max-tokens 400 --n-threads 1
+  --chunk 5 --no-progress"
 train() {
   [ -d runs/sdr-lora/final ] || taskset -c 0 dod-train sft --data $R/data/train.jsonl --out runs/sdr-lora \
     --learning-rate 5e-4 --epochs 3 $SFT > runs/sdr-lora.log 2>&1 &
@@ -60,14 +70,11 @@ full_export() {
     --out runs/sdr-full/export --kind merged --outtype q8_0
 }
 full() {
-  [ -f $R/data/train.jsonl ] || { cat $R/shard*/screened.jsonl > $R/screened.jsonl
-    dod-train build --screened $R/screened.jsonl --kinds SD-R --val-fraction 0.1 --out $R/data --no-progress; }
+  [ -f $R/data/train.jsonl ] || sdr_data
   full_train; full_export
-  dod eval run --data ../shared/data/gsm8k/train.jsonl --out benchmarks/results/eval/gsm8k-train-validation \
-    --limit 100 --seed 1 --exclude benchmarks/results/eval/gsm8k-train-distilled/manifest.json \
-    --exclude $R/decompositions.jsonl --solver llamacpp:qwen2.5-coder-1.5b-instruct --max-tokens 400 --n-threads 2 \
-    --chunk 5 --no-progress --decomposer "$(ls runs/sdr-full/export/*.gguf | head -1)" --label sdr-full-eqp
+  ${V/--n-threads 1/--n-threads 2} --decomposer "$(full_gguf)" --label sdr-full-eqp
 }
+full_gguf() { ls runs/sdr-full/export/*.gguf | head -1; }  # the Q8_0 file (sorts before model-f16)
 
 export_() {
   [ -f runs/sdr-lora/export/adapter.gguf ] || dod-train export --model runs/sdr-lora/final --out runs/sdr-lora/export
@@ -78,12 +85,8 @@ export_() {
 # Two-stage runs carry the solver wording's id: since session 4 the wording is `equations+` (see
 # benchmarks/results/solver_wording/DECISIONS.md), hence the -eqp labels (the session-3 runs stay beside them).
 val() {
-  V="dod eval run --data ../shared/data/gsm8k/train.jsonl --out benchmarks/results/eval/gsm8k-train-validation
-    --limit 100 --seed 1 --exclude benchmarks/results/eval/gsm8k-train-distilled/manifest.json
-    --exclude $R/decompositions.jsonl --solver llamacpp:qwen2.5-coder-1.5b-instruct --max-tokens 400 --n-threads 1
-    --chunk 5 --no-progress"
   (DOD_DECOMPOSER_ADAPTER=runs/sdr-lora/export/adapter.gguf taskset -c 0 $V --decomposer default --label sdr-lora-eqp
-   taskset -c 0 $V --decomposer "$(ls runs/sdr-full/export/*.gguf | head -1)" --label sdr-full-eqp) &
+   taskset -c 0 $V --decomposer "$(full_gguf)" --label sdr-full-eqp) &
   (DOD_DECOMPOSER_ADAPTER=runs/sdr-mix/export/adapter.gguf taskset -c 1 $V --decomposer default --label sdr-mix-eqp
    taskset -c 1 $V --single-stage cot --decomposer llamacpp:smollm2-135m-instruct --label eqp) &
   wait
